@@ -1,0 +1,96 @@
+"""The client's exception hierarchy, mapped from gRPC status codes with their rich details."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+@dataclass
+class CapmeshClientError(Exception):
+    """A failed call: the status code, message, and the details the server attached."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    domain: str = ""
+    field_violations: list[tuple[str, str]] = field(default_factory=list)
+    retry_after_s: float | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.code.name}: {self.message}"
+        if self.reason:
+            text += f" [{self.reason}]"
+        return text
+
+
+class InvalidRequestError(CapmeshClientError):
+    """INVALID_ARGUMENT: `field_violations` names each bad field."""
+
+
+class NotFoundError(CapmeshClientError):
+    """NOT_FOUND: an unknown model, file or job."""
+
+
+class RefusedError(CapmeshClientError):
+    """FAILED_PRECONDITION: a valid request the current state refuses (e.g. NO_FACE_DETECTED)."""
+
+
+class BusyError(CapmeshClientError):
+    """RESOURCE_EXHAUSTED: try again after `retry_after_s`."""
+
+
+class UnavailableError(CapmeshClientError):
+    """UNAVAILABLE: no healthy backend or a dependency is down; retrying may help."""
+
+
+class AuthError(CapmeshClientError):
+    """UNAUTHENTICATED or PERMISSION_DENIED."""
+
+
+class CancelledError(CapmeshClientError):
+    """CANCELLED or DEADLINE_EXCEEDED."""
+
+
+class ServerError(CapmeshClientError):
+    """INTERNAL, UNKNOWN, DATA_LOSS and anything else."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[CapmeshClientError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidRequestError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.FAILED_PRECONDITION: RefusedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: BusyError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthError,
+    grpc.StatusCode.CANCELLED: CancelledError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: CancelledError,
+}
+
+
+def from_rpc_error(error: grpc.RpcError) -> CapmeshClientError:
+    """Converts a failed call into the matching CapmeshClientError subclass."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    message = error.details() if hasattr(error, "details") else str(error)
+    cls = _BY_CODE.get(code, ServerError)
+    result = cls(code=code, message=message or "")
+    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            result.reason, result.domain = info.reason, info.domain
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            result.field_violations = [(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            result.retry_after_s = retry.retry_delay.ToNanoseconds() / 1e9
+    return result

@@ -1,0 +1,79 @@
+from capmesh.common.v1 import artifact_pb2 as _artifact_pb2
+from capmesh.common.v1 import progress_pb2 as _progress_pb2
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StreamGenerateTalkingHeadRequest(_message.Message):
+    __slots__ = ("reference_image", "audio", "steps", "cfg", "seed", "frames_num", "fps", "model")
+    REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CFG_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_NUM_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    reference_image: _artifact_pb2.Artifact
+    audio: _artifact_pb2.Artifact
+    steps: int
+    cfg: float
+    seed: int
+    frames_num: int
+    fps: float
+    model: str
+    def __init__(self, reference_image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., audio: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., steps: _Optional[int] = ..., cfg: _Optional[float] = ..., seed: _Optional[int] = ..., frames_num: _Optional[int] = ..., fps: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
+
+class FaceBox(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class TalkingHeadResult(_message.Message):
+    __slots__ = ("mime_type", "size_bytes", "sha256", "frame_count", "fps", "width", "height", "duration_seconds", "face_box", "faces_found", "seed", "engine")
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FACE_BOX_FIELD_NUMBER: _ClassVar[int]
+    FACES_FOUND_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    duration_seconds: float
+    face_box: FaceBox
+    faces_found: int
+    seed: int
+    engine: str
+    def __init__(self, mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., frame_count: _Optional[int] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., seed: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class StreamGenerateTalkingHeadResponse(_message.Message):
+    __slots__ = ("progress", "chunk", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: _progress_pb2.Progress
+    chunk: _artifact_pb2.DataChunk
+    result: TalkingHeadResult
+    def __init__(self, progress: _Optional[_Union[_progress_pb2.Progress, _Mapping]] = ..., chunk: _Optional[_Union[_artifact_pb2.DataChunk, _Mapping]] = ..., result: _Optional[_Union[TalkingHeadResult, _Mapping]] = ...) -> None: ...

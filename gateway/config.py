@@ -1,0 +1,66 @@
+"""The gateway's settings: one frozen object read once from `CAPMESH_GATEWAY_*` and CLI flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capmesh.services.runtime.settings import ServerSettings, check
+
+ENV_PREFIX = "GATEWAY"
+GATEWAY_GRPC_PORT = 50051
+GATEWAY_HTTP_PORT = 8080
+
+
+@dataclass(frozen=True)
+class GatewaySettings(ServerSettings):
+    port: int = GATEWAY_GRPC_PORT  # gRPC: capability proxy, registry, jobs, files, operations
+    http_port: int = GATEWAY_HTTP_PORT  # HTTP/JSON + SSE bridge, OpenAI endpoints, console; 0 picks one
+    instance_id: str = ""  # names this gateway in shared Redis state; empty: host:port:pid
+    redis_url: str = ""  # redis://host:port/db; empty: in-memory registry and job store
+
+    # registry and health
+    backends_file: str = ""  # YAML or JSON list of static backends
+    heartbeat_interval_s: float = 2.0
+    lease_s: float = 10.0  # a registered backend without a heartbeat for this long is dropped
+    failure_threshold: int = 3  # backend-caused failures in a row before ERROR
+    cooldown_s: float = 15.0  # ERROR backends rest this long before taking calls again
+
+    # routing
+    route_wait_queue: int = 64  # calls per capability waiting for a free backend
+    route_wait_s: float = 10.0  # how long such a call may wait before RESOURCE_EXHAUSTED
+    gpu_mode: str = "resident"  # resident: all loaded; exclusive: one member of a device group at a time
+
+    # files
+    files_dir: str = ""  # empty: $CAPMESH_HOME/files or ~/.cache/capmesh/files
+    file_ttl_s: float = 24 * 3600.0
+    max_file_bytes: int = 1024 * 1024 * 1024
+
+    # jobs
+    job_queue_limit: int = 1000  # queued jobs per capability; beyond it RESOURCE_EXHAUSTED
+    job_max_attempts: int = 3
+    job_timeout_s: float = 3600.0
+    job_lease_s: float = 15.0  # a runner renews its lease; an expired lease lets another take the job
+    job_result_ttl_s: float = 24 * 3600.0
+    job_record_ttl_s: float = 7 * 24 * 3600.0
+    job_backoff_base_s: float = 1.0
+    job_backoff_max_s: float = 30.0
+
+    # HTTP bridge and security
+    max_body_bytes: int = 64 * 1024 * 1024
+    sse_keepalive_s: float = 15.0
+    api_keys: tuple[str, ...] = ()  # required on HTTP (Bearer) and gRPC (metadata) when set
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 <= self.http_port <= 65535, "http_port", self.http_port, "must be between 0 and 65535")
+        check(self.gpu_mode in {"resident", "exclusive"}, "gpu_mode", self.gpu_mode, "must be resident or exclusive")
+        check(self.failure_threshold >= 1, "failure_threshold", self.failure_threshold, "must be at least 1")
+        check(self.lease_s > self.heartbeat_interval_s, "lease_s", self.lease_s,
+              f"must be longer than heartbeat_interval_s ({self.heartbeat_interval_s})")
+        check(self.job_max_attempts >= 1, "job_max_attempts", self.job_max_attempts, "must be at least 1")
+        check(self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+              "redis_url", self.redis_url, "must start with redis://, rediss:// or unix://")
+        check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file", self.tls_cert_file,
+              "and tls_key_file must be set together")

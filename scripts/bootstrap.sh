@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything capmesh needs on a fresh Debian machine: system packages (redis-server,
+# espeak-ng), buf from npm, and a Python virtual environment in .venv with the project in it.
+# Safe to run again: each step is skipped when it is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if ((${#need_apt[@]})); then
+  log "apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x node_modules/.bin/buf ]; then
+  log "npm install (buf)"
+  npm install --no-audit --no-fund --silent >/dev/null 2>&1 || npm install --no-audit --no-fund
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.capmesh-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+  # The CPU build of torch lies on this machine's disk; installing the pin first keeps pip from
+  # resolving a multi-GB CUDA build for the range in pyproject.toml.
+  log "pip install torch==2.13.0 (CPU build)"
+  .venv/bin/pip install -q torch==2.13.0
+  log "pip install -e .[dev]"
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+log "ready"

@@ -1,0 +1,124 @@
+"""H.264 (+ AAC) mp4 encoding with PyAV, shared by VideoGen and TalkingHead."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """Mono or interleaved-channel float32 samples in [-1, 1] at `sample_rate`."""
+
+    samples: np.ndarray  # shape (n,) mono or (n, channels)
+    sample_rate: int
+
+
+def encode_mp4(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    audio: AudioTrack | None = None,
+    crf: int = 23,
+    on_frame: Callable[[int], None] | None = None,
+) -> bytes:
+    """Encodes RGB uint8 frames (H x W x 3, even H and W) into an mp4; returns its bytes.
+
+    `on_frame(i)` is called after each frame is encoded, so callers can report progress and check
+    cancellation between frames.
+    """
+    buffer = io.BytesIO()
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(buffer, mode="w", format="mp4") as container:
+        video = None
+        for index, frame in enumerate(frames):
+            if video is None:
+                height, width = frame.shape[:2]
+                video = container.add_stream("libx264", rate=rate)
+                video.width, video.height = width, height
+                video.pix_fmt = "yuv420p"
+                video.options = {"crf": str(crf), "preset": "veryfast"}
+                audio_stream = _add_audio(container, audio) if audio is not None else None
+            av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24")
+            for packet in video.encode(av_frame):
+                container.mux(packet)
+            if on_frame is not None:
+                on_frame(index)
+        if video is None:
+            raise ValueError("encode_mp4 needs at least one frame")
+        for packet in video.encode():
+            container.mux(packet)
+        if audio is not None and audio_stream is not None:
+            _encode_audio(container, audio_stream, audio)
+    return buffer.getvalue()
+
+
+def _add_audio(container, audio: AudioTrack):
+    stream = container.add_stream("aac", rate=audio.sample_rate)
+    stream.layout = "mono" if audio.samples.ndim == 1 or audio.samples.shape[1] == 1 else "stereo"
+    return stream
+
+
+def _encode_audio(container, stream, audio: AudioTrack) -> None:
+    samples = audio.samples.astype(np.float32)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    channels = 1 if stream.layout.name == "mono" else 2
+    samples = samples[:, :channels]
+    frame_size = stream.codec_context.frame_size or 1024
+    layout = "mono" if channels == 1 else "stereo"
+    pts = 0
+    for start in range(0, len(samples), frame_size):
+        block = np.ascontiguousarray(samples[start:start + frame_size].T)  # planar: channels x n
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+        frame.sample_rate = audio.sample_rate
+        frame.pts = pts
+        pts += block.shape[1]
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    frame_count: int
+    width: int
+    height: int
+    fps: float
+    video_codec: str
+    audio_codec: str | None
+    audio_seconds: float
+
+
+def probe_mp4(data: bytes, *, decode_frames: bool = True) -> tuple[VideoProbe, list[np.ndarray]]:
+    """Decodes an mp4 back (for tests and checks): its facts and, optionally, its RGB frames."""
+    frames: list[np.ndarray] = []
+    with av.open(io.BytesIO(data)) as container:
+        vstream = container.streams.video[0]
+        astreams = container.streams.audio
+        count = 0
+        for frame in container.decode(video=0):
+            count += 1
+            if decode_frames:
+                frames.append(frame.to_ndarray(format="rgb24"))
+        audio_seconds = 0.0
+        audio_codec = None
+        if astreams:
+            audio_codec = astreams[0].codec_context.name
+        fps = float(vstream.average_rate or vstream.guessed_rate or 0)
+        probe = VideoProbe(count, vstream.width, vstream.height, fps, vstream.codec_context.name, audio_codec, 0.0)
+    if audio_codec:
+        with av.open(io.BytesIO(data)) as container:
+            samples = 0
+            rate = container.streams.audio[0].rate
+            for frame in container.decode(audio=0):
+                samples += frame.samples
+            audio_seconds = samples / rate if rate else 0.0
+        probe = VideoProbe(probe.frame_count, probe.width, probe.height, probe.fps, probe.video_codec, audio_codec, audio_seconds)
+    return probe, frames

@@ -1,0 +1,163 @@
+"""Domain errors that engines and servicers raise; the runtime maps them to gRPC statuses.
+
+This module never imports grpc: engines raise these, and `capmesh.services.runtime.status`
+turns them into `google.rpc.Status` with `ErrorInfo` (and `BadRequest` / `RetryInfo` where they
+apply). The `code` is the canonical status code name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+DOMAIN = "capmesh.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid field of a request: `field` is the proto field path, `description` the rule."""
+
+    field: str
+    description: str
+
+
+class CapmeshError(Exception):
+    """Base class: a failure with a canonical code, a machine-readable reason and a message."""
+
+    code = "INTERNAL"
+    default_reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(CapmeshError):
+    """The caller sent a request that breaks a rule; `violations` name each bad field."""
+
+    code = "INVALID_ARGUMENT"
+    default_reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Iterable[FieldViolation], *, message: str | None = None, reason: str | None = None):
+        self.violations = list(violations)
+        text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations) or "invalid request"
+        super().__init__(text, reason=reason)
+
+    @classmethod
+    def single(cls, field_path: str, description: str, *, reason: str | None = None) -> "InvalidArgument":
+        return cls([FieldViolation(field_path, description)], reason=reason)
+
+
+class NotFound(CapmeshError):
+    code = "NOT_FOUND"
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(CapmeshError):
+    code = "ALREADY_EXISTS"
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(CapmeshError):
+    """A valid request that the current state refuses (no face in the image, a model not loaded)."""
+
+    code = "FAILED_PRECONDITION"
+    default_reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(CapmeshError):
+    """Full: the caller may try again after `retry_after_s` seconds."""
+
+    code = "RESOURCE_EXHAUSTED"
+    default_reason = "QUEUE_FULL"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, reason: str | None = None, metadata=None):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(CapmeshError):
+    """A dependency (a model, a remote API, a backend) cannot serve now; retrying may help."""
+
+    code = "UNAVAILABLE"
+    default_reason = "UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, reason: str | None = None, metadata=None):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthenticated(CapmeshError):
+    code = "UNAUTHENTICATED"
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(CapmeshError):
+    code = "PERMISSION_DENIED"
+    default_reason = "PERMISSION_DENIED"
+
+
+class Cancelled(CapmeshError):
+    """The caller cancelled, and the engine stopped at its next step."""
+
+    code = "CANCELLED"
+    default_reason = "CANCELLED"
+
+    def __init__(self, message: str = "the call was cancelled", **kwargs):
+        super().__init__(message, **kwargs)
+
+
+class DeadlineExceeded(CapmeshError):
+    """The caller's deadline passed, and the engine stopped at its next step."""
+
+    code = "DEADLINE_EXCEEDED"
+    default_reason = "DEADLINE_EXCEEDED"
+
+    def __init__(self, message: str = "the deadline passed before the work finished", **kwargs):
+        super().__init__(message, **kwargs)
+
+
+class ModelLoadError(CapmeshError):
+    """A model failed to load; the message gives the reason and the service status records it."""
+
+    code = "UNAVAILABLE"
+    default_reason = "MODEL_LOAD_FAILED"
+
+
+class Internal(CapmeshError):
+    code = "INTERNAL"
+    default_reason = "INTERNAL"
+
+
+@dataclass
+class Violations:
+    """Collects field violations so that one error reports every bad field at once.
+
+    >>> v = Violations()
+    >>> v.check(speed > 0, "speed", "must be greater than 0")
+    >>> v.raise_if_any()
+    """
+
+    items: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, field_path: str, description: str) -> None:
+        self.items.append(FieldViolation(field_path, description))
+
+    def check(self, ok: bool, field_path: str, description: str) -> None:
+        if not ok:
+            self.add(field_path, description)
+
+    def raise_if_any(self, *, reason: str | None = None) -> None:
+        if self.items:
+            raise InvalidArgument(self.items, reason=reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)

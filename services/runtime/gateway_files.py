@@ -1,0 +1,38 @@
+"""Reads files that requests reference by id from the gateway's file service."""
+
+from __future__ import annotations
+
+import grpc
+
+from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+from capmesh.services.runtime.errors import InvalidArgument, NotFound, Unavailable
+
+
+class GatewayFiles:
+    def __init__(self, address: str, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self._address = address
+        self._max_bytes = max_bytes
+        self._channel: grpc.aio.Channel | None = None
+
+    async def fetch(self, file_id: str, field: str) -> bytes:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._address)
+        stub = file_service_pb2_grpc.FileServiceStub(self._channel)
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for message in stub.DownloadFile(file_service_pb2.DownloadFileRequest(file_id=file_id)):
+                parts.append(message.data)
+                size += len(message.data)
+                if size > self._max_bytes:
+                    raise InvalidArgument.single(f"{field}.file_id", f"the file is larger than {self._max_bytes} bytes")
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound(f"{field}.file_id {file_id!r}: {exc.details()}", reason="FILE_NOT_FOUND") from exc
+            raise Unavailable(f"could not read {field}.file_id from the gateway at {self._address}: {exc.details()}",
+                              reason="GATEWAY_FILES_UNAVAILABLE") from exc
+        return b"".join(parts)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()

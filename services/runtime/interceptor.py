@@ -1,0 +1,128 @@
+"""The one server interceptor: request ids, structured logs, and domain errors -> statuses.
+
+For unary and streaming handlers alike it
+- takes `x-request-id` from the call's metadata (or makes one), binds it to every log line of the
+  call and echoes it back in the initial metadata;
+- turns a `CapmeshError` into its canonical status with ErrorInfo / BadRequest / RetryInfo;
+- logs any other exception with its traceback and answers INTERNAL, leaving the server serving.
+Our streaming handlers are async generators; coroutines using context.write work too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import structlog
+
+from capmesh.services.runtime.errors import CapmeshError, Internal
+from capmesh.services.runtime.status import abort_with_error
+
+log = structlog.get_logger("capmesh.rpc")
+
+REQUEST_ID_KEY = "x-request-id"
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and value:
+            return str(value)
+    return uuid.uuid4().hex
+
+
+class _Call:
+    """What the interceptor does around one call, shared by the four handler shapes."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext, echo: bool) -> None:
+        self.method = method
+        self.context = context
+        self.echo = echo
+        self.request_id = request_id_of(context)
+        self.started = time.monotonic()
+
+    async def begin(self) -> None:
+        structlog.contextvars.bind_contextvars(request_id=self.request_id, rpc=self.method)
+        if self.echo:
+            await self.context.send_initial_metadata(((REQUEST_ID_KEY, self.request_id),))
+
+    async def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, CapmeshError):
+            log.info("rpc.failed", code=exc.code, reason=exc.reason, error=exc.message,
+                     ms=round((time.monotonic() - self.started) * 1000, 1))
+            await abort_with_error(self.context, exc)
+        log.error("rpc.crashed", exc_info=exc)
+        await abort_with_error(self.context, Internal(
+            f"internal error while handling {self.method}; request id {self.request_id}", reason="INTERNAL"))
+
+    def done(self) -> None:
+        log.debug("rpc.done", ms=round((time.monotonic() - self.started) * 1000, 1))
+        structlog.contextvars.unbind_contextvars("request_id", "rpc")
+
+
+_PASS_THROUGH = (grpc.aio.AbortError,)
+
+
+def _wrap_coroutine(inner, method: str, echo: bool):
+    """Wraps a unary-response handler (its first argument is a request or a request iterator)."""
+
+    async def handle(request, context):
+        call = _Call(method, context, echo)
+        await call.begin()
+        try:
+            return await inner(request, context)
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+        finally:
+            call.done()
+
+    return handle
+
+
+def _wrap_stream(inner, method: str, echo: bool):
+    """Wraps a streaming-response handler: an async generator, or a coroutine that writes with
+    context.write (grpc's own health service does)."""
+    if not inspect.isasyncgenfunction(inner):
+        return _wrap_coroutine(inner, method, echo)
+
+    async def handle(request, context) -> AsyncIterator:
+        call = _Call(method, context, echo)
+        await call.begin()
+        try:
+            async for message in inner(request, context):
+                yield message
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+        finally:
+            call.done()
+
+    return handle
+
+
+class RequestContextInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, *, echo_request_id: bool = True) -> None:
+        self._echo = echo_request_id
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method, echo = details.method, self._echo
+        codecs = (handler.request_deserializer, handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_coroutine(handler.unary_unary, method, echo), *codecs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_coroutine(handler.stream_unary, method, echo), *codecs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method, echo), *codecs)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method, echo), *codecs)

@@ -1,0 +1,295 @@
+"""Model lifecycle, after the predecessor's ModelManager: lazy or eager load, residency, unload.
+
+Engines give the manager a `load(name) -> LoadedModel` function. The manager loads a model on first
+use (or at start with `eager=True`), keeps it while the policy says so (`resident`, or `idle` which
+unloads after `idle_unload_s` seconds without use), unloads on request once no call is using it,
+and reports what is loaded for the status RPC. Unloading drops every reference the manager holds,
+runs the model's own release hook, collects garbage and, on CUDA, empties the allocator cache, so
+that the memory really returns.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from capmesh.services.runtime.errors import FailedPrecondition, ModelLoadError, NotFound
+
+log = structlog.get_logger("capmesh.lifecycle")
+
+
+class Residency(str, enum.Enum):
+    RESIDENT = "resident"  # keep loaded once loaded
+    IDLE = "idle"  # unload after idle_unload_s seconds without a call
+
+
+class ModelState(str, enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+@dataclass
+class LoadedModel:
+    """What an engine's loader returns: the object to run plus facts for the status RPC."""
+
+    handle: Any
+    device: str = "cpu"
+    memory_bytes: int = 0
+    random_weights: bool = False
+    release: Callable[[], None] | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    state: ModelState
+    device: str = ""
+    memory_bytes: int = 0
+    random_weights: bool = False
+    last_error: str = ""
+    in_use: int = 0
+    loaded_at: float | None = None
+    last_used_at: float | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Slot:
+    state: ModelState = ModelState.UNLOADED
+    model: LoadedModel | None = None
+    last_error: str = ""
+    in_use: int = 0
+    loaded_at: float | None = None
+    last_used_at: float | None = None
+
+
+Loader = Callable[[str], LoadedModel]
+
+
+class ModelManager:
+    """Thread-safe: engines acquire models from worker threads while the event loop asks for status."""
+
+    def __init__(
+        self,
+        loader: Loader,
+        served_models: list[str],
+        *,
+        residency: Residency = Residency.RESIDENT,
+        idle_unload_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not served_models:
+            raise ValueError("a ModelManager needs at least one served model")
+        self._loader = loader
+        self._served = list(served_models)
+        self._residency = residency
+        self._idle_unload_s = idle_unload_s
+        self._clock = clock
+        self._slots = {name: _Slot() for name in self._served}
+        self._cond = threading.Condition()
+        self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # -- queries -------------------------------------------------------------------------------
+    @property
+    def served_models(self) -> list[str]:
+        return list(self._served)
+
+    @property
+    def default_model(self) -> str:
+        return self._served[0]
+
+    def resolve(self, name: str) -> str:
+        """Maps '' to the default model; an unknown name is NOT_FOUND listing the served ones."""
+        if not name:
+            return self.default_model
+        if name not in self._slots:
+            raise NotFound(
+                f"model {name!r} is not served here; served models: {', '.join(self._served)}",
+                reason="MODEL_NOT_FOUND",
+                metadata={"served_models": ",".join(self._served)},
+            )
+        return name
+
+    def status(self) -> list[ModelStatus]:
+        with self._cond:
+            return [
+                ModelStatus(
+                    name=name,
+                    state=slot.state,
+                    device=slot.model.device if slot.model else "",
+                    memory_bytes=slot.model.memory_bytes if slot.model else 0,
+                    random_weights=slot.model.random_weights if slot.model else False,
+                    last_error=slot.last_error,
+                    in_use=slot.in_use,
+                    loaded_at=slot.loaded_at,
+                    last_used_at=slot.last_used_at,
+                    details=dict(slot.model.details) if slot.model else {},
+                )
+                for name, slot in self._slots.items()
+            ]
+
+    def loaded_models(self) -> list[str]:
+        with self._cond:
+            return [n for n, s in self._slots.items() if s.state is ModelState.LOADED]
+
+    # -- loading -------------------------------------------------------------------------------
+    def ensure_loaded(self, name: str = "") -> LoadedModel:
+        """Loads the model if needed (one loader at a time per model) and returns it."""
+        name = self.resolve(name)
+        with self._cond:
+            slot = self._slots[name]
+            while slot.state is ModelState.LOADING:
+                self._cond.wait()
+            if slot.state is ModelState.LOADED and slot.model is not None:
+                return slot.model
+            slot.state = ModelState.LOADING
+        started = time.monotonic()
+        log.info("model.loading", model=name)
+        try:
+            model = self._loader(name)
+        except Exception as exc:  # the reason goes to the caller and to the status RPC
+            with self._cond:
+                slot.state = ModelState.FAILED
+                slot.last_error = f"{type(exc).__name__}: {exc}"
+                self._cond.notify_all()
+            log.error("model.load_failed", model=name, error=slot.last_error)
+            raise ModelLoadError(f"model {name!r} failed to load: {slot.last_error}") from exc
+        with self._cond:
+            slot.model = model
+            slot.state = ModelState.LOADED
+            slot.last_error = ""
+            slot.loaded_at = slot.last_used_at = self._clock()
+            self._cond.notify_all()
+        log.info(
+            "model.loaded",
+            model=name,
+            device=model.device,
+            memory_bytes=model.memory_bytes,
+            random_weights=model.random_weights,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        if model.random_weights:
+            log.warning("model.random_weights", model=name,
+                        note="this model has random weights: its output is noise, for tests and demos only")
+        self._start_reaper_if_needed()
+        return model
+
+    @contextmanager
+    def use(self, name: str = "") -> Iterator[LoadedModel]:
+        """Holds the model for one call so that an unload waits until the call is done."""
+        name = self.resolve(name)
+        while True:
+            model = self.ensure_loaded(name)
+            with self._cond:
+                slot = self._slots[name]
+                if slot.state is ModelState.LOADED and slot.model is model:
+                    slot.in_use += 1
+                    break
+        try:
+            yield model
+        finally:
+            with self._cond:
+                slot.in_use -= 1
+                slot.last_used_at = self._clock()
+                self._cond.notify_all()
+
+    # -- unloading -----------------------------------------------------------------------------
+    def unload(self, names: list[str] | None = None, *, wait_s: float = 60.0) -> list[str]:
+        """Unloads the named models (all when empty) once their calls finish; returns those unloaded."""
+        targets = [self.resolve(n) for n in names] if names else list(self._slots)
+        unloaded: list[str] = []
+        deadline = time.monotonic() + wait_s
+        for name in targets:
+            with self._cond:
+                slot = self._slots[name]
+                while slot.in_use > 0 or slot.state is ModelState.LOADING:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise FailedPrecondition(
+                            f"model {name!r} is still in use by {slot.in_use} call(s)", reason="MODEL_IN_USE"
+                        )
+                    self._cond.wait(remaining)
+                model, slot.model = slot.model, None
+                was_loaded = slot.state is ModelState.LOADED
+                slot.state = ModelState.UNLOADED
+                slot.loaded_at = None
+            if was_loaded and model is not None:
+                self._release(name, model)
+                unloaded.append(name)
+        return unloaded
+
+    def _release(self, name: str, model: LoadedModel) -> None:
+        if model.release is not None:
+            try:
+                model.release()
+            except Exception:
+                log.exception("model.release_failed", model=name)
+        model.handle = None
+        del model
+        release_memory()
+        log.info("model.unloaded", model=name)
+
+    # -- idle policy ---------------------------------------------------------------------------
+    def _start_reaper_if_needed(self) -> None:
+        if self._residency is not Residency.IDLE or self._reaper is not None:
+            return
+        self._reaper = threading.Thread(target=self._reap_idle, name="capmesh-idle-unloader", daemon=True)
+        self._reaper.start()
+
+    def unload_idle(self) -> list[str]:
+        """Unloads every model unused for idle_unload_s; the reaper thread calls it periodically."""
+        now = self._clock()
+        with self._cond:
+            idle = [
+                n for n, s in self._slots.items()
+                if s.state is ModelState.LOADED and s.in_use == 0
+                and s.last_used_at is not None and now - s.last_used_at >= self._idle_unload_s
+            ]
+        return self.unload(idle) if idle else []
+
+    def _reap_idle(self) -> None:
+        interval = max(0.05, min(5.0, self._idle_unload_s / 4))
+        while not self._closed.wait(interval):
+            try:
+                self.unload_idle()
+            except Exception:
+                log.exception("model.idle_unload_failed")
+
+    def close(self) -> None:
+        self._closed.set()
+        self.unload(wait_s=5.0)
+
+
+def release_memory() -> None:
+    """Collects garbage and returns cached CUDA memory to the driver when torch uses CUDA."""
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def torch_module_bytes(*modules: Any) -> int:
+    """Bytes held by the parameters and buffers of torch modules (pipelines: pass their components)."""
+    total = 0
+    for module in modules:
+        if module is None or not hasattr(module, "parameters"):
+            continue
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            total += tensor.numel() * tensor.element_size()
+    return total

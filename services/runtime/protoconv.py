@@ -1,0 +1,81 @@
+"""Conversions of the shared messages (progress, model information, artifacts)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from capmesh.common.v1 import artifact_pb2, model_pb2, progress_pb2
+from capmesh.services.runtime.errors import InvalidArgument
+from capmesh.services.runtime.lifecycle import ModelState, ModelStatus
+from capmesh.services.runtime.progress import ProgressUpdate
+
+CHUNK_BYTES = 1024 * 1024  # streamed payload pieces stay far below the 4 MiB message limit
+
+_MODEL_STATES = {
+    ModelState.UNLOADED: model_pb2.MODEL_STATE_UNLOADED,
+    ModelState.LOADING: model_pb2.MODEL_STATE_LOADING,
+    ModelState.LOADED: model_pb2.MODEL_STATE_LOADED,
+    ModelState.FAILED: model_pb2.MODEL_STATE_FAILED,
+}
+
+
+def progress_to_proto(update: ProgressUpdate) -> progress_pb2.Progress:
+    return progress_pb2.Progress(
+        stage=update.stage,
+        percent=float(max(0.0, min(100.0, update.percent))),
+        message=update.message,
+        step=update.step,
+        total_steps=update.total_steps,
+        eta_seconds=update.eta_seconds or 0.0,
+        queue_position=update.queue_position,
+    )
+
+
+def model_info_to_proto(status: ModelStatus, now: float | None = None) -> model_pb2.ModelInfo:
+    now = time.monotonic() if now is None else now
+    return model_pb2.ModelInfo(
+        name=status.name,
+        state=_MODEL_STATES[status.state],
+        device=status.device,
+        memory_bytes=status.memory_bytes,
+        random_weights=status.random_weights,
+        last_error=status.last_error,
+        in_use=status.in_use,
+        idle_seconds=max(0.0, now - status.last_used_at) if status.last_used_at else 0.0,
+        details=status.details,
+    )
+
+
+def chunked(data: bytes, size: int = CHUNK_BYTES):
+    """Yields (offset, piece) over `data` in pieces of at most `size` bytes."""
+    for offset in range(0, len(data), size):
+        yield offset, data[offset:offset + size]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactResolver:
+    """Turns an Artifact into bytes: inline data directly, a file id through the gateway's files.
+
+    Services get a resolver whose `fetch_file(file_id) -> bytes` reads the gateway's file service
+    (configured with the service's `gateway` setting); without one, file ids are refused.
+    """
+
+    def __init__(self, fetch_file=None) -> None:
+        self._fetch_file = fetch_file
+
+    async def read(self, artifact: artifact_pb2.Artifact, field: str) -> bytes:
+        source = artifact.WhichOneof("source")
+        if source == "inline_data":
+            if not artifact.inline_data:
+                raise InvalidArgument.single(f"{field}.inline_data", "must not be empty")
+            return artifact.inline_data
+        if source == "file_id":
+            if self._fetch_file is None:
+                raise InvalidArgument.single(
+                    f"{field}.file_id", "file ids need a gateway: start the service with --gateway, or send inline_data")
+            return await self._fetch_file(artifact.file_id, field)
+        raise InvalidArgument.single(field, "is required: set inline_data or file_id")

@@ -1,0 +1,224 @@
+"""The gRPC server every capability runs: one bootstrap, written once.
+
+A capability describes itself as a `CapabilityService` (its servicers, service names, settings and
+model manager); `create_server` starts a grpc.aio server for it on the configured port (0 picks a
+free one) with
+- the capability's servicers behind `RequestContextInterceptor` (request ids, logs, error mapping),
+- `grpc.health.v1` with one entry per capability service plus the empty name,
+- server reflection, so `grpcurl -plaintext HOST:PORT list` and `describe` work,
+- `capmesh.admin.v1.AdminService` (status, load, unload),
+- explicit message size limits and keepalive settings.
+`serve` runs it until SIGTERM or SIGINT, then goes NOT_SERVING, lets in-flight calls finish within
+the grace period, unloads the models and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from capmesh.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+from capmesh.services.runtime.admission import Admission
+from capmesh.services.runtime.gateway_files import GatewayFiles
+from capmesh.services.runtime.interceptor import RequestContextInterceptor
+from capmesh.services.runtime.lifecycle import ModelManager
+from capmesh.services.runtime.logging import configure_logging
+from capmesh.services.runtime.protoconv import ArtifactResolver, model_info_to_proto
+from capmesh.services.runtime.settings import ServerSettings
+
+log = structlog.get_logger("capmesh.server")
+
+VERSION = "0.1.0"
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+AddServicer = Callable[[Any, grpc.aio.Server], None]
+
+
+@dataclass
+class CapabilityService:
+    """Everything the runtime needs to serve one capability.
+
+    `servicers` pairs each generated `add_<X>Servicer_to_server` with the servicer object;
+    `service_names` are the fully qualified names for health and reflection.
+    """
+
+    capability: str
+    settings: ServerSettings
+    servicers: list[tuple[AddServicer, Any]]
+    service_names: list[str]
+    models: ModelManager | None = None
+    engine_name: str = ""
+    on_start: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    admission: Admission = field(init=False)
+    executor: ThreadPoolExecutor = field(init=False)
+    artifacts: ArtifactResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_concurrency, self.settings.max_queue)
+        self.executor = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix=f"capmesh-{self.capability}")
+        files = GatewayFiles(self.settings.gateway) if self.settings.gateway else None
+        self.artifacts = ArtifactResolver(files.fetch if files else None)
+
+    def bridge(self, context: grpc.aio.ServicerContext | None) -> dict[str, Any]:
+        """Keyword arguments for `engine_events` / `engine_result` bound to this service."""
+        return {"context": context, "admission": self.admission, "executor": self.executor}
+
+
+class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
+    def __init__(self, service: CapabilityService) -> None:
+        self._service = service
+
+    def _models(self):
+        models = self._service.models
+        return [model_info_to_proto(s) for s in models.status()] if models else []
+
+    async def GetServiceStatus(self, request, context):
+        s = self._service
+        return admin_service_pb2.GetServiceStatusResponse(
+            capability=s.capability,
+            services=s.service_names,
+            version=VERSION,
+            engine=s.engine_name,
+            models=self._models(),
+            in_flight=s.admission.in_flight,
+            queued=s.admission.queued,
+            max_concurrency=s.settings.max_concurrency,
+            residency=s.settings.residency.value,
+            device_group=s.settings.device_group,
+        )
+
+    async def LoadModels(self, request, context):
+        models = self._service.models
+        if models is not None:
+            names = list(request.models) or [models.default_model]
+            for name in names:
+                await asyncio.get_running_loop().run_in_executor(None, models.ensure_loaded, name)
+        return admin_service_pb2.LoadModelsResponse(models=self._models())
+
+    async def UnloadModels(self, request, context):
+        models = self._service.models
+        unloaded: list[str] = []
+        if models is not None:
+            unloaded = await asyncio.get_running_loop().run_in_executor(None, models.unload, list(request.models) or None)
+        return admin_service_pb2.UnloadModelsResponse(unloaded=unloaded, models=self._models())
+
+
+@dataclass
+class RunningServer:
+    """A started server; unpacks as `(server, port)`."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service: CapabilityService
+    extra: list[Any] = field(default_factory=list)  # e.g. the gateway registration
+
+    def __iter__(self):
+        yield self.server
+        yield self.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.service.settings.host}:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service.service_names]:
+            await self.health.set(name, status)
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING first (so routers stop sending), then let in-flight calls finish."""
+        grace = self.service.settings.grace_period_s if grace_s is None else grace_s
+        log.info("server.stopping", grace_s=grace)
+        for hook in reversed(self.extra):
+            await hook.stop()
+        # Watchers (the gateway) learn NOT_SERVING at once; health watch streams never end by
+        # themselves, so wait for the capability calls to drain rather than for every RPC.
+        await self.health.enter_graceful_shutdown()
+        drained = await self.service.admission.wait_idle(grace)
+        if not drained:
+            log.warning("server.grace_expired", in_flight=self.service.admission.in_flight)
+        await self.server.stop(min(grace, 1.0))
+        if self.service.on_stop is not None:
+            await self.service.on_stop()
+        if self.service.models is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.service.models.close)
+        self.service.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("server.stopped")
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+async def create_server(service: CapabilityService) -> RunningServer:
+    settings = service.settings
+    server = grpc.aio.server(interceptors=[RequestContextInterceptor()], options=server_options(settings))
+    for add, servicer in service.servicers:
+        add(servicer, server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(service), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service.service_names, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    await server.start()
+    running = RunningServer(server, port, health_servicer, service)
+    if settings.eager_load and service.models is not None:
+        await asyncio.get_running_loop().run_in_executor(None, service.models.ensure_loaded, "")
+    if service.on_start is not None:
+        await service.on_start()
+    await running.set_serving(True)
+    if settings.gateway:
+        from capmesh.services.runtime.registration import GatewayRegistration
+
+        registration = GatewayRegistration(running)
+        await registration.start()
+        running.extra.append(registration)
+    log.info("server.started", capability=service.capability, address=running.address,
+             services=service.service_names, engine=service.engine_name)
+    return running
+
+
+async def serve(service: CapabilityService, *, ready: Callable[[RunningServer], None] | None = None) -> None:
+    """Runs the service until SIGTERM or SIGINT, then shuts down gracefully."""
+    configure_logging(service.settings.log_level, service.settings.log_json)
+    running = await create_server(service)
+    # One line on stdout that scripts (and `capmesh up`) read to learn the bound port.
+    print(f"capmesh {service.capability} listening on {running.address}", flush=True)
+    if ready is not None:
+        ready(running)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.shutdown()
+
+
+def run(service: CapabilityService) -> None:
+    try:
+        asyncio.run(serve(service))
+    except KeyboardInterrupt:
+        sys.exit(130)

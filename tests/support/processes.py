@@ -1,0 +1,75 @@
+"""Starting real server processes in tests: read the bound port from stdout, poll health."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class ServerProcess:
+    """A child process that prints `... listening on HOST:PORT` once it serves."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120.0) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.port = self._read_port(timeout_s)
+        self.address = f"127.0.0.1:{self.port}"
+
+    @classmethod
+    def python_module(cls, module: str, *args: str, **kwargs) -> "ServerProcess":
+        return cls([sys.executable, "-m", module, *args], **kwargs)
+
+    def _read_port(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.args} exited with {self.process.wait()} before listening")
+            match = LISTENING.search(line)
+            if match:
+                return int(match.group(2))
+        raise TimeoutError(f"{self.args} did not listen within {timeout_s}s")
+
+    def wait_serving(self, service: str = "", timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.address} not SERVING within {timeout_s}s")
+                time.sleep(0.05)  # polling readiness
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
