@@ -27,4 +27,4 @@ backend_state = Gauge("capmesh_backend_state", "1 for the backend's current stat
 job_queue_depth = Gauge("capmesh_job_queue_depth", "Queued jobs by capability.", ["capability"], registry=REGISTRY)
 jobs_total = Counter("capmesh_jobs_total", "Jobs that reached a final state, by capability and state.",
                      ["capability", "state"], registry=REGISTRY)
-jobs_by_state = Gauge("capmesh_jobs", "Jobs known to this gateway by state.", ["state"], registry=REGISTRY)
+jobs_by_state = Gauge("capmesh_jobs_current", "Jobs known to this gateway by state.", ["state"], registry=REGISTRY)

@@ -16,7 +16,7 @@ if git rev-parse --verify -q main >/dev/null && git cat-file -e main:protos 2>/d
   git archive main protos | tar -x -C "$against"
   cp -r .build/proto-deps "$against/proto-deps"
   printf 'version: v2\nmodules:\n  - path: protos\n  - path: proto-deps\n' > "$against/buf.yaml"
-  "$BUF" build "$against" --path "$against/protos" -o .build/against-main.binpb
+  (cd "$against" && "$OLDPWD/$BUF" build protos -o ../against-main.binpb)
   "$BUF" breaking protos --against .build/against-main.binpb
   echo "buf breaking: no breaking change against main"
 else

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamGenerateTalkingHeadRequest(_message.Message):
-    __slots__ = ("reference_image", "audio", "steps", "cfg", "seed", "frames_num", "fps", "model")
+    __slots__ = ("reference_image", "audio", "steps", "cfg", "seed", "frames_num", "fps", "model", "width", "height")
     REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class StreamGenerateTalkingHeadRequest(_message.Message):
     FRAMES_NUM_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
     reference_image: _artifact_pb2.Artifact
     audio: _artifact_pb2.Artifact
     steps: int
@@ -26,7 +28,9 @@ class StreamGenerateTalkingHeadRequest(_message.Message):
     frames_num: int
     fps: float
     model: str
-    def __init__(self, reference_image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., audio: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., steps: _Optional[int] = ..., cfg: _Optional[float] = ..., seed: _Optional[int] = ..., frames_num: _Optional[int] = ..., fps: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
+    width: int
+    height: int
+    def __init__(self, reference_image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., audio: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., steps: _Optional[int] = ..., cfg: _Optional[float] = ..., seed: _Optional[int] = ..., frames_num: _Optional[int] = ..., fps: _Optional[float] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class FaceBox(_message.Message):
     __slots__ = ("x", "y", "width", "height")
@@ -41,7 +45,7 @@ class FaceBox(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class TalkingHeadResult(_message.Message):
-    __slots__ = ("mime_type", "size_bytes", "sha256", "frame_count", "fps", "width", "height", "duration_seconds", "face_box", "faces_found", "seed", "engine")
+    __slots__ = ("mime_type", "size_bytes", "sha256", "frame_count", "fps", "width", "height", "duration_seconds", "face_box", "faces_found", "seed", "engine", "audio_duration_seconds")
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +58,7 @@ class TalkingHeadResult(_message.Message):
     FACES_FOUND_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     mime_type: str
     size_bytes: int
     sha256: str
@@ -66,7 +71,8 @@ class TalkingHeadResult(_message.Message):
     faces_found: int
     seed: int
     engine: str
-    def __init__(self, mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., frame_count: _Optional[int] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., seed: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...
+    audio_duration_seconds: float
+    def __init__(self, mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., frame_count: _Optional[int] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., seed: _Optional[int] = ..., engine: _Optional[str] = ..., audio_duration_seconds: _Optional[float] = ...) -> None: ...
 
 class StreamGenerateTalkingHeadResponse(_message.Message):
     __slots__ = ("progress", "chunk", "result")

@@ -59,7 +59,7 @@ class AudioChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., sequence: _Optional[int] = ..., sentence_index: _Optional[int] = ...) -> None: ...
 
 class SynthesisResult(_message.Message):
-    __slots__ = ("format", "sample_rate", "duration_seconds", "size_bytes", "sentence_count", "mime_type", "voice", "seed")
+    __slots__ = ("format", "sample_rate", "duration_seconds", "size_bytes", "sentence_count", "mime_type", "voice", "seed", "model", "random_weights")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,8 @@ class SynthesisResult(_message.Message):
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     format: AudioFormat
     sample_rate: int
     duration_seconds: float
@@ -76,7 +78,9 @@ class SynthesisResult(_message.Message):
     mime_type: str
     voice: str
     seed: int
-    def __init__(self, format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., size_bytes: _Optional[int] = ..., sentence_count: _Optional[int] = ..., mime_type: _Optional[str] = ..., voice: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    model: str
+    random_weights: bool
+    def __init__(self, format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., size_bytes: _Optional[int] = ..., sentence_count: _Optional[int] = ..., mime_type: _Optional[str] = ..., voice: _Optional[str] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., random_weights: _Optional[bool] = ...) -> None: ...
 
 class StreamSynthesizeResponse(_message.Message):
     __slots__ = ("progress", "chunk", "result")

@@ -1,0 +1,126 @@
+"""`capmesh talk`: a portrait speaks an audio file, or a text spoken by TTS first.
+
+    capmesh talk face.png speech.wav -o out.mp4
+    capmesh talk face.png --text "Hello there" -o out.mp4
+
+Both calls go to `--address` (the gateway, which routes each service; or one server) unless
+`--tts-address` / `--talkinghead-address` point a service somewhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+TALKINGHEAD_STAGES = ("downloading", "face_detecting", "inference", "merging_audio")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("talk")(talk)
+
+
+def talk(
+    face: Path = typer.Argument(..., exists=True, dir_okay=False, help="The portrait: PNG, JPEG or WebP."),
+    audio: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,
+                                           help="The driving audio (WAV, MP3, OGG, FLAC...); or use --text."),
+    text: Optional[str] = typer.Option(None, "--text", "-t", help="Speak this text (TTS) instead of an audio file."),
+    output: Path = typer.Option(Path("talk.mp4"), "--output", "-o", help="Where to write the mp4."),
+    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
+                                help="The gateway, or one server that serves both services."),
+    tts_address: Optional[str] = typer.Option(None, help="The TTS service, when not at --address."),
+    talkinghead_address: Optional[str] = typer.Option(None, help="The TalkingHead service, when not at --address."),
+    voice: str = typer.Option("", help="TTS voice (with --text)."),
+    language: str = typer.Option("", help="TTS language (with --text)."),
+    fps: float = typer.Option(0.0, help="Frames per second; 0 takes the service default."),
+    frames_num: int = typer.Option(0, help="Number of frames; 0 follows the audio length."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the head motion and blinks."),
+    steps: Optional[int] = typer.Option(None, help="Inference steps (neural engines)."),
+    cfg: Optional[float] = typer.Option(None, help="Guidance scale (neural engines)."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds before each call gives up."),
+) -> None:
+    """Make a talking-head video: FACE speaks AUDIO, or --text spoken by TTS."""
+    if (audio is None) == (text is None):
+        raise typer.BadParameter("give either an AUDIO file or --text, not both and not neither")
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from capmesh.client import CapmeshClientError, sync_channel
+    from capmesh.client.talkinghead import TalkingHeadClient, artifact
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description:<15}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[note]}", style="dim"))
+    try:
+        with Progress(*columns, console=console, transient=False) as bars:
+            stages = _StageBars(bars)
+            if text is not None:
+                with sync_channel(tts_address or address) as channel:
+                    audio_bytes = _synthesize(channel, text, voice, language, stages, timeout)
+                audio_name = "tts.wav"
+            else:
+                audio_bytes, audio_name = audio.read_bytes(), audio.name
+            for stage in TALKINGHEAD_STAGES:
+                stages.task(stage)
+            with sync_channel(talkinghead_address or address) as channel:
+                video = TalkingHeadClient(channel).generate(
+                    artifact(face.read_bytes(), name=face.name), artifact(audio_bytes, name=audio_name),
+                    fps=fps, frames_num=frames_num, seed=seed, steps=steps, cfg=cfg,
+                    on_progress=stages.update, timeout=timeout,
+                )
+            stages.finish()
+    except CapmeshClientError as exc:
+        console.print(f"[red]capmesh talk failed: {exc}[/red]")
+        for field, description in exc.field_violations:
+            console.print(f"  [red]{field}[/red]: {description}")
+        raise typer.Exit(1) from exc
+    output.write_bytes(video.mp4)
+    result = video.result
+    box = result.face_box
+    typer.echo(f"{output}: {result.frame_count} frames at {result.fps:g} fps, {result.width}x{result.height}, "
+               f"{result.duration_seconds:.2f} s; face {box.width}x{box.height} at {box.x},{box.y} "
+               f"(of {result.faces_found} found); seed {result.seed}")
+
+
+class _StageBars:
+    """One bar per stage; a later stage completes the earlier ones."""
+
+    def __init__(self, bars) -> None:
+        self._bars = bars
+        self._tasks: dict[str, int] = {}
+
+    def task(self, stage: str) -> int:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bars.add_task(stage, total=100, note="")
+        return self._tasks[stage]
+
+    def set(self, stage: str, percent: float, note: str = "") -> None:
+        current = self.task(stage)
+        for task in self._tasks.values():
+            if task == current:
+                break
+            self._bars.update(task, completed=100)
+        self._bars.update(current, completed=percent, note=note)
+
+    def update(self, progress) -> None:
+        """Shows a capmesh.common.v1.Progress."""
+        note = f"queued at {progress.queue_position}" if progress.queue_position else progress.message
+        self.set(progress.stage, progress.percent, note)
+
+    def finish(self) -> None:
+        for task in self._tasks.values():
+            self._bars.update(task, completed=100)
+
+
+def _synthesize(channel, text: str, voice: str, language: str, stages: _StageBars, timeout: float | None) -> bytes:
+    """The text as WAV bytes from the TTS service; its progress shows as the `tts` bar."""
+    from capmesh.client.tts import TtsClient
+
+    stages.set("tts", 0.0, "synthesizing")
+    speech = TtsClient(channel).synthesize(text, voice=voice, language=language, audio_format="wav",
+                                           on_progress=lambda p: stages.set("tts", p.percent, p.message),
+                                           timeout=timeout)
+    stages.set("tts", 100.0, f"{speech.result.duration_seconds:.2f} s of speech")
+    return speech.audio

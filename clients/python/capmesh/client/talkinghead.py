@@ -1,0 +1,101 @@
+"""A typed helper over `capmesh.talkinghead.v1.TalkingHeadService`.
+
+    from capmesh.client import sync_channel
+    from capmesh.client.talkinghead import TalkingHeadClient
+
+    with sync_channel("127.0.0.1:50051") as channel:
+        video = TalkingHeadClient(channel).generate(open("face.png", "rb").read(), open("hi.wav", "rb").read())
+        open("out.mp4", "wb").write(video.mp4)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from capmesh.client.errors import ServerError, from_rpc_error
+from capmesh.common.v1 import artifact_pb2, progress_pb2
+from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
+from capmesh.talkinghead.v1 import talkinghead_service_pb2_grpc as pb_grpc
+
+__all__ = ["TalkingHeadClient", "TalkingHeadVideo", "Input", "artifact", "file_artifact"]
+
+Input = bytes | artifact_pb2.Artifact  # inline bytes, or an Artifact (e.g. a gateway file id)
+
+
+@dataclass(frozen=True)
+class TalkingHeadVideo:
+    """The mp4 (checked against the result's size and sha256) and the server's description of it."""
+
+    mp4: bytes
+    result: pb.TalkingHeadResult
+
+
+def artifact(data: bytes, mime_type: str = "", name: str = "") -> artifact_pb2.Artifact:
+    """An inline artifact: fine up to a few MiB; larger inputs go through the gateway's files."""
+    return artifact_pb2.Artifact(inline_data=data, mime_type=mime_type, size_bytes=len(data), name=name)
+
+
+def file_artifact(file_id: str) -> artifact_pb2.Artifact:
+    """An artifact stored in the gateway's file service."""
+    return artifact_pb2.Artifact(file_id=file_id)
+
+
+class TalkingHeadClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = pb_grpc.TalkingHeadServiceStub(channel)
+
+    def generate(
+        self,
+        reference_image: Input,
+        audio: Input,
+        *,
+        fps: float = 0.0,
+        frames_num: int = 0,
+        seed: int | None = None,
+        steps: int | None = None,
+        cfg: float | None = None,
+        model: str = "",
+        on_progress: Callable[[progress_pb2.Progress], None] | None = None,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> TalkingHeadVideo:
+        """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure."""
+        request = pb.StreamGenerateTalkingHeadRequest(
+            reference_image=_as_artifact(reference_image), audio=_as_artifact(audio),
+            fps=fps, frames_num=frames_num, model=model, steps=steps, cfg=cfg, seed=seed,
+        )
+        parts: list[bytes] = []
+        received = 0
+        try:
+            for message in self._stub.StreamGenerateTalkingHead(request, timeout=timeout, metadata=metadata):
+                kind = message.WhichOneof("event")
+                if kind == "progress" and on_progress is not None:
+                    on_progress(message.progress)
+                elif kind == "chunk":
+                    if message.chunk.offset != received:
+                        raise _broken(f"chunk at offset {message.chunk.offset}, expected {received}")
+                    parts.append(message.chunk.data)
+                    received += len(message.chunk.data)
+                elif kind == "result":
+                    return _checked(b"".join(parts), message.result)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        raise _broken("the stream ended without a result")
+
+
+def _as_artifact(value: Input) -> artifact_pb2.Artifact:
+    return value if isinstance(value, artifact_pb2.Artifact) else artifact(value)
+
+
+def _checked(mp4: bytes, result: pb.TalkingHeadResult) -> TalkingHeadVideo:
+    if len(mp4) != result.size_bytes or hashlib.sha256(mp4).hexdigest() != result.sha256:
+        raise _broken(f"received {len(mp4)} bytes that do not match the result's size and sha256")
+    return TalkingHeadVideo(mp4, result)
+
+
+def _broken(what: str) -> ServerError:
+    return ServerError(code=grpc.StatusCode.DATA_LOSS, message=f"talkinghead stream broken: {what}")

@@ -1,0 +1,176 @@
+"""A typed helper over `capmesh.tts.v1.TtsService`.
+
+    from capmesh.client import sync_channel
+    from capmesh.client.tts import SceneLine, TtsClient
+
+    with sync_channel("127.0.0.1:50051") as channel:
+        tts = TtsClient(channel)
+        speech = tts.synthesize("Hello there. How are you?", voice="en-us", audio_format="mp3")
+        open("hello.mp3", "wb").write(speech.audio)
+        scene = tts.synthesize_scene([SceneLine("Ann", "Hi Bob."), SceneLine("Bob", "Hi!", voice="en-gb")])
+        for timing in scene.result.timings:
+            print(timing.speaker, timing.start_seconds, timing.end_seconds)
+
+Streamed WAV arrives with the streaming header (sizes 0xFFFFFFFF); `Speech.audio` is the whole
+file with the exact sizes patched in, so it is a standard WAV.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from capmesh.client.errors import ServerError, from_rpc_error
+from capmesh.common.v1 import progress_pb2
+from capmesh.tts.v1 import tts_service_pb2 as pb
+from capmesh.tts.v1 import tts_service_pb2_grpc as pb_grpc
+
+__all__ = ["TtsClient", "Speech", "Scene", "SceneLine", "AUDIO_FORMATS", "finalize_wav"]
+
+AUDIO_FORMATS = {
+    "wav": pb.AUDIO_FORMAT_WAV,
+    "pcm": pb.AUDIO_FORMAT_PCM,
+    "mp3": pb.AUDIO_FORMAT_MP3,
+    "ogg": pb.AUDIO_FORMAT_OGG,
+    "flac": pb.AUDIO_FORMAT_FLAC,
+}
+
+ProgressCallback = Callable[[progress_pb2.Progress], None]
+ChunkCallback = Callable[[pb.AudioChunk], None]
+
+
+@dataclass(frozen=True)
+class Speech:
+    """The whole audio file and the server's description of it."""
+
+    audio: bytes
+    result: pb.SynthesisResult
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The whole track, its description (`result.audio`) and each segment's timing (`result.timings`)."""
+
+    audio: bytes
+    result: pb.SceneResult
+
+
+@dataclass(frozen=True)
+class SceneLine:
+    """One segment of a scene: `speaker` is a label for subtitles, `voice` a voice id."""
+
+    speaker: str
+    text: str
+    voice: str = ""
+    pause_after_seconds: float = 0.0
+    speed: float | None = None
+
+
+class TtsClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = pb_grpc.TtsServiceStub(channel)
+
+    def synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        language: str = "",
+        speed: float | None = None,
+        volume: float | None = None,
+        pitch: float | None = None,
+        audio_format: str = "wav",
+        sample_rate: int = 0,
+        seed: int | None = None,
+        model: str = "",
+        on_progress: ProgressCallback | None = None,
+        on_chunk: ChunkCallback | None = None,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> Speech:
+        """Streams the synthesis; `on_chunk` sees each audio chunk as it arrives (for playback)."""
+        request = pb.StreamSynthesizeRequest(
+            text=text, voice=voice, language=language, speed=speed, volume=volume, pitch=pitch,
+            format=_format(audio_format), sample_rate=sample_rate, seed=seed, model=model,
+        )
+        audio, result = _collect(self._stub.StreamSynthesize(request, timeout=timeout, metadata=metadata),
+                                 on_progress, on_chunk)
+        return Speech(_finished(audio, result), result)
+
+    def synthesize_scene(
+        self,
+        lines: Iterable[SceneLine],
+        *,
+        language: str = "",
+        audio_format: str = "wav",
+        sample_rate: int = 0,
+        seed: int | None = None,
+        model: str = "",
+        on_progress: ProgressCallback | None = None,
+        on_chunk: ChunkCallback | None = None,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> Scene:
+        request = pb.StreamSynthesizeSceneRequest(
+            segments=[pb.SceneSegment(speaker=line.speaker, text=line.text, voice=line.voice,
+                                      pause_after_seconds=line.pause_after_seconds, speed=line.speed)
+                      for line in lines],
+            language=language, format=_format(audio_format), sample_rate=sample_rate, seed=seed, model=model,
+        )
+        audio, result = _collect(self._stub.StreamSynthesizeScene(request, timeout=timeout, metadata=metadata),
+                                 on_progress, on_chunk)
+        return Scene(_finished(audio, result.audio), result)
+
+    def list_voices(self, language: str = "", *, timeout: float | None = None) -> list[pb.Voice]:
+        try:
+            return list(self._stub.ListVoices(pb.ListVoicesRequest(language=language), timeout=timeout).voices)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+
+def finalize_wav(data: bytes) -> bytes:
+    """Writes the exact RIFF and data sizes into a streamed 44-byte-header WAV."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[36:40] != b"data":
+        return data
+    payload = len(data) - 44
+    return data[:4] + struct.pack("<I", 36 + payload) + data[8:40] + struct.pack("<I", payload) + data[44:]
+
+
+def _format(name: str) -> int:
+    try:
+        return AUDIO_FORMATS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown audio format {name!r}; one of {', '.join(AUDIO_FORMATS)}") from None
+
+
+def _collect(stream, on_progress: ProgressCallback | None, on_chunk: ChunkCallback | None):
+    parts: list[bytes] = []
+    try:
+        for message in stream:
+            kind = message.WhichOneof("event")
+            if kind == "progress" and on_progress is not None:
+                on_progress(message.progress)
+            elif kind == "chunk":
+                if message.chunk.sequence != len(parts):
+                    raise _broken(f"chunk {message.chunk.sequence} arrived, expected {len(parts)}")
+                parts.append(message.chunk.data)
+                if on_chunk is not None:
+                    on_chunk(message.chunk)
+            elif kind == "result":
+                return b"".join(parts), message.result
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc
+    raise _broken("the stream ended without a result")
+
+
+def _finished(audio: bytes, result: pb.SynthesisResult) -> bytes:
+    if len(audio) != result.size_bytes:
+        raise _broken(f"received {len(audio)} bytes, the result says {result.size_bytes}")
+    return finalize_wav(audio) if result.format == pb.AUDIO_FORMAT_WAV else audio
+
+
+def _broken(what: str) -> ServerError:
+    return ServerError(code=grpc.StatusCode.DATA_LOSS, message=f"tts stream broken: {what}")

@@ -1,0 +1,63 @@
+"""The one place where TalkingHead protos become domain objects and back."""
+
+from __future__ import annotations
+
+from capmesh.common.v1 import artifact_pb2
+from capmesh.services.runtime.progress import ProgressUpdate
+from capmesh.services.runtime.protoconv import chunked, progress_to_proto, sha256_hex
+from capmesh.services.talkinghead.domain import FaceBox, TalkingHeadRequest, TalkingHeadResult
+from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
+
+DEFAULT_STEPS = 25  # the proto's documented defaults for unset steps / cfg
+DEFAULT_CFG = 2.5
+
+Response = pb.StreamGenerateTalkingHeadResponse
+
+
+def request_from_proto(request: pb.StreamGenerateTalkingHeadRequest, reference_image: bytes,
+                       audio: bytes) -> TalkingHeadRequest:
+    """The domain request, given the bytes the two artifacts resolved to."""
+    return TalkingHeadRequest(
+        reference_image=reference_image,
+        audio=audio,
+        steps=request.steps if request.HasField("steps") else DEFAULT_STEPS,
+        cfg=request.cfg if request.HasField("cfg") else DEFAULT_CFG,
+        seed=request.seed if request.HasField("seed") else None,
+        frames_num=request.frames_num,
+        fps=request.fps,
+        model=request.model,
+        width=request.width,
+        height=request.height,
+    )
+
+
+def progress_response(update: ProgressUpdate) -> Response:
+    return Response(progress=progress_to_proto(update))
+
+
+def chunk_responses(result: TalkingHeadResult):
+    """The mp4 as DataChunk messages of at most 1 MiB each."""
+    for offset, piece in chunked(result.mp4):
+        yield Response(chunk=artifact_pb2.DataChunk(data=piece, offset=offset))
+
+
+def face_box_to_proto(box: FaceBox) -> pb.FaceBox:
+    return pb.FaceBox(x=box.x, y=box.y, width=box.width, height=box.height)
+
+
+def result_response(result: TalkingHeadResult) -> Response:
+    return Response(result=pb.TalkingHeadResult(
+        mime_type=result.mime_type,
+        size_bytes=len(result.mp4),
+        sha256=sha256_hex(result.mp4),
+        frame_count=result.frame_count,
+        fps=result.fps,
+        width=result.width,
+        height=result.height,
+        duration_seconds=result.duration_s,
+        face_box=face_box_to_proto(result.face_box),
+        faces_found=result.faces_found,
+        seed=result.seed,
+        engine=result.engine,
+        audio_duration_seconds=result.audio_duration_s,
+    ))
