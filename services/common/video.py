@@ -30,7 +30,8 @@ def encode_mp4(
     """Encodes RGB uint8 frames (H x W x 3, even H and W) into an mp4; returns its bytes.
 
     `on_frame(i)` is called after each frame is encoded, so callers can report progress and check
-    cancellation between frames.
+    cancellation between frames. Frames should be at least 64x64: on smaller ones libx264 was seen
+    to give different bytes for identical frames within one process (the decoded frames agree).
     """
     buffer = io.BytesIO()
     rate = Fraction(fps).limit_denominator(1001)

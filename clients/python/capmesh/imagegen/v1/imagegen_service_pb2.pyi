@@ -41,32 +41,36 @@ class ImageChunk(_message.Message):
     def __init__(self, image_index: _Optional[int] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class GeneratedImage(_message.Message):
-    __slots__ = ("index", "mime_type", "size_bytes", "sha256", "width", "height")
+    __slots__ = ("index", "mime_type", "size_bytes", "sha256", "width", "height", "seed")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     index: int
     mime_type: str
     size_bytes: int
     sha256: str
     width: int
     height: int
-    def __init__(self, index: _Optional[int] = ..., mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    seed: int
+    def __init__(self, index: _Optional[int] = ..., mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ImagesResult(_message.Message):
-    __slots__ = ("images", "seed", "model", "steps")
+    __slots__ = ("images", "seed", "model", "steps", "random_weights")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[GeneratedImage]
     seed: int
     model: str
     steps: int
-    def __init__(self, images: _Optional[_Iterable[_Union[GeneratedImage, _Mapping]]] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ...) -> None: ...
+    random_weights: bool
+    def __init__(self, images: _Optional[_Iterable[_Union[GeneratedImage, _Mapping]]] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., random_weights: _Optional[bool] = ...) -> None: ...
 
 class StreamGenerateImagesResponse(_message.Message):
     __slots__ = ("progress", "chunk", "result")

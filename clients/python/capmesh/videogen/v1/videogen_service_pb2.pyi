@@ -35,7 +35,7 @@ class StreamGenerateVideoRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class VideoResult(_message.Message):
-    __slots__ = ("mime_type", "size_bytes", "sha256", "frame_count", "width", "height", "fps", "duration_seconds", "seed", "model", "steps")
+    __slots__ = ("mime_type", "size_bytes", "sha256", "frame_count", "width", "height", "fps", "duration_seconds", "seed", "model", "steps", "random_weights")
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class VideoResult(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     mime_type: str
     size_bytes: int
     sha256: str
@@ -58,7 +59,8 @@ class VideoResult(_message.Message):
     seed: int
     model: str
     steps: int
-    def __init__(self, mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., frame_count: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ...) -> None: ...
+    random_weights: bool
+    def __init__(self, mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., frame_count: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., random_weights: _Optional[bool] = ...) -> None: ...
 
 class StreamGenerateVideoResponse(_message.Message):
     __slots__ = ("progress", "chunk", "result")

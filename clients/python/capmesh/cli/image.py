@@ -1,0 +1,56 @@
+"""`capmesh image`: make images from a prompt, with a live progress bar.
+
+    capmesh image "a lighthouse at dawn" -o out.png
+    capmesh image "a lighthouse at dawn" -n 4 --size 768x512 --steps 30 --seed 7 -o lighthouse.png
+
+With -n above 1 the files are numbered: lighthouse-0.png, lighthouse-1.png, ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from capmesh.cli.video import DEFAULT_ADDRESS, StageProgress, parse_size, report_failure
+
+
+def register(app: typer.Typer) -> None:
+    app.command("image")(image)
+
+
+def image(
+    prompt: str = typer.Argument(..., help="What the images should show."),
+    output: Path = typer.Option(Path("out.png"), "--output", "-o", help="Where to write the PNG."),
+    num_images: int = typer.Option(1, "-n", "--num-images", help="How many images."),
+    size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty takes the model default."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed: image i uses seed + i."),
+    negative_prompt: str = typer.Option("", "--negative", help="What the images should avoid."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
+    model: str = typer.Option("", help="The model; empty selects the service default."),
+    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
+                                help="The gateway, or the ImageGen server."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds before the call gives up."),
+) -> None:
+    """Text to image: streams denoising progress, then writes the PNG files."""
+    from capmesh.client import CapmeshClientError, sync_channel
+    from capmesh.client.imagegen import ImageGenClient
+
+    width, height = parse_size(size)
+    try:
+        with StageProgress() as progress, sync_channel(address) as channel:
+            generated = ImageGenClient(channel).generate(
+                prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
+                guidance_scale=guidance_scale, seed=seed, num_images=num_images, model=model,
+                on_progress=progress.update, timeout=timeout,
+            )
+    except CapmeshClientError as exc:
+        report_failure("image", exc)
+    r = generated.result
+    for info, png in zip(r.images, generated.pngs):
+        path = output if len(generated.pngs) == 1 else output.with_name(f"{output.stem}-{info.index}{output.suffix}")
+        path.write_bytes(png)
+        typer.echo(f"{path}: {info.width}x{info.height}, {info.size_bytes} bytes")
+    typer.echo(f"{len(generated.pngs)} image(s), {r.steps} steps, seed {r.seed}, model {r.model}")

@@ -1,0 +1,105 @@
+"""`capmesh video`: animate an image into a short mp4, with a live progress bar.
+
+    capmesh video first.png "the cat walks away" -o out.mp4
+    capmesh video first.png "waves roll in" --frames 33 --fps 16 --steps 30 --seed 7 --size 832x480
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("video")(video)
+
+
+def video(
+    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="The first frame: PNG, JPEG or WebP."),
+    prompt: str = typer.Argument("", help="What should happen in the video."),
+    output: Path = typer.Option(Path("out.mp4"), "--output", "-o", help="Where to write the mp4."),
+    frames: int = typer.Option(0, "--frames", help="Number of frames (Wan: 4k+1); 0 takes the model default."),
+    fps: float = typer.Option(0.0, "--fps", help="Frames per second; 0 takes the model default."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed: the same seed gives the same video."),
+    size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty: from the image's aspect and the model."),
+    negative_prompt: str = typer.Option("", "--negative", help="What the video should avoid."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
+    model: str = typer.Option("", help="The model; empty selects the service default."),
+    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
+                                help="The gateway, or the VideoGen server."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds before the call gives up."),
+) -> None:
+    """Image to video: streams denoising progress, then writes the mp4."""
+    from capmesh.client import CapmeshClientError, sync_channel
+    from capmesh.client.videogen import VideoGenClient
+
+    width, height = parse_size(size)
+    try:
+        with StageProgress() as progress, sync_channel(address) as channel:
+            generated = VideoGenClient(channel).generate(
+                image.read_bytes(), prompt, negative_prompt=negative_prompt, width=width, height=height,
+                num_frames=frames, fps=fps, steps=steps, guidance_scale=guidance_scale, seed=seed, model=model,
+                on_progress=progress.update, timeout=timeout,
+            )
+    except CapmeshClientError as exc:
+        report_failure("video", exc)
+    output.write_bytes(generated.mp4)
+    r = generated.result
+    typer.echo(f"{output}: {r.frame_count} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
+               f"{r.steps} steps, seed {r.seed}, model {r.model}")
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'832x480' -> (832, 480); '' -> (0, 0), the service's default."""
+    if not size:
+        return 0, 0
+    width, sep, height = size.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise typer.BadParameter(f"--size {size!r} is not WIDTHxHEIGHT, e.g. 832x480")
+    return int(width), int(height)
+
+
+def report_failure(command: str, exc) -> None:
+    """Prints the error and each bad field, then exits with status 1."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(f"[red]capmesh {command} failed: {exc}[/red]")
+    for field, description in exc.field_violations:
+        console.print(f"  [red]{field}[/red]: {description}")
+    raise typer.Exit(1) from exc
+
+
+class StageProgress:
+    """One live bar over the whole call (the services report overall percent), naming the stage and step."""
+
+    def __enter__(self) -> "StageProgress":
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        self._bars = Progress(TextColumn("{task.description:<15}"), BarColumn(), TaskProgressColumn(),
+                              TimeElapsedColumn(), TextColumn("{task.fields[note]}", style="dim"),
+                              console=Console(stderr=True))
+        self._bars.__enter__()
+        self._task = self._bars.add_task("waiting", total=100, note="")
+        return self
+
+    def update(self, progress) -> None:
+        """Shows a capmesh.common.v1.Progress."""
+        if progress.queue_position:
+            note = f"queued at position {progress.queue_position}"
+        elif progress.total_steps:
+            note = f"{progress.step}/{progress.total_steps}"
+            if progress.eta_seconds:
+                note += f", about {progress.eta_seconds:.0f} s left in this stage"
+        else:
+            note = progress.message
+        self._bars.update(self._task, description=progress.stage, completed=progress.percent, note=note)
+
+    def __exit__(self, *exc) -> None:
+        self._bars.__exit__(*exc)

@@ -1,0 +1,103 @@
+"""A typed helper over `capmesh.videogen.v1.VideoGenService` (image-to-video).
+
+    from capmesh.client import sync_channel
+    from capmesh.client.videogen import VideoGenClient
+
+    with sync_channel("127.0.0.1:50051") as channel:
+        video = VideoGenClient(channel).generate(open("first.png", "rb").read(), "the cat walks away", num_frames=33)
+        open("out.mp4", "wb").write(video.mp4)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from capmesh.client.errors import ServerError, from_rpc_error
+from capmesh.common.v1 import artifact_pb2, progress_pb2
+from capmesh.videogen.v1 import videogen_service_pb2 as pb
+from capmesh.videogen.v1 import videogen_service_pb2_grpc as pb_grpc
+
+__all__ = ["VideoGenClient", "GeneratedVideo", "video_request"]
+
+
+@dataclass(frozen=True)
+class GeneratedVideo:
+    """The mp4 (checked against the result's size and sha256) and the server's description of it."""
+
+    mp4: bytes
+    result: pb.VideoResult
+
+
+def video_request(
+    image: bytes | artifact_pb2.Artifact,
+    prompt: str = "",
+    *,
+    negative_prompt: str = "",
+    width: int = 0,
+    height: int = 0,
+    num_frames: int = 0,
+    fps: float = 0.0,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int | None = None,
+    model: str = "",
+) -> pb.StreamGenerateVideoRequest:
+    """The request message; 0 / None leave a field to the model's default. `image` may be inline bytes."""
+    if not isinstance(image, artifact_pb2.Artifact):
+        image = artifact_pb2.Artifact(inline_data=image, size_bytes=len(image))
+    return pb.StreamGenerateVideoRequest(
+        image=image, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height,
+        num_frames=num_frames, fps=fps, steps=steps, guidance_scale=guidance_scale, seed=seed, model=model,
+    )
+
+
+class VideoGenClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = pb_grpc.VideoGenServiceStub(channel)
+
+    def generate(
+        self,
+        image: bytes | artifact_pb2.Artifact,
+        prompt: str = "",
+        *,
+        on_progress: Callable[[progress_pb2.Progress], None] | None = None,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+        **fields,
+    ) -> GeneratedVideo:
+        """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure.
+
+        `fields` are those of `video_request` (width, height, num_frames, fps, steps, seed ...).
+        """
+        request = video_request(image, prompt, **fields)
+        parts: list[bytes] = []
+        received = 0
+        try:
+            for message in self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata):
+                kind = message.WhichOneof("event")
+                if kind == "progress" and on_progress is not None:
+                    on_progress(message.progress)
+                elif kind == "chunk":
+                    if message.chunk.offset != received:
+                        raise _broken(f"chunk at offset {message.chunk.offset}, expected {received}")
+                    parts.append(message.chunk.data)
+                    received += len(message.chunk.data)
+                elif kind == "result":
+                    return _checked(b"".join(parts), message.result)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        raise _broken("the stream ended without a result")
+
+
+def _checked(mp4: bytes, result: pb.VideoResult) -> GeneratedVideo:
+    if len(mp4) != result.size_bytes or hashlib.sha256(mp4).hexdigest() != result.sha256:
+        raise _broken(f"received {len(mp4)} bytes that do not match the result's size and sha256")
+    return GeneratedVideo(mp4, result)
+
+
+def _broken(what: str) -> ServerError:
+    return ServerError(code=grpc.StatusCode.DATA_LOSS, message=f"videogen stream broken: {what}")

@@ -1,0 +1,1 @@
+"""Shared diffusers helpers for VideoGen and ImageGen: placement, loading, per-step progress, media."""

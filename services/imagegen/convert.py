@@ -1,0 +1,59 @@
+"""The one place where capmesh.imagegen.v1 messages and the ImageGen domain meet.
+
+Proto3 zeros mean "the model's default" for width and height, and num_images 0 means 1; steps,
+guidance_scale and seed are `optional`, so an explicit 0 reaches validation.
+"""
+
+from __future__ import annotations
+
+from capmesh.imagegen.v1 import imagegen_service_pb2 as pb
+from capmesh.services.imagegen.domain import ImageChunk, ImageRequest, ImagesResult
+from capmesh.services.runtime.progress import ProgressUpdate
+from capmesh.services.runtime.protoconv import progress_to_proto
+
+
+def _optional(message, name: str):
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def request_from_proto(request: pb.StreamGenerateImagesRequest) -> ImageRequest:
+    return ImageRequest(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        width=request.width or None,
+        height=request.height or None,
+        steps=_optional(request, "steps"),
+        guidance_scale=_optional(request, "guidance_scale"),
+        seed=_optional(request, "seed"),
+        num_images=request.num_images or 1,
+        model=request.model,
+    )
+
+
+def response_from_event(event: object) -> pb.StreamGenerateImagesResponse:
+    """One engine event (progress, a piece of a PNG, or the result) as a stream message."""
+    if isinstance(event, ProgressUpdate):
+        return pb.StreamGenerateImagesResponse(progress=progress_to_proto(event))
+    if isinstance(event, ImageChunk):
+        return pb.StreamGenerateImagesResponse(
+            chunk=pb.ImageChunk(image_index=event.index, data=event.data, offset=event.offset))
+    if isinstance(event, ImagesResult):
+        return pb.StreamGenerateImagesResponse(result=result_to_proto(event))
+    raise TypeError(f"unexpected imagegen engine event {type(event).__name__}")
+
+
+def result_to_proto(result: ImagesResult) -> pb.ImagesResult:
+    # Image i was made with seed + i; the result carries the first (remote engines cannot seed: 0).
+    seeds = [image.seed for image in result.images if image.seed is not None]
+    return pb.ImagesResult(
+        images=[
+            pb.GeneratedImage(index=image.index, mime_type=image.mime_type, size_bytes=image.size_bytes,
+                              sha256=image.sha256, width=image.width, height=image.height,
+                              seed=image.seed or 0)
+            for image in result.images
+        ],
+        seed=min(seeds) if seeds else 0,
+        model=result.model,
+        steps=result.steps,
+        random_weights=result.random_weights,
+    )

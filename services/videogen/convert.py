@@ -1,0 +1,62 @@
+"""The one place where capmesh.videogen.v1 messages and the VideoGen domain meet.
+
+Proto3 zeros mean "the model's default" for width, height, num_frames and fps; steps, guidance_scale
+and seed are `optional`, so an explicit 0 reaches validation (and is refused where the rule says so).
+"""
+
+from __future__ import annotations
+
+from capmesh.common.v1 import artifact_pb2
+from capmesh.services.runtime.progress import ProgressUpdate
+from capmesh.services.runtime.protoconv import progress_to_proto
+from capmesh.services.videogen.domain import VideoChunk, VideoRequest, VideoResult
+from capmesh.videogen.v1 import videogen_service_pb2 as pb
+
+
+def _optional(message, name: str):
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def request_from_proto(request: pb.StreamGenerateVideoRequest, image: bytes) -> VideoRequest:
+    """`image` is the resolved bytes of `request.image` (inline or fetched by file id)."""
+    return VideoRequest(
+        image=image,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        width=request.width or None,
+        height=request.height or None,
+        num_frames=request.num_frames or None,
+        fps=request.fps or None,
+        steps=_optional(request, "steps"),
+        guidance_scale=_optional(request, "guidance_scale"),
+        seed=_optional(request, "seed"),
+        model=request.model,
+    )
+
+
+def response_from_event(event: object) -> pb.StreamGenerateVideoResponse:
+    """One engine event (progress, a piece of the mp4, or the result) as a stream message."""
+    if isinstance(event, ProgressUpdate):
+        return pb.StreamGenerateVideoResponse(progress=progress_to_proto(event))
+    if isinstance(event, VideoChunk):
+        return pb.StreamGenerateVideoResponse(chunk=artifact_pb2.DataChunk(data=event.data, offset=event.offset))
+    if isinstance(event, VideoResult):
+        return pb.StreamGenerateVideoResponse(result=result_to_proto(event))
+    raise TypeError(f"unexpected videogen engine event {type(event).__name__}")
+
+
+def result_to_proto(result: VideoResult) -> pb.VideoResult:
+    return pb.VideoResult(
+        mime_type=result.mime_type,
+        size_bytes=result.size_bytes,
+        sha256=result.sha256,
+        frame_count=result.num_frames,
+        width=result.width,
+        height=result.height,
+        fps=result.fps,
+        duration_seconds=result.duration_seconds,
+        seed=result.seed,
+        model=result.model,
+        steps=result.steps,
+        random_weights=result.random_weights,
+    )

@@ -1,0 +1,52 @@
+"""VideoGen requests and results as plain dataclasses (no protobuf): image-to-video generation.
+
+Optional fields are None when the caller leaves them to the model's defaults; `validate_request` decides
+whether an explicit value is acceptable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MP4 = "video/mp4"
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    image: bytes  # the first frame: PNG, JPEG or WebP bytes
+    prompt: str = ""
+    negative_prompt: str = ""
+    width: int | None = None  # None: from the image's aspect ratio and the model's default area
+    height: int | None = None
+    num_frames: int | None = None
+    fps: float | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None  # None: a random seed, reported in the result
+    model: str = ""  # "": the service's default model
+
+
+@dataclass(frozen=True)
+class VideoChunk:
+    """A piece of the mp4, in order; `offset` is its position in the file."""
+
+    data: bytes
+    offset: int
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+    steps: int
+    seed: int
+    model: str
+    random_weights: bool
+    duration_seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds_per_step: float = 0.0

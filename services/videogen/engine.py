@@ -1,0 +1,222 @@
+"""VideoGen engines: image-to-video with diffusers pipelines (Wan image-to-video, Stable Video Diffusion).
+
+`generate(request, cancel, emit)` runs in a worker thread. It validates the request against the
+model's geometry (read from config files, before any weight loads), loads the model through the
+ModelManager, runs the pipeline with a per-step callback that reports progress and stops at the
+next step when cancelled, encodes the frames to an h264 mp4 and emits it in chunks under 4 MiB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import structlog
+import torch
+
+from capmesh.services.common.video import encode_mp4
+from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
+from capmesh.services.diffusion.loading import load_pipeline, loaded_pipeline_model, supported_class_name
+from capmesh.services.diffusion.media import chunks, to_uint8
+from capmesh.services.diffusion.placement import resolve_placement
+from capmesh.services.diffusion.stepping import (
+    LOADING_MODEL,
+    DenoisingMonitor,
+    StageTimes,
+    cpu_generators,
+    denoiser_of,
+    stage_update,
+)
+from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.errors import ModelLoadError, ResourceExhausted
+from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager, release_memory
+from capmesh.services.videogen import tiny
+from capmesh.services.videogen.config import VideogenSettings
+from capmesh.services.videogen.domain import MP4, VideoChunk, VideoRequest, VideoResult
+from capmesh.services.videogen.families import FAMILIES, VideoFamily, VideoGeometry, VideoJob
+from capmesh.services.videogen.validation import VideoLimits, validate_request
+
+log = structlog.get_logger("capmesh.videogen")
+
+Emit = Callable[[object], None]
+ENCODING_IMAGE = "encoding_image"
+ENCODING_VIDEO = "encoding_video"
+
+
+class VideoEngine(Protocol):
+    name: str
+    models: ModelManager
+
+    def validate(self, request: VideoRequest) -> VideoJob: ...
+
+    def generate(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> VideoResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a served model is, from its config files only: enough to validate requests without loading it."""
+
+    checkpoint: Checkpoint
+    family: VideoFamily
+    geometry: VideoGeometry
+    defaults: GenerationDefaults
+
+
+@dataclass(frozen=True)
+class RenderedVideo:
+    """The pipeline's frames (uint8, frames x height x width x 3) and how they were made."""
+
+    frames: np.ndarray
+    job: VideoJob
+    times: StageTimes
+    model: str
+    random_weights: bool
+    steps: int
+    seconds_per_step: float
+
+
+class DiffusersVideoEngine:
+    name = "diffusers"
+
+    def __init__(self, settings: VideogenSettings) -> None:
+        self._settings = settings
+        self._limits = VideoLimits.from_settings(settings)
+        self._specs: dict[str, ModelSpec] = {}
+        self._specs_lock = threading.Lock()
+        # Pipelines keep per-call state (scheduler timesteps, guidance): one call at a time.
+        self._pipeline_lock = threading.Lock()
+        self.models = ModelManager(self._load, settings.served_models, residency=settings.residency,
+                                   idle_unload_s=settings.idle_unload_s)
+
+    # -- models --------------------------------------------------------------------------------
+    def spec(self, name: str) -> ModelSpec:
+        """The model's family, geometry and defaults (cached; reads config files, never weights)."""
+        with self._specs_lock:
+            if name not in self._specs:
+                try:
+                    self._specs[name] = self._read_spec(name)
+                except Exception as exc:
+                    raise ModelLoadError(f"model {name!r} cannot be used: {type(exc).__name__}: {exc}") from exc
+            return self._specs[name]
+
+    def _read_spec(self, name: str) -> ModelSpec:
+        checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
+        family = FAMILIES[supported_class_name(checkpoint, FAMILIES)]
+        configured = GenerationDefaults(
+            width=self._settings.default_width, height=self._settings.default_height,
+            num_frames=self._settings.default_num_frames, steps=self._settings.default_steps,
+            fps=self._settings.default_fps,
+        )
+        defaults = (family.checkpoint_defaults(checkpoint.source)
+                    .overridden_by(GenerationDefaults.load(checkpoint.source))
+                    .overridden_by(configured))
+        return ModelSpec(checkpoint, family, family.geometry(checkpoint.source), defaults)
+
+    def _load(self, name: str) -> LoadedModel:
+        spec = self.spec(name)
+        placement = resolve_placement(self._settings.device, self._settings.dtype, self._settings.vae_dtype,
+                                      self._settings.cpu_offload)
+        pipeline = load_pipeline(spec.checkpoint, placement)
+        return loaded_pipeline_model(pipeline, spec.checkpoint, placement, spec.family.class_name)
+
+    # -- generation ----------------------------------------------------------------------------
+    def validate(self, request: VideoRequest) -> VideoJob:
+        """Checks the request against the limits and the model's rules; the job to run, defaults filled in."""
+        spec = self.spec(self.models.resolve(request.model))
+        return validate_request(request, self._limits, spec.geometry, spec.defaults)
+
+    def generate(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> VideoResult:
+        rendered = self.render(request, cancel, emit)
+        job, frames, times = rendered.job, rendered.frames, rendered.times
+        video = self._encode(frames, job.fps, cancel, emit, times)
+        for offset, piece in chunks(video, self._settings.chunk_bytes):
+            emit(VideoChunk(piece, offset))
+        height, width = frames.shape[1:3]
+        log.info("videogen.generated", model=rendered.model, frames=len(frames), width=width, height=height,
+                 steps=rendered.steps, seed=job.seed, bytes=len(video),
+                 stage_seconds={k: round(s, 4) for k, s in times.seconds.items()})
+        return VideoResult(
+            mime_type=MP4, size_bytes=len(video), sha256=hashlib.sha256(video).hexdigest(), width=width,
+            height=height, num_frames=len(frames), fps=job.fps, steps=rendered.steps, seed=job.seed,
+            model=rendered.model, random_weights=rendered.random_weights, duration_seconds=len(frames) / job.fps,
+            stage_seconds=dict(times.seconds), seconds_per_step=rendered.seconds_per_step,
+        )
+
+    def render(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> "RenderedVideo":
+        """Validates, loads and runs the pipeline: the frames before video encoding."""
+        name = self.models.resolve(request.model)
+        spec = self.spec(name)
+        job = self.validate(request)
+        if request.prompt and not spec.family.uses_prompt:
+            log.info("videogen.prompt_ignored", model=name, pipeline=spec.family.class_name)
+        cancel.raise_if_cancelled()
+        times = StageTimes()
+        if name not in self.models.loaded_models():
+            emit(stage_update(LOADING_MODEL, f"loading model {name}"))
+        with times.measure(LOADING_MODEL):
+            self.models.ensure_loaded(name)
+        with self.models.use(name) as loaded, self._exclusive_pipeline(cancel):
+            frames, monitor = self._run_pipeline(loaded.handle, spec.family, job, cancel, emit, times)
+        return RenderedVideo(frames, job, times, name, loaded.random_weights, monitor.steps_done,
+                             monitor.seconds_per_step)
+
+    @contextmanager
+    def _exclusive_pipeline(self, cancel: CancelToken) -> Iterator[None]:
+        """Waits for the pipeline (staying cancellable while queued behind another call)."""
+        while not self._pipeline_lock.acquire(timeout=0.05):
+            cancel.raise_if_cancelled()
+        try:
+            yield
+        finally:
+            self._pipeline_lock.release()
+
+    def _run_pipeline(self, pipeline, family: VideoFamily, job: VideoJob, cancel: CancelToken, emit: Emit,
+                      times: StageTimes) -> tuple[np.ndarray, DenoisingMonitor]:
+        emit(stage_update(ENCODING_IMAGE, "encoding the input image and the prompt"))
+        monitor = DenoisingMonitor(emit, cancel, job.steps, encoding_stage=ENCODING_IMAGE)
+        arguments = family.call_arguments(job, cpu_generators(job.seed), monitor.callback)
+        try:
+            with monitor.watching(denoiser_of(pipeline)):
+                output = pipeline(**arguments)
+        except torch.OutOfMemoryError as exc:
+            pipeline.maybe_free_model_hooks()
+            release_memory()
+            raise ResourceExhausted(
+                f"the accelerator ran out of memory for {job.width}x{job.height}x{job.num_frames}: "
+                "try fewer frames, a smaller size or cpu_offload", retry_after_s=5.0, reason="OUT_OF_MEMORY",
+            ) from exc
+        except BaseException:
+            # A cancelled call leaves offloaded components where the next call expects them.
+            pipeline.maybe_free_model_hooks()
+            raise
+        monitor.record(times, time.perf_counter())
+        return to_uint8(family.frames(output)), monitor
+
+    def _encode(self, frames: np.ndarray, fps: float, cancel: CancelToken, emit: Emit, times: StageTimes) -> bytes:
+        total = len(frames)
+
+        def frame_encoded(index: int) -> None:
+            emit(stage_update(ENCODING_VIDEO, f"encoded frame {index + 1}/{total}", (index + 1) / total,
+                              step=index + 1, total_steps=total))
+            cancel.raise_if_cancelled()
+
+        emit(stage_update(ENCODING_VIDEO, "encoding the frames to h264 mp4", step=0, total_steps=total))
+        with times.measure(ENCODING_VIDEO):
+            return encode_mp4(frames, fps, on_frame=frame_encoded)
+
+    def close(self) -> None:
+        self.models.close()
+
+
+def make_engine(settings: VideogenSettings) -> VideoEngine:
+    if settings.engine == "diffusers":
+        return DiffusersVideoEngine(settings)
+    raise ValueError(f"unknown videogen engine {settings.engine!r}")
