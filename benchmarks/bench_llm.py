@@ -1,0 +1,167 @@
+"""LLM: continuous batching and gRPC streaming overhead on the tiny checkpoint.
+
+    .venv/bin/python -m benchmarks.run llm [--quick]
+
+- `sequential`: the 16 requests below, one StreamChat at a time: aggregate tokens/s (the baseline).
+- `concurrent xN` (N = 1, 4, 8, 16): N StreamChat calls at once, aggregate tokens/s per round.
+- `ttft xN`: time to the first text delta of each call in those rounds (median and p99), ms.
+- `in-process concurrent x1 / x8`: the same requests through the engine's `stream()` in this
+  process, no gRPC.
+- `speedup xN ... per round` and `grpc / in-process xN, per round`: ratios taken within each
+  round (all cases run in every round), then their median: robust to the machine's load drifting.
+
+The server runs in its own process (`capmesh serve llm`), as in production, so that the client's
+own work does not share the server's interpreter. Every request is greedy with max_tokens=256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+from benchmarks.harness import Row, percentile
+
+BENCHMARK = "llm"
+MAX_TOKENS = 256
+CONCURRENCY = (1, 4, 8, 16)
+IN_PROCESS = (1, 8)
+SERVER_SETTINGS = {"max_batch_size": "16", "max_waiting": "64", "log_level": "warning", "eager_load": "true"}
+
+
+def run(quick: bool) -> list[Row]:
+    rounds = 2 if quick else 7
+    return asyncio.run(_run(rounds))
+
+
+async def _run(rounds: int) -> list[Row]:
+    from capmesh.client import aio_channel
+
+    server, address = _start_server()
+    engine = await _in_process_engine()
+    try:
+        async with aio_channel(address) as channel:
+            over_grpc = _grpc_caller(channel)
+            in_process = _in_process_caller(engine)
+            for call in (over_grpc, in_process):
+                await asyncio.gather(*(call(i) for i in range(16)))  # warm-up
+            return await _measure(over_grpc, in_process, rounds)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        await asyncio.to_thread(engine.close)
+
+
+def _prompt(i: int) -> str:
+    return f"Request number {i}: " + "tell me more " * (i % 5)
+
+
+def _start_server() -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-c", "from capmesh.cli.main import app; app()", "serve", "llm", "--port", "0",
+            "--model", "tiny"]
+    for key, value in SERVER_SETTINGS.items():
+        args += ["--set", f"{key}={value}"]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, "CAPMESH_LLM_LOG_JSON": "true"})
+    for line in server.stdout:  # the server prints one line with its address once it serves
+        if "listening on" in line:
+            return server, line.rsplit(" ", 1)[-1].strip()
+    server.kill()
+    raise RuntimeError("the LLM server exited before it listened")
+
+
+def _grpc_caller(channel):
+    """One StreamChat call: (seconds to the first delta, completion tokens)."""
+    from capmesh.llm.v1 import llm_service_pb2 as pb
+    from capmesh.llm.v1 import llm_service_pb2_grpc
+
+    stub = llm_service_pb2_grpc.LlmServiceStub(channel)
+
+    async def one(i: int) -> tuple[float, int]:
+        request = pb.StreamChatRequest(messages=[pb.ChatMessage(role=pb.ROLE_USER, content=_prompt(i))],
+                                       temperature=0.0, max_tokens=MAX_TOKENS)
+        started = time.perf_counter()
+        first = None
+        async for message in stub.StreamChat(request):
+            if first is None and message.WhichOneof("event") == "chunk":
+                first = time.perf_counter() - started
+            if message.WhichOneof("event") == "result":
+                return first or 0.0, message.result.usage.completion_tokens
+        raise RuntimeError("the stream ended without a result")
+
+    return one
+
+
+async def _in_process_engine():
+    from capmesh.services.llm.batching import TransformersChatEngine
+    from capmesh.services.llm.config import LlmSettings
+    from capmesh.services.runtime.logging import configure_logging
+
+    configure_logging("warning", True)  # as quiet as the server, for a fair comparison
+    engine = TransformersChatEngine(LlmSettings(model="tiny", max_batch_size=16, max_waiting=64))
+    await asyncio.to_thread(engine.load)
+    return engine
+
+
+def _in_process_caller(engine):
+    """The same request through the engine's own async stream, no gRPC."""
+    from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult
+    from capmesh.services.runtime.cancellation import CancelToken
+
+    async def one(i: int) -> tuple[float, int]:
+        request = ChatRequest([ChatMessage("user", _prompt(i))], temperature=0.0, max_tokens=MAX_TOKENS)
+        started = time.perf_counter()
+        first = None
+        async for event in engine.stream(request, CancelToken.never()):
+            if isinstance(event, ChatResult):
+                return first or 0.0, event.completion_tokens
+            if first is None:
+                first = time.perf_counter() - started
+        raise RuntimeError("the stream ended without a result")
+
+    return one
+
+
+async def _measure(over_grpc, in_process, rounds: int) -> list[Row]:
+    """Every round runs every case, so that the machine's changing load weighs on all alike; the
+    `... per round` rows are medians of ratios taken within one round."""
+    rates: dict[str, list[float]] = defaultdict(list)
+    ttfts: dict[int, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        started = time.perf_counter()
+        tokens = sum([(await over_grpc(i))[1] for i in range(16)])
+        rates["sequential"].append(tokens / (time.perf_counter() - started))
+        for label, call, levels in (("", over_grpc, CONCURRENCY), ("in-process ", in_process, IN_PROCESS)):
+            for n in levels:
+                started = time.perf_counter()
+                results = await asyncio.gather(*(call(i) for i in range(n)))
+                rates[f"{label}concurrent x{n}"].append(
+                    sum(tokens for _, tokens in results) / (time.perf_counter() - started))
+                if not label:
+                    ttfts[n].extend(first * 1000 for first, _ in results)
+    rows = [_row("sequential", "tokens/s", rates["sequential"])]
+    for n in CONCURRENCY:
+        rows.append(_row(f"concurrent x{n}", "tokens/s", rates[f"concurrent x{n}"], baseline="sequential"))
+        rows.append(_row(f"ttft x{n}", "ms", ttfts[n], higher_is_better=False))
+    for n in IN_PROCESS:
+        rows.append(_row(f"in-process concurrent x{n}", "tokens/s", rates[f"in-process concurrent x{n}"]))
+    for n in CONCURRENCY:
+        rows.append(_row(f"speedup x{n} vs sequential, per round", "x",
+                         _ratios(rates[f"concurrent x{n}"], rates["sequential"])))
+    for n in IN_PROCESS:
+        rows.append(_row(f"grpc / in-process x{n}, per round", "x",
+                         _ratios(rates[f"concurrent x{n}"], rates[f"in-process concurrent x{n}"])))
+    return rows
+
+
+def _ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    return [a / b for a, b in zip(numerators, denominators)]
+
+
+def _row(case: str, unit: str, samples: list[float], baseline: str = "", higher_is_better: bool = True) -> Row:
+    return Row(BENCHMARK, case, unit, statistics.median(samples), percentile(samples, 99), len(samples),
+               baseline=baseline, higher_is_better=higher_is_better)

@@ -1,0 +1,104 @@
+"""`capmesh chat`: talk with the LLM service, interactively or once.
+
+    capmesh chat                                  # interactive; history kept for the session
+    capmesh chat --system "Be brief." -t 0.7      # with a system prompt and a temperature
+    capmesh chat -m "What is capmesh?"            # one question, the answer on stdout
+
+The answer is printed as its tokens stream in. In the interactive chat Ctrl-C stops the answer
+being written (the server stops generating at its next token) and the chat goes on; Ctrl-D or
+/exit leaves, /reset forgets the history.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat")(chat)
+
+
+def chat(
+    message: Optional[str] = typer.Option(None, "--message", "-m", help="Ask this once and exit (for scripts)."),
+    system: str = typer.Option("", "--system", "-s", help="The system prompt."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="0 to 2; 0 is greedy."),
+    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass, above 0 and at most 1."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens."),
+    stop: list[str] = typer.Option([], "--stop", help="A sequence that ends the answer (repeatable)."),
+    seed: Optional[int] = typer.Option(None, help="Sampling seed, for repeatable answers."),
+    model: str = typer.Option("", help="The model; empty selects the service's default."),
+    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
+                                help="The gateway, or the LLM server itself."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds before one answer gives up."),
+) -> None:
+    """Chat with the LLM: tokens print as they stream; Ctrl-C stops the answer, not the chat."""
+    from rich.console import Console
+
+    from capmesh.client import CapmeshClientError, sync_channel
+    from capmesh.client.llm import LlmClient, Message
+
+    console = Console(stderr=True)
+    options = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=seed,
+                   model=model, timeout=timeout)
+    history = [Message("system", system)] if system else []
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    with sync_channel(address) as channel:
+        llm = LlmClient(channel)
+        if message is not None:
+            try:
+                answer = llm.chat([*history, Message("user", message)], on_delta=write, **options)
+            except CapmeshClientError as exc:
+                _report(console, exc)
+                raise typer.Exit(1) from exc
+            write("\n")
+            if answer.finish_reason == "length":
+                console.print("[dim](the answer reached the token limit)[/dim]")
+            return
+
+        console.print("[dim]capmesh chat: Ctrl-C stops an answer, Ctrl-D or /exit leaves, /reset forgets.[/dim]")
+        while True:
+            try:
+                question = console.input("[bold green]you>[/bold green] ")
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+            if not question.strip():
+                continue
+            if question.strip() == "/exit":
+                return
+            if question.strip() == "/reset":
+                history = [Message("system", system)] if system else []
+                console.print("[dim](history cleared)[/dim]")
+                continue
+            turn = [*history, Message("user", question)]
+            call = llm.stream(turn, **options)
+            try:
+                answer = llm.collect(call, on_delta=write)
+            except KeyboardInterrupt:
+                call.cancel()
+                write("\n")
+                console.print("[yellow](answer stopped; not added to the history)[/yellow]")
+                continue
+            except CapmeshClientError as exc:
+                write("\n")
+                _report(console, exc)
+                continue
+            write("\n")
+            if answer.finish_reason == "length":
+                console.print("[dim](the answer reached the token limit)[/dim]")
+            history = [*turn, Message("assistant", answer.text)]
+
+
+def _report(console, exc) -> None:
+    console.print(f"[red]capmesh chat failed: {exc}[/red]")
+    for field, description in exc.field_violations:
+        console.print(f"  [red]{field}[/red]: {description}")

@@ -1,0 +1,186 @@
+"""The `openai` engine: any OpenAI-compatible /chat/completions endpoint, streamed over SSE.
+
+vLLM, Ollama, llama.cpp's server and OpenAI itself speak this API. The retry policy (timeouts and
+5xx retried with backoff and jitter, 429 honouring Retry-After, 401/403 naming the key setting,
+content-policy rejections as FAILED_PRECONDITION) lives in `RemoteApiClient`; retries happen only
+before the first delta, so a caller never sees text twice. The API key is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from capmesh.services.common.remote_http import RemoteApiClient, RemoteApiConfig
+from capmesh.services.llm.config import ENV_PREFIX, LlmSettings
+from capmesh.services.llm.domain import ChatRequest, ChatResult, FinishReason, TextDelta
+from capmesh.services.llm.engine import LlmEngine, Sink, Submission
+from capmesh.services.llm.validation import ChatLimits, validate
+from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.errors import (
+    Cancelled,
+    CapmeshError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    ResourceExhausted,
+    Unavailable,
+)
+from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
+from capmesh.services.runtime.settings import env_name
+
+log = structlog.get_logger("capmesh.llm")
+
+CHAT_PATH = "chat/completions"
+FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "stop",
+                                           "function_call": "stop"}
+
+
+class OpenAIChatEngine(LlmEngine):
+    name = "openai"
+
+    def __init__(self, settings: LlmSettings) -> None:
+        self.settings = settings
+        self.client = RemoteApiClient(RemoteApiConfig(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            key_setting=env_name(ENV_PREFIX, "openai_api_key"),
+            timeout_s=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+            backoff_base_s=settings.openai_backoff_base_s,
+        ))
+        # Nothing to load: the manager still gives the status RPC and NOT_FOUND for unknown names.
+        self.models = ModelManager(
+            lambda name: LoadedModel(handle=self.client, device="remote", details={
+                "base_url": settings.openai_base_url, "context_window": str(settings.openai_context)}),
+            [settings.openai_model],
+        )
+        self.models.ensure_loaded()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def submit(self, request: ChatRequest, cancel: CancelToken, sink: Sink) -> Submission:
+        model = self.models.resolve(request.model)
+        validate(request, ChatLimits(self.settings.openai_context, self.settings.max_stop_sequences))
+        with self._lock:
+            if self._in_flight >= self.settings.max_batch_size + self.settings.max_waiting:
+                raise ResourceExhausted(f"{self._in_flight} remote chat calls are already running", retry_after_s=1.0)
+            self._in_flight += 1
+        submission = Submission()
+        # The token belongs to this call: abandoning the call cancels its HTTP exchange.
+        submission.on_abandon = lambda: cancel.cancel("abandoned by the caller")
+        threading.Thread(
+            target=self._run, args=(model, request, cancel, sink), name="capmesh-llm-remote", daemon=True
+        ).start()
+        return submission
+
+    def close(self) -> None:
+        self.client.close()  # nothing was loaded, so there is no memory to release
+
+    def _run(self, model: str, request: ChatRequest, cancel: CancelToken, sink: Sink) -> None:
+        started = time.monotonic()
+        answer = _Answer(model, sink)
+        try:
+            for line in self.client.stream_lines(CHAT_PATH, request_body(self.settings.openai_model, request), cancel):
+                if answer.take_line(line):
+                    break
+            result = answer.result()
+        except (Cancelled, DeadlineExceeded):
+            result = answer.result(cancelled=True)
+        except CapmeshError as exc:
+            sink.deliver(exc)
+            return
+        except Exception as exc:
+            log.exception("llm.remote_failed")
+            sink.deliver(Internal(f"the remote chat call failed: {type(exc).__name__}"))
+            return
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        sink.deliver(result)
+        log.info("llm.request_finished", engine=self.name, finish_reason=result.finish_reason,
+                 completion_tokens=result.completion_tokens, seconds=round(time.monotonic() - started, 4))
+
+
+def request_body(remote_model: str, request: ChatRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": remote_model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+    }
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.seed is not None:
+        body["seed"] = request.seed
+    return body
+
+
+class _Answer:
+    """Parses the SSE stream of one answer and forwards its text as deltas."""
+
+    def __init__(self, model: str, sink: Sink) -> None:
+        self.model = model
+        self.sink = sink
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.done = False
+
+    def take_line(self, line: str) -> bool:
+        """Handles one SSE line; True once the stream says it is done."""
+        if not line.startswith("data:"):
+            return False  # blank separators, comments, event names
+        data = line[len("data:"):].strip()
+        if data == "[DONE]":
+            self.done = True
+            return True
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise Unavailable("the remote API sent a malformed stream event", reason="REMOTE_BAD_RESPONSE") from exc
+        if not isinstance(event, dict):
+            raise Unavailable("the remote API sent a malformed stream event", reason="REMOTE_BAD_RESPONSE")
+        if event.get("error"):
+            error = event["error"]
+            message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+            raise Unavailable(f"the remote API failed mid-stream: {message}", reason="REMOTE_STREAM_ERROR")
+        if isinstance(event.get("usage"), dict):
+            self.usage = event["usage"]
+        for choice in event.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                self.parts.append(content)
+                self.sink.deliver(TextDelta(content, len(self.parts)))
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return False
+
+    def result(self, *, cancelled: bool = False) -> ChatResult:
+        if cancelled:
+            reason: FinishReason = "cancelled"
+        elif self.finish_reason == "content_filter":
+            raise FailedPrecondition("the remote API stopped the answer by its content policy",
+                                     reason="CONTENT_POLICY_VIOLATION")
+        elif self.finish_reason is None and not self.done:
+            raise Unavailable("the remote API ended the stream before the answer was complete",
+                              reason="REMOTE_STREAM_BROKEN")
+        else:
+            reason = FINISH_REASONS.get(self.finish_reason or "stop", "stop")
+        return ChatResult(
+            text="".join(self.parts),
+            finish_reason=reason,
+            prompt_tokens=int(self.usage.get("prompt_tokens") or 0),
+            completion_tokens=int(self.usage.get("completion_tokens") or len(self.parts)),
+            model=self.model,
+        )
