@@ -10,6 +10,7 @@ log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)  # the web console's browser test
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -17,8 +18,8 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x node_modules/.bin/buf ]; then
-  log "npm install (buf)"
+if [ ! -x node_modules/.bin/buf ] || [ ! -d node_modules/playwright-core ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  log "npm install (buf, playwright-core)"
   npm install --no-audit --no-fund --silent >/dev/null 2>&1 || npm install --no-audit --no-fund
 fi
 

@@ -1,0 +1,145 @@
+"""`capmesh files`: the gateway's file store (inputs and outputs referenced by id).
+
+    capmesh files upload portrait.png [--ttl 3600] [--label characterId=char_001]
+    capmesh files download FILE_ID [-o out.bin] [--offset N --length M]
+    capmesh files ls
+    capmesh files rm FILE_ID
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+CHUNK_BYTES = 1024 * 1024  # well under the 4 MiB message limit
+
+files_app = typer.Typer(no_args_is_help=True, help="Upload, download, list and delete stored files.")
+ADDRESS = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(files_app, name="files")
+
+
+def _fail(error) -> None:
+    from capmesh.client import from_rpc_error
+
+    typer.secho(f"error: {from_rpc_error(error)}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def _describe(info) -> str:
+    return (f"{info.file_id}  {info.size_bytes} bytes  {info.content_type}  sha256 {info.sha256}  "
+            f"expires {info.expire_time.ToDatetime():%Y-%m-%d %H:%M:%S}Z  {info.name}")
+
+
+@files_app.command("upload")
+def upload(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="The file to upload."),
+    ttl: float = typer.Option(0.0, help="Seconds until it expires; 0: the gateway default (24 h)."),
+    content_type: str = typer.Option("", help="The declared type; the stored type is detected when possible."),
+    label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE (repeatable)."),
+    address: str = ADDRESS,
+) -> None:
+    """Upload a file in 1 MiB chunks and print its id."""
+    import grpc
+    from rich.progress import Progress
+
+    from capmesh.client import sync_channel
+    from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+
+    labels = dict(item.partition("=")[::2] for item in label)
+    total = path.stat().st_size
+    with Progress(transient=True) as bar, sync_channel(address) as channel:
+        task = bar.add_task(path.name, total=total)
+
+        def messages():
+            yield file_service_pb2.UploadFileRequest(header=file_service_pb2.UploadHeader(
+                name=path.name, content_type=content_type, ttl_seconds=ttl, labels=labels))
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    bar.advance(task, len(chunk))
+                    yield file_service_pb2.UploadFileRequest(chunk=chunk)
+
+        try:
+            info = file_service_pb2_grpc.FileServiceStub(channel).UploadFile(messages()).file
+        except grpc.RpcError as exc:
+            _fail(exc)
+    typer.echo(info.file_id)
+    typer.echo(_describe(info), err=True)
+
+
+@files_app.command("download")
+def download(
+    file_id: str = typer.Argument(...),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write; default: the stored name."),
+    offset: int = typer.Option(0, help="First byte."),
+    length: int = typer.Option(0, help="Bytes to read; 0: to the end."),
+    address: str = ADDRESS,
+) -> None:
+    """Download a file (or a byte range of it)."""
+    import grpc
+
+    from capmesh.client import sync_channel
+    from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+
+    with sync_channel(address) as channel:
+        stream = file_service_pb2_grpc.FileServiceStub(channel).DownloadFile(
+            file_service_pb2.DownloadFileRequest(file_id=file_id, offset=offset, length=length))
+        handle = None
+        written = 0
+        try:
+            for message in stream:
+                if handle is None:
+                    target = output or Path(Path(message.file.name).name or file_id)
+                    handle = target.open("wb")
+                handle.write(message.data)
+                written += len(message.data)
+        except grpc.RpcError as exc:
+            _fail(exc)
+        finally:
+            if handle is not None:
+                handle.close()
+    typer.echo(f"{written} bytes -> {target}", err=True)
+
+
+@files_app.command("ls")
+def list_files(page_size: int = typer.Option(100, help="Files per page."), address: str = ADDRESS) -> None:
+    """List stored files, newest first (every page)."""
+    import grpc
+
+    from capmesh.client import sync_channel
+    from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+
+    token = ""
+    with sync_channel(address) as channel:
+        stub = file_service_pb2_grpc.FileServiceStub(channel)
+        while True:
+            try:
+                page = stub.ListFiles(file_service_pb2.ListFilesRequest(page_size=page_size, page_token=token))
+            except grpc.RpcError as exc:
+                _fail(exc)
+            for info in page.files:
+                typer.echo(_describe(info))
+            token = page.next_page_token
+            if not token:
+                break
+
+
+@files_app.command("rm")
+def remove(file_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
+    """Delete a stored file."""
+    import grpc
+
+    from capmesh.client import sync_channel
+    from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+
+    with sync_channel(address) as channel:
+        try:
+            file_service_pb2_grpc.FileServiceStub(channel).DeleteFile(file_service_pb2.DeleteFileRequest(file_id=file_id))
+        except grpc.RpcError as exc:
+            _fail(exc)
+    typer.echo(f"deleted {file_id}", err=True)

@@ -1,0 +1,382 @@
+"""`capmesh gateway`, `capmesh status` and `capmesh up` (the gateway and every service at once).
+
+    capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--backends-file b.yaml]
+    capmesh status [--address HOST:PORT] [--watch]
+    capmesh up [--only tts --only llm] [--port 50051] [--http-port 8080]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+STATE_STYLES = {"AVAILABLE": "green", "UNKNOWN": "yellow", "UNAVAILABLE": "red", "ERROR": "red"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gateway")(gateway)
+    app.command("status")(status)
+    app.command("up")(up)
+
+
+def gateway(
+    host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="gRPC port (default 50051); 0 picks a free one."),
+    http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8080); 0 picks a free one."),
+    redis: Optional[str] = typer.Option(None, "--redis", help="Share the registry and jobs in Redis (redis://...)."),
+    backends_file: Optional[str] = typer.Option(None, help="YAML or JSON file of static backends."),
+    gpu_mode: Optional[str] = typer.Option(None, help="resident, or exclusive (one device-group member at a time)."),
+    setting: list[str] = typer.Option([], "--set", help="Any other gateway setting as KEY=VALUE (repeatable)."),
+) -> None:
+    """Run the gateway: capability proxy, registry, jobs, files and the HTTP bridge."""
+    from redis.exceptions import RedisError
+
+    from capmesh.cli.main import parse_assignments
+    from capmesh.gateway.server.config import ENV_PREFIX, GatewaySettings
+    from capmesh.gateway.server.main import run
+    from capmesh.services.runtime.errors import CapmeshError
+    from capmesh.services.runtime.settings import SettingsError, load_settings
+
+    overrides = {"host": host, "port": port, "http_port": http_port, "redis_url": redis,
+                 "backends_file": backends_file, "gpu_mode": gpu_mode, **parse_assignments(setting)}
+    try:
+        settings = load_settings(GatewaySettings, ENV_PREFIX, overrides)
+    except SettingsError as exc:
+        typer.secho(f"capmesh gateway: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        run(settings)
+    except (CapmeshError, OSError, RedisError) as exc:  # a bad backends file, a port in use, no Redis
+        typer.secho(f"capmesh gateway: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def status(
+    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway."),
+    watch: bool = typer.Option(False, "--watch", help="Print the table again after every change."),
+) -> None:
+    """Show every capability and backend the gateway knows, with its health."""
+    import grpc
+    from rich.console import Console
+
+    from capmesh.client import from_rpc_error, sync_channel
+    from capmesh.gateway.v1 import registry_service_pb2 as pb
+    from capmesh.gateway.v1 import registry_service_pb2_grpc
+
+    console = Console()
+    stub = registry_service_pb2_grpc.RegistryServiceStub(sync_channel(address))
+    try:
+        if watch:
+            for view in stub.WatchCapabilities(pb.WatchCapabilitiesRequest()):
+                console.print(capability_table(view.capabilities, address))
+        else:
+            console.print(capability_table(stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10).capabilities,
+                                           address))
+    except grpc.RpcError as exc:
+        typer.secho(f"capmesh status: {address}: {from_rpc_error(exc)}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def capability_table(capabilities, address: str):
+    """The ListCapabilities view as one rich table, a row per backend."""
+    from rich.table import Table
+
+    from capmesh.gateway.v1 import registry_service_pb2 as pb
+
+    table = Table(title=f"capmesh at {address}", title_justify="left")
+    for column in ("capability", "state", "backend", "address", "backend state", "in flight", "loaded models",
+                   "last success", "last error", "cooldown"):
+        table.add_column(column, overflow="fold")
+    if not capabilities:
+        table.add_row("-", "no backend registered", "", "", "", "", "", "", "", "")
+    for capability in capabilities:
+        summary = _state_text(pb.BackendState.Name(capability.state))
+        queued = f" ({capability.queued} queued)" if capability.queued else ""
+        for index, backend in enumerate(capability.backends):
+            table.add_row(
+                capability.capability if index == 0 else "",
+                summary + queued if index == 0 else "",
+                backend.backend.backend_id,
+                backend.backend.address,
+                _state_text(pb.BackendState.Name(backend.state)),
+                str(backend.in_flight),
+                ", ".join(backend.backend.loaded_models) or "-",
+                _clock(backend.last_success_time) if backend.HasField("last_success_time") else "-",
+                backend.last_error or "-",
+                f"{backend.cooldown_remaining_seconds:.1f}s" if backend.cooldown_remaining_seconds else "-",
+            )
+    return table
+
+
+def _clock(timestamp) -> str:
+    return timestamp.ToDatetime().strftime("%H:%M:%S")
+
+
+def _state_text(name: str) -> str:
+    short = name.removeprefix("BACKEND_STATE_")
+    return f"[{STATE_STYLES.get(short, 'white')}]{short}[/]"
+
+
+def up(
+    only: list[str] = typer.Option([], "--only", help="Start only these capabilities (repeatable)."),
+    host: str = typer.Option("127.0.0.1", help="Address every process binds."),
+    port: int = typer.Option(50051, help="The gateway's gRPC port; 0 picks a free one."),
+    http_port: int = typer.Option(8080, help="The gateway's HTTP port; 0 picks a free one."),
+    redis: Optional[str] = typer.Option(None, "--redis", help="Give the gateway a Redis (redis://...)."),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for every service to be SERVING."),
+    log_dir: Optional[Path] = typer.Option(None, help="Where each process writes its log (default a temp folder)."),
+) -> None:
+    """Start the gateway and every capability service, each its own process, on the offline
+    profile; wait until all serve; Ctrl-C stops them all."""
+    import asyncio
+
+    capabilities, missing = available_capabilities(only)
+    for name, why in missing:
+        typer.secho(f"capmesh up: skipping {name}: {why}", fg="yellow", err=True)
+    mesh = Mesh(capabilities=capabilities, host=host, port=port, http_port=http_port, redis_url=redis or "",
+                timeout_s=timeout, log_dir=log_dir)
+    try:
+        code = asyncio.run(mesh.run())
+    except MeshError as exc:
+        typer.secho(f"capmesh up: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
+
+
+# -- capmesh up -------------------------------------------------------------------------------------
+
+# The offline profile: the services' defaults (model "tiny", espeak) and no hub access.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+STOP_TIMEOUT_S = 20.0
+
+
+class MeshError(RuntimeError):
+    """The mesh could not start; the message says which process and where its log is."""
+
+
+def available_capabilities(only: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The capabilities to start (those whose service module exists) and those skipped, with why."""
+    import importlib.util
+
+    from capmesh.services.catalog import CAPABILITIES
+
+    unknown = [name for name in only if name not in CAPABILITIES]
+    if unknown:
+        raise typer.BadParameter(f"unknown capabilities {', '.join(unknown)}; known: {', '.join(CAPABILITIES)}")
+    chosen, missing = [], []
+    for name in only or list(CAPABILITIES):
+        try:
+            found = importlib.util.find_spec(CAPABILITIES[name]) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            chosen.append(name)
+        else:
+            missing.append((name, f"{CAPABILITIES[name]} does not exist yet"))
+    return chosen, missing
+
+
+class _Child:
+    """One process of the mesh: its log file and the address it printed when it started."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_path
+        self.process = None
+        self.address = ""
+        self.banner = ""
+        self._drain = None
+
+    async def start(self, env: dict[str, str], timeout_s: float) -> None:
+        import asyncio
+
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            *self.args, stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+        log.close()
+        try:
+            line = await asyncio.wait_for(self._listening_line(), timeout_s)
+        except TimeoutError:
+            raise MeshError(f"{self.name} did not start within {timeout_s:.0f}s; log: {self.log_path}") from None
+        self.banner = line
+        self.address = line.split(" listening on ", 1)[1].split()[-1] if self.name != "gateway" else \
+            line.split(" grpc ", 1)[1].split()[0]
+        self._drain = asyncio.get_running_loop().create_task(self._copy_rest())
+
+    async def _listening_line(self) -> str:
+        while True:
+            raw = await self.process.stdout.readline()
+            if not raw:
+                await self.process.wait()
+                raise MeshError(f"{self.name} exited with code {self.process.returncode} during start-up; "
+                                f"log: {self.log_path}\n{_tail(self.log_path)}")
+            line = raw.decode(errors="replace").strip()
+            if " listening on " in line:
+                return line
+
+    async def _copy_rest(self) -> None:
+        with self.log_path.open("ab") as log:
+            while raw := await self.process.stdout.readline():
+                log.write(raw)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def stop(self) -> None:
+        import asyncio
+        import signal
+
+        if not self.running():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Mesh:
+    """The gateway plus one process per capability, each registering itself with the gateway."""
+
+    def __init__(self, *, capabilities: list[str], host: str, port: int, http_port: int, redis_url: str,
+                 timeout_s: float, log_dir: Path | None) -> None:
+        import tempfile
+
+        self.capabilities = capabilities
+        self.host = host
+        self.port = port
+        self.http_port = http_port
+        self.redis_url = redis_url
+        self.timeout_s = timeout_s
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="capmesh-up-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.children: list[_Child] = []
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "capmesh.cli.main", *args]
+
+    async def run(self) -> int:
+        import asyncio
+        import signal
+
+        from rich.console import Console
+
+        console = Console()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        env = {**os.environ, **OFFLINE_ENV}
+        try:
+            gateway_args = ["gateway", "--host", self.host, "--port", str(self.port),
+                            "--http-port", str(self.http_port)]
+            if self.redis_url:
+                gateway_args += ["--redis", self.redis_url]
+            gateway = _Child("gateway", self._command(*gateway_args), self.log_dir / "gateway.log")
+            self.children.append(gateway)
+            with console.status("starting the gateway"):
+                await gateway.start(env, self.timeout_s)
+            services = [_Child(name, self._command("serve", name, "--host", self.host, "--port", "0",
+                                                   "--gateway", gateway.address), self.log_dir / f"{name}.log")
+                        for name in self.capabilities]
+            self.children.extend(services)
+            with console.status(f"starting {', '.join(self.capabilities) or 'no services'}"):
+                await asyncio.gather(*(child.start(env, self.timeout_s) for child in services))
+                view = await self._wait_serving(gateway.address, stop)
+            if view is None:
+                return 130
+            console.print(self._table(gateway, services, view))
+            console.print(f"logs: {self.log_dir}    stop: Ctrl-C")
+            return await self._watch(stop, console)
+        finally:
+            await self._stop_all(console)
+
+    async def _wait_serving(self, gateway_address: str, stop):
+        """Polls ListCapabilities until each started capability has an AVAILABLE backend."""
+        import asyncio
+        import time
+
+        import grpc
+
+        from capmesh.gateway.v1 import registry_service_pb2 as pb
+        from capmesh.gateway.v1 import registry_service_pb2_grpc
+
+        deadline = time.monotonic() + self.timeout_s
+        async with grpc.aio.insecure_channel(gateway_address) as channel:
+            stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
+            while not stop.is_set():
+                view = (await stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10)).capabilities
+                serving = {c.capability for c in view if c.state == pb.BACKEND_STATE_AVAILABLE}
+                if serving >= set(self.capabilities):
+                    return view
+                for child in self.children:
+                    if not child.running():
+                        raise MeshError(f"{child.name} exited with code {child.process.returncode}; "
+                                        f"log: {child.log_path}\n{_tail(child.log_path)}")
+                if time.monotonic() > deadline:
+                    waiting = sorted(set(self.capabilities) - serving)
+                    raise MeshError(f"not SERVING after {self.timeout_s:.0f}s: {', '.join(waiting)}; "
+                                    f"logs: {self.log_dir}")
+                await asyncio.sleep(0.1)  # polling the registry until every service registered
+        return None
+
+    def _table(self, gateway: _Child, services: list[_Child], view):
+        from rich.table import Table
+
+        from capmesh.gateway.v1 import registry_service_pb2 as pb
+
+        http = gateway.banner.split(" http ", 1)[1].strip() if " http " in gateway.banner else "-"
+        states = {c.capability: pb.BackendState.Name(c.state).removeprefix("BACKEND_STATE_") for c in view}
+        table = Table(title="capmesh is up", title_justify="left")
+        for column in ("process", "address", "state", "log"):
+            table.add_column(column, overflow="fold")
+        table.add_row("gateway (gRPC)", gateway.address, "SERVING", str(gateway.log_path))
+        table.add_row("gateway (HTTP)", http, "SERVING" if http != "-" else "-", "")
+        for child in services:
+            table.add_row(child.name, child.address, states.get(child.name, "?"), str(child.log_path))
+        return table
+
+    async def _watch(self, stop, console) -> int:
+        """Runs until Ctrl-C / SIGTERM (0) or until a process exits on its own (1)."""
+        import asyncio
+
+        waits = {asyncio.ensure_future(child.process.wait()): child for child in self.children}
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({stopper, *waits}, return_when=asyncio.FIRST_COMPLETED)
+        for future in [stopper, *waits]:
+            future.cancel()
+        if stopper in done:
+            return 0
+        for future in done:
+            child = waits[future]
+            console.print(f"[red]{child.name} exited with code {child.process.returncode}; log: {child.log_path}[/]")
+        return 1
+
+    async def _stop_all(self, console) -> None:
+        """Services first (they deregister from the gateway), then the gateway."""
+        import asyncio
+
+        services = [c for c in self.children if c.name != "gateway"]
+        gateways = [c for c in self.children if c.name == "gateway"]
+        if any(c.running() for c in self.children):
+            console.print("stopping ...")
+        await asyncio.gather(*(c.stop() for c in services))
+        await asyncio.gather(*(c.stop() for c in gateways))

@@ -1,0 +1,1 @@
+"""The gateway's file store: chunked upload and ranged download of files referenced by opaque ids."""

@@ -1,0 +1,130 @@
+"""capmesh.gateway.v1.FileService over the FileStore, and the gateway extension that serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+
+from capmesh.gateway.server.files.index import RedisFileIndex
+from capmesh.gateway.server.files.store import FileStore, default_files_dir
+from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+from capmesh.services.runtime.errors import InvalidArgument
+
+log = structlog.get_logger("capmesh.files")
+
+SERVICE_NAME = file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
+SWEEP_INTERVAL_MAX_S = 60.0
+
+
+class FileServicer(file_service_pb2_grpc.FileServiceServicer):
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+
+    async def UploadFile(self, request_iterator, context):
+        upload = None
+        try:
+            async for message in request_iterator:
+                part = message.WhichOneof("part")
+                if upload is None:
+                    if part != "header":
+                        raise InvalidArgument.single("header", "the first message must be the header",
+                                                     reason="UPLOAD_HEADER_MISSING")
+                    header = message.header
+                    upload = self.store.open_upload(header.name, header.content_type, header.ttl_seconds,
+                                                    dict(header.labels))
+                elif part == "header":
+                    raise InvalidArgument.single("header", "must be sent once, first", reason="UPLOAD_HEADER_REPEATED")
+                else:
+                    await upload.write(message.chunk)
+            if upload is None:
+                raise InvalidArgument.single("header", "an upload needs a header message", reason="UPLOAD_HEADER_MISSING")
+            info = await upload.commit()
+            upload = None
+            return file_service_pb2.UploadFileResponse(file=info)
+        finally:
+            if upload is not None:  # failed or cancelled midway: leave nothing behind
+                await upload.abort()
+
+    async def DownloadFile(self, request, context):
+        info, pieces = await self.store.read(request.file_id, request.offset, request.length)
+        first = True
+        async for offset, piece in pieces:
+            yield file_service_pb2.DownloadFileResponse(file=info if first else None, data=piece, offset=offset)
+            first = False
+        if first:  # an empty range still describes the file
+            yield file_service_pb2.DownloadFileResponse(file=info, offset=request.offset)
+
+    async def GetFile(self, request, context):
+        return file_service_pb2.GetFileResponse(file=await self.store.stat(request.file_id))
+
+    async def ListFiles(self, request, context):
+        files, token = await self.store.list(request.page_size, request.page_token)
+        return file_service_pb2.ListFilesResponse(files=files, next_page_token=token)
+
+    async def DeleteFile(self, request, context):
+        await self.store.delete(request.file_id)
+        return file_service_pb2.DeleteFileResponse()
+
+
+class Sweeper:
+    """Deletes expired files now and then; reads refuse expired files in between."""
+
+    def __init__(self, store: FileStore, interval_s: float) -> None:
+        self._store = store
+        self._interval_s = interval_s
+        self._task: asyncio.Task | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._store.sweep()
+            except Exception:  # a failed sweep (Redis away) must not stop the next one
+                log.exception("files.sweep_failed")
+            await asyncio.sleep(self._interval_s)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="capmesh-files-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def build_file_store(settings, redis) -> FileStore:
+    root = Path(settings.files_dir).expanduser() if settings.files_dir else default_files_dir()
+    index = RedisFileIndex(redis) if redis is not None else None
+    return FileStore(root, index, default_ttl_s=settings.file_ttl_s, max_bytes=settings.max_file_bytes)
+
+
+def build_file_extension(gateway):
+    """The files part of the gateway: the FileService and the expiry sweeper.
+
+    The extension carries `store` so that the jobs extension (built after this one) can write
+    job outputs into the same store: `gateway.extensions["files"].store`.
+    """
+    from capmesh.gateway.server.app import Extension
+
+    store = build_file_store(gateway.settings, gateway.redis)
+    sweeper = Sweeper(store, min(SWEEP_INTERVAL_MAX_S, max(1.0, gateway.settings.file_ttl_s / 4)))
+    extension = Extension(
+        servicers=[(file_service_pb2_grpc.add_FileServiceServicer_to_server, FileServicer(store))],
+        service_names=[SERVICE_NAME],
+        start=sweeper.start,
+        stop=sweeper.stop,
+    )
+    extension.store = store
+    return extension
+
+
+def file_store_of(gateway) -> FileStore:
+    """The file store of a running gateway (for the jobs extension)."""
+    extension = getattr(gateway, "extensions", {}).get("files")
+    store = getattr(extension, "store", None)
+    if store is None:
+        store = build_file_store(gateway.settings, gateway.redis)
+    return store

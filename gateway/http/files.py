@@ -1,0 +1,201 @@
+"""Files over HTTP, on the gateway's FileService.
+
+- `POST /v1/files`: multipart/form-data (a `file` part; optional `name`, `ttl_seconds` and
+  `labels` (a JSON object) parts) or any other body taken as the raw file (name from `?name=` or
+  `X-File-Name`, type from Content-Type). It is relayed as a client-streaming UploadFile in chunks;
+  the answer is 201 with the stored file's description.
+- `GET|HEAD /v1/files/{file_id}:download`: the bytes with Content-Type, Content-Length,
+  Content-Disposition and Range support (206 + Content-Range; 416 when unsatisfiable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import grpc
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from capmesh.gateway.server.http.context import body_too_large, context_of, error_response, mark_route
+from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, invalid_field, make_error
+from capmesh.gateway.server.http.transcode import render
+from capmesh.gateway.v1 import file_service_pb2
+
+UPLOAD = "/capmesh.gateway.v1.FileService/UploadFile"
+DOWNLOAD = "/capmesh.gateway.v1.FileService/DownloadFile"
+GET_FILE = "/capmesh.gateway.v1.FileService/GetFile"
+CHUNK_BYTES = 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+async def upload(request: Request) -> Response:
+    mark_route(request, "/v1/files:upload")
+    context = context_of(request)
+    limit = context.settings.max_file_bytes
+    body: _LimitedBody | None = None
+    try:
+        header, body = await _upload_parts(request, limit)
+        raw = await context.upstream.client_stream(UPLOAD, _messages(header, body),
+                                                   metadata=context.metadata(request))
+    except HttpError as error:
+        return error_response(error)
+    except (Exception, asyncio.CancelledError) as exc:
+        # A refused body aborts the upload from inside grpc's request iterator (grpc reports that
+        # as a cancelled call); answer with the reason instead.
+        if body is not None and body.refused is not None:
+            return error_response(body.refused)
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return error_response(from_rpc_error(exc))
+        raise
+    reply = file_service_pb2.UploadFileResponse.FromString(raw)
+    return JSONResponse(render(reply), status_code=201,
+                        headers={"Location": f"/v1/files/{reply.file.file_id}"})
+
+
+async def _upload_parts(request: Request, limit: int):
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise body_too_large(limit)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return await _multipart(request, limit)
+    header = file_service_pb2.UploadHeader(
+        name=request.query_params.get("name") or request.headers.get("x-file-name", "upload"),
+        content_type=content_type.split(";")[0].strip() or "application/octet-stream")
+    _set_ttl(header, request.query_params.get("ttl_seconds"))
+    return header, _LimitedBody(request.stream(), limit)
+
+
+async def _multipart(request: Request, limit: int):
+    form = await request.form(max_part_size=limit)
+    part = form.get("file")
+    if not isinstance(part, UploadFile):
+        raise invalid_field("file", "a multipart upload needs a 'file' part with the content")
+    header = file_service_pb2.UploadHeader(
+        name=str(form.get("name") or part.filename or "upload"),
+        content_type=(part.content_type or "application/octet-stream"))
+    _set_ttl(header, form.get("ttl_seconds"))
+    labels = form.get("labels")
+    if labels:
+        try:
+            parsed = json.loads(str(labels))
+            if not isinstance(parsed, dict):
+                raise ValueError("not an object")
+            header.labels.update({str(k): str(v) for k, v in parsed.items()})
+        except ValueError:
+            raise invalid_field("labels", "must be a JSON object of strings") from None
+
+    async def read() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await part.read(CHUNK_BYTES):
+                yield chunk
+        finally:
+            await form.close()
+
+    return header, _LimitedBody(read(), limit)
+
+
+def _set_ttl(header: file_service_pb2.UploadHeader, value) -> None:
+    if value in (None, ""):
+        return
+    try:
+        header.ttl_seconds = float(value)
+    except ValueError:
+        raise invalid_field("ttl_seconds", f"must be a number of seconds, not {value!r}") from None
+
+
+class _LimitedBody:
+    """The upload's bytes, refused (and remembered as refused) past `limit`."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int) -> None:
+        self._chunks = chunks
+        self._limit = limit
+        self.refused: HttpError | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._chunks:
+            size += len(chunk)
+            if size > self._limit:
+                self.refused = body_too_large(self._limit)
+                raise self.refused
+            yield chunk
+
+
+async def _messages(header, body: _LimitedBody) -> AsyncIterator[bytes]:
+    yield file_service_pb2.UploadFileRequest(header=header).SerializeToString()
+    async for chunk in body:
+        for start in range(0, len(chunk), CHUNK_BYTES):
+            yield file_service_pb2.UploadFileRequest(chunk=chunk[start:start + CHUNK_BYTES]).SerializeToString()
+
+
+def parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """`bytes=a-b` -> (first, last) inclusive, clipped to the size; None when unsatisfiable.
+
+    Only single ranges are served; a multi-range request gets the first range."""
+    found = _RANGE.match(value.split(",")[0].strip())
+    if not found or (not found.group(1) and not found.group(2)):
+        return None
+    start_text, end_text = found.groups()
+    if not start_text:
+        suffix = int(end_text)
+        if suffix == 0 or size == 0:
+            return None
+        return max(0, size - suffix), size - 1
+    start = int(start_text)
+    end = int(end_text) if end_text else size - 1
+    if start >= size or end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+async def download(request: Request) -> Response:
+    mark_route(request, "/v1/files/{file_id}:download")
+    context = context_of(request)
+    file_id = request.path_params["file_id"]
+    metadata = context.metadata(request)
+    try:
+        lookup = file_service_pb2.GetFileRequest(file_id=file_id)
+        raw = await context.upstream.unary(GET_FILE, lookup.SerializeToString(), metadata=metadata)
+    except grpc.aio.AioRpcError as exc:
+        return error_response(from_rpc_error(exc))
+    info = file_service_pb2.GetFileResponse.FromString(raw).file
+    size = info.size_bytes
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(info.name or file_id)}",
+        "ETag": f'"{info.sha256}"' if info.sha256 else "",
+    }
+    headers = {k: v for k, v in headers.items() if v}
+    media_type = info.content_type or "application/octet-stream"
+    status, first, last = 200, 0, size - 1
+    range_header = request.headers.get("range")
+    if range_header and request.headers.get("if-range", headers.get("ETag")) == headers.get("ETag"):
+        chosen = parse_range(range_header, size)
+        if chosen is None:
+            error = make_error("OUT_OF_RANGE", f"range {range_header!r} is outside the file's {size} bytes",
+                               reason="RANGE_NOT_SATISFIABLE", http_status=416,
+                               headers={"Content-Range": f"bytes */{size}"})
+            return error_response(error)
+        status, (first, last) = 206, chosen
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    length = max(0, last - first + 1)
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD" or length == 0:
+        return Response(b"", status_code=status, headers=headers, media_type=media_type)
+    ranged = file_service_pb2.DownloadFileRequest(file_id=file_id, offset=first, length=length)
+    call = context.upstream.stream(DOWNLOAD, ranged.SerializeToString(), metadata=metadata)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for piece in call:
+                yield file_service_pb2.DownloadFileResponse.FromString(piece).data
+        finally:
+            call.cancel()
+
+    return StreamingResponse(body(), status_code=status, headers=headers, media_type=media_type)

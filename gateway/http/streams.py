@@ -1,0 +1,126 @@
+"""Server-streaming calls as Server-Sent Events or newline-delimited JSON.
+
+The response status is chosen only once the first message (or the error) is known, within a short
+wait, so that a request refused at once still gets its proper HTTP error; a stream that takes
+longer to start is committed as 200 and an error after that travels as an `event: error`.
+Keep-alive comments flow while the upstream is quiet. Closing the HTTP response (client gone)
+cancels the upstream call, which cancels the engine at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from capmesh.gateway.server.http.errors import HttpError, from_rpc_error
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+FIRST_MESSAGE_WAIT_S = 1.0
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def wants_ndjson(accept: str) -> bool:
+    return NDJSON in (accept or "") or "application/jsonl" in (accept or "")
+
+
+@dataclass
+class Started:
+    """A stream whose first step is known: either it failed at once (`error`) or it runs."""
+
+    error: HttpError | None
+    body: AsyncIterator[bytes] | None
+
+
+class _Pump:
+    """Pulls messages from a call one at a time, so a wait can time out without losing one."""
+
+    def __init__(self, call) -> None:
+        self.call = call
+        self._iterator = call.__aiter__()
+        self._pending: asyncio.Future | None = None
+
+    async def next(self, timeout: float | None):
+        """("message", m) | ("end", None) | ("error", HttpError) | ("idle", None) after `timeout`."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._iterator.__anext__())
+        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+        if not done:
+            return "idle", None
+        pending, self._pending = self._pending, None
+        try:
+            return "message", pending.result()
+        except StopAsyncIteration:
+            return "end", None
+        except grpc.aio.AioRpcError as exc:
+            return "error", from_rpc_error(exc)
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        self.call.cancel()
+
+
+async def start_stream(
+    call,
+    encode_message: Callable[[object, int], bytes],
+    encode_error: Callable[[HttpError], bytes],
+    keepalive: bytes,
+    keepalive_s: float,
+    end: bytes = b"",
+) -> Started:
+    """Waits briefly for the first message; returns the error or a body that streams the rest.
+
+    `encode_message(message, index)` renders one message (index counts from 1)."""
+    pump = _Pump(call)
+    kind, value = await pump.next(FIRST_MESSAGE_WAIT_S)
+    if kind == "error":
+        pump.close()
+        return Started(value, None)
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal kind, value
+        index = 0
+        try:
+            while True:
+                if kind == "message":
+                    index += 1
+                    yield encode_message(value, index)
+                elif kind == "idle":
+                    yield keepalive
+                elif kind == "error":
+                    yield encode_error(value)
+                    return
+                else:
+                    if end:
+                        yield end
+                    return
+                kind, value = await pump.next(keepalive_s)
+        finally:
+            pump.close()
+
+    return Started(None, body())
+
+
+def sse_event(data: object, *, event_id: str | int | None = None, event: str | None = None) -> bytes:
+    lines = []
+    if event_id is not None and event_id != "":
+        lines.append(f"id: {event_id}")
+    if event:
+        lines.append(f"event: {event}")
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    lines.extend(f"data: {line}" for line in text.split("\n"))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+SSE_KEEPALIVE = b": keep-alive\n\n"
+NDJSON_KEEPALIVE = b"\n"
+
+
+def ndjson_line(data: object) -> bytes:
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()

@@ -1,0 +1,1 @@
+"""The capability registry: backends, their health, and the RegistryService."""

@@ -1,0 +1,63 @@
+"""The liveness probe: one grpc.health.v1 Watch stream per backend.
+
+The Watch stream reports every change of the backend's overall health ("" service) as it happens;
+when the backend goes away (killed, restarted) the stream breaks at once, so the gateway learns it
+without polling. A broken stream is reopened with a short backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from capmesh.gateway.server.registry.model import BackendEntry
+
+log = structlog.get_logger("capmesh.gateway.health")
+
+RETRY_INITIAL_S = 0.05
+RETRY_MAX_S = 2.0
+
+ProbeCallback = Callable[[BackendEntry, bool, str], None]
+
+
+class HealthWatcher:
+    def __init__(self, entry: BackendEntry, on_probe: ProbeCallback) -> None:
+        self._entry = entry
+        self._on_probe = on_probe
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"health:{self._entry.backend_id}")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait_stopped(self) -> None:
+        if self._task is not None:
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        stub = health_pb2_grpc.HealthStub(self._entry.channel)
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                call = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+                async for response in call:
+                    delay = RETRY_INITIAL_S
+                    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+                    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+                    self._on_probe(self._entry, serving, "" if serving else f"health probe: {status}")
+                self._on_probe(self._entry, False, "health probe: the watch stream ended")
+            except grpc.aio.AioRpcError as exc:
+                self._on_probe(self._entry, False, f"health probe: {exc.code().name}: {exc.details()}")
+            # Backoff between reconnection attempts to a backend that is down (not a readiness wait).
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)

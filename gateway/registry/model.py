@@ -1,0 +1,206 @@
+"""What the registry knows about a backend: its record (shared) and its health (this gateway's).
+
+A `BackendRecord` is what the backend registered (or the static file said): address, capability,
+services, models, limits. In Redis mode records are shared by every gateway. A `BackendEntry` adds
+what this gateway tracks on its own: health state, failures, cooldown, calls in flight, and the
+channel it dials the backend on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from capmesh.gateway.v1 import registry_service_pb2 as pb
+
+STATIC = "static"
+REGISTERED = "registered"
+
+# Codes that say the backend itself failed; caller mistakes (INVALID_ARGUMENT, NOT_FOUND,
+# FAILED_PRECONDITION, ...) and the caller's own deadline or cancellation never count.
+BACKEND_FAILURE_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS,
+})
+
+# Channel options: reconnect quickly after a backend restarts on the same address.
+BACKEND_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 5 * 1024 * 1024),
+    ("grpc.max_send_message_length", 5 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.enable_retries", 0),  # the router retries itself, on another backend
+]
+
+
+class State(enum.IntEnum):
+    UNKNOWN = pb.BACKEND_STATE_UNKNOWN
+    AVAILABLE = pb.BACKEND_STATE_AVAILABLE
+    UNAVAILABLE = pb.BACKEND_STATE_UNAVAILABLE
+    ERROR = pb.BACKEND_STATE_ERROR
+
+
+def backend_id_for(capability: str, address: str) -> str:
+    """A stable id: the same backend re-registering (or listed statically) keeps its id."""
+    return f"{capability}-{address}".replace(":", "-").replace("/", "-")
+
+
+@dataclass(frozen=True)
+class BackendRecord:
+    backend_id: str
+    address: str
+    capability: str
+    services: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    loaded_models: tuple[str, ...] = ()
+    max_concurrency: int = 0  # 0: no limit known
+    device: str = ""
+    device_group: str = ""
+    version: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    source: str = REGISTERED
+
+    @classmethod
+    def from_proto(cls, backend: pb.Backend, source: str) -> "BackendRecord":
+        return cls(
+            backend_id=backend.backend_id, address=backend.address, capability=backend.capability,
+            services=tuple(backend.services), models=tuple(backend.models),
+            loaded_models=tuple(backend.loaded_models), max_concurrency=backend.max_concurrency,
+            device=backend.device, device_group=backend.device_group, version=backend.version,
+            labels=dict(backend.labels), source=source,
+        )
+
+    def to_proto(self) -> pb.Backend:
+        return pb.Backend(
+            backend_id=self.backend_id, address=self.address, capability=self.capability,
+            services=self.services, models=self.models, loaded_models=self.loaded_models,
+            max_concurrency=self.max_concurrency, device=self.device, device_group=self.device_group,
+            version=self.version, labels=self.labels,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "BackendRecord":
+        data = json.loads(text)
+        for name in ("services", "models", "loaded_models"):
+            data[name] = tuple(data.get(name) or ())
+        return cls(**data)
+
+    def with_load(self, loaded_models: tuple[str, ...]) -> "BackendRecord":
+        return replace(self, loaded_models=loaded_models)
+
+
+def _timestamp(wall: float | None) -> timestamp_pb2.Timestamp | None:
+    if wall is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(wall * 1e9))
+    return stamp
+
+
+class BackendEntry:
+    """One backend as this gateway sees it. Mutated only on the event loop."""
+
+    def __init__(self, record: BackendRecord) -> None:
+        self.record = record
+        self.state = State.UNKNOWN
+        self.serving = False  # what the liveness probe said last
+        self.in_flight = 0
+        self.consecutive_failures = 0
+        self.cooldown_until = 0.0  # monotonic
+        self.last_error = ""
+        self.last_error_wall: float | None = None
+        self.last_success_wall: float | None = None
+        self.lease_expires = 0.0  # monotonic; registered backends in memory mode
+        self.loaded: set[str] = set(record.loaded_models)
+        self.retired = False  # removed from the registry; the channel closes once no call uses it
+        self.channel = grpc.aio.insecure_channel(record.address, options=BACKEND_CHANNEL_OPTIONS)
+        self._unary: dict[str, object] = {}
+        self._unary_stream: dict[str, object] = {}
+        self._stream_unary: dict[str, object] = {}
+        self._stream_stream: dict[str, object] = {}
+
+    @property
+    def backend_id(self) -> str:
+        return self.record.backend_id
+
+    # -- raw multicallables, created once per method (identity codecs: bytes in, bytes out) ----
+    def unary(self, method: str):
+        call = self._unary.get(method)
+        if call is None:
+            call = self._unary[method] = self.channel.unary_unary(method, _registered_method=True)
+        return call
+
+    def unary_stream(self, method: str):
+        call = self._unary_stream.get(method)
+        if call is None:
+            call = self._unary_stream[method] = self.channel.unary_stream(method, _registered_method=True)
+        return call
+
+    def stream_unary(self, method: str):
+        call = self._stream_unary.get(method)
+        if call is None:
+            call = self._stream_unary[method] = self.channel.stream_unary(method, _registered_method=True)
+        return call
+
+    def stream_stream(self, method: str):
+        call = self._stream_stream.get(method)
+        if call is None:
+            call = self._stream_stream[method] = self.channel.stream_stream(method, _registered_method=True)
+        return call
+
+    # -- routing facts -------------------------------------------------------------------------
+    def routable(self, now: float) -> bool:
+        """AVAILABLE, or ERROR whose cooldown is over (a call then decides: success heals it)."""
+        state = self.state
+        return state is State.AVAILABLE or (state is State.ERROR and now >= self.cooldown_until)
+
+    def has_room(self) -> bool:
+        limit = self.record.max_concurrency
+        return limit <= 0 or self.in_flight < limit
+
+    def load(self) -> float:
+        limit = self.record.max_concurrency
+        return self.in_flight / limit if limit > 0 else float(self.in_flight)
+
+    def cooldown_remaining(self, now: float | None = None) -> float:
+        if self.state is not State.ERROR:
+            return 0.0
+        return max(0.0, self.cooldown_until - (time.monotonic() if now is None else now))
+
+    def to_proto(self, now: float) -> pb.BackendStatus:
+        record = self.record.to_proto()
+        del record.loaded_models[:]
+        record.loaded_models.extend(sorted(self.loaded))
+        return pb.BackendStatus(
+            backend=record,
+            state=int(self.state),
+            last_success_time=_timestamp(self.last_success_wall),
+            last_error=self.last_error,
+            last_error_time=_timestamp(self.last_error_wall),
+            in_flight=self.in_flight,
+            cooldown_remaining_seconds=self.cooldown_remaining(now),
+            consecutive_failures=self.consecutive_failures,
+            source=self.record.source,
+        )
+
+    def retire(self) -> None:
+        """Leaves the registry. Calls still running on it (a backend that deregistered while shutting
+        down gracefully still finishes them) keep the channel open until the last one ends."""
+        self.retired = True
+        if self.in_flight == 0:
+            asyncio.get_running_loop().create_task(self.close())
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,176 @@
+"""Where registrations live: in this gateway's memory, or in Redis shared by several gateways.
+
+Both stores apply every change to the local `Registry` at once (read-your-writes). The Redis store
+also keeps each registered backend as a record with a TTL (the lease), announces every change on a
+pub/sub channel that the other gateways apply, and resynchronises from Redis every heartbeat
+interval so that a missed announcement or an expired lease is noticed. Static backends are each
+gateway's own configuration and never go to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import structlog
+from redis.exceptions import RedisError
+
+from capmesh.gateway.server.registry.model import BackendRecord
+from capmesh.gateway.server.registry.registry import Registry
+from capmesh.services.runtime.errors import Unavailable
+
+log = structlog.get_logger("capmesh.gateway.registry")
+
+
+class MemoryStore:
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._lease_s = registry.settings.lease_s
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def put(self, record: BackendRecord) -> None:
+        self._registry.upsert(record, lease_s=self._lease_s)
+
+    async def renew(self, backend_id: str, loaded_models: tuple[str, ...]) -> bool:
+        entry = self._registry.entries.get(backend_id)
+        if entry is None or entry.record.source == "static":
+            return False
+        entry.lease_expires = time.monotonic() + self._lease_s
+        self._registry.update_load(backend_id, loaded_models)
+        return True
+
+    async def delete(self, backend_id: str) -> bool:
+        return self._registry.remove(backend_id)
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, self._lease_s / 4)
+        while True:
+            await asyncio.sleep(interval)  # periodic lease check
+            self._registry.expire_leases(time.monotonic())
+
+
+def _redis_unavailable(method):
+    """Registry writes against an unreachable Redis are UNAVAILABLE (retry later), not INTERNAL."""
+    @functools.wraps(method)
+    async def call(self, *args):
+        try:
+            return await method(self, *args)
+        except RedisError as exc:
+            raise Unavailable(f"the registry's Redis cannot be reached: {exc}", reason="REGISTRY_STORE_UNAVAILABLE",
+                              retry_after_s=1.0) from exc
+    return call
+
+
+class RedisStore:
+    PREFIX = "capmesh:registry:"
+
+    def __init__(self, registry: Registry, redis) -> None:
+        self._registry = registry
+        self._redis = redis
+        self._lease_ms = int(registry.settings.lease_s * 1000)
+        self._ids_key = self.PREFIX + "backends"
+        self._channel = self.PREFIX + "changes"
+        self._tasks: list[asyncio.Task] = []
+        self._pubsub = None
+
+    def _key(self, backend_id: str) -> str:
+        return f"{self.PREFIX}backend:{backend_id}"
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.subscribe(self._channel)
+        await self.resync()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._resync_forever())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+
+    @_redis_unavailable
+    async def put(self, record: BackendRecord) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key(record.backend_id), record.to_json(), px=self._lease_ms)
+            pipe.sadd(self._ids_key, record.backend_id)
+            pipe.publish(self._channel, f"upsert {record.backend_id}")
+            await pipe.execute()
+        self._registry.upsert(record)
+
+    @_redis_unavailable
+    async def renew(self, backend_id: str, loaded_models: tuple[str, ...]) -> bool:
+        raw = await self._redis.get(self._key(backend_id))
+        if raw is None:
+            return False
+        record = BackendRecord.from_json(raw)
+        if set(record.loaded_models) != set(loaded_models):
+            record = record.with_load(tuple(loaded_models))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(backend_id), record.to_json(), px=self._lease_ms)
+                pipe.publish(self._channel, f"upsert {backend_id}")
+                await pipe.execute()
+        else:
+            await self._redis.pexpire(self._key(backend_id), self._lease_ms)
+        self._registry.upsert(record)
+        return True
+
+    @_redis_unavailable
+    async def delete(self, backend_id: str) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(backend_id))
+            pipe.srem(self._ids_key, backend_id)
+            pipe.publish(self._channel, f"remove {backend_id}")
+            deleted, _, _ = await pipe.execute()
+        return bool(self._registry.remove(backend_id)) or bool(deleted)
+
+    async def resync(self) -> None:
+        """Makes the local view match Redis: new and changed records in, expired ones out."""
+        ids = sorted(i.decode() for i in await self._redis.smembers(self._ids_key))
+        raws = await self._redis.mget([self._key(i) for i in ids]) if ids else []
+        alive = set()
+        for backend_id, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                await self._redis.srem(self._ids_key, backend_id)
+                continue
+            alive.add(backend_id)
+            self._registry.upsert(BackendRecord.from_json(raw))
+        for backend_id, entry in list(self._registry.entries.items()):
+            if entry.record.source != "static" and backend_id not in alive:
+                log.info("backend.lease_expired", backend=backend_id)
+                self._registry.remove(backend_id)
+
+    async def _listen(self) -> None:
+        async for message in self._pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            action, _, backend_id = message["data"].decode().partition(" ")
+            try:
+                if action == "remove":
+                    entry = self._registry.entries.get(backend_id)
+                    if entry is not None and entry.record.source != "static":
+                        self._registry.remove(backend_id)
+                elif action == "upsert":
+                    raw = await self._redis.get(self._key(backend_id))
+                    if raw is not None:
+                        self._registry.upsert(BackendRecord.from_json(raw))
+            except Exception:  # noqa: BLE001 - one bad announcement must not stop the listener
+                log.exception("registry.announcement_failed", action=action, backend=backend_id)
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._registry.settings.heartbeat_interval_s)  # periodic resync
+            try:
+                await self.resync()
+            except Exception:  # noqa: BLE001 - Redis may be restarting; try again next round
+                log.warning("registry.resync_failed", exc_info=True)

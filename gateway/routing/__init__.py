@@ -1,0 +1,1 @@
+"""Routing capability calls to healthy backends and relaying them as raw bytes."""

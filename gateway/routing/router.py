@@ -1,0 +1,381 @@
+"""Picks a backend for each call and runs calls as raw bytes, retrying where that is safe.
+
+Choice among the backends that serve the method's service:
+- only routable ones (AVAILABLE, or ERROR whose cooldown is over) with room under their maximum
+  concurrency (and, in exclusive GPU mode, whose device group lets them run now);
+- preferring those that already have the requested model loaded (switching models costs far more
+  than waiting a little: for up to `AFFINITY_PATIENCE_S` a call waits for such a backend);
+- the less loaded of two random choices.
+Every backend busy: the call waits in a bounded queue, then gets RESOURCE_EXHAUSTED with RetryInfo.
+None routable: UNAVAILABLE naming the capability and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+import structlog
+
+from capmesh.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+from capmesh.gateway.server import metrics
+from capmesh.gateway.server.config import GatewaySettings
+from capmesh.gateway.server.registry.model import BackendEntry, State
+from capmesh.gateway.server.registry.registry import Registry
+from capmesh.gateway.server.routing.services import MethodInfo, is_reserved, service_of
+from capmesh.gateway.server.routing.wire import read_string_field
+from capmesh.services.runtime.errors import (
+    CapmeshError,
+    DeadlineExceeded,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+log = structlog.get_logger("capmesh.gateway.router")
+
+AFFINITY_PATIENCE_S = 0.5  # how long a call waits for a backend that has its model loaded
+UNLOAD_TIMEOUT_S = 60.0
+BUSY_RETRY_AFTER_S = 1.0
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+class Lease:
+    """A reserved slot on one backend; `release(code)` exactly once when the call ends."""
+
+    __slots__ = ("router", "entry", "capability", "model", "_released")
+
+    def __init__(self, router: "Router", entry: BackendEntry, capability: str, model: str) -> None:
+        self.router = router
+        self.entry = entry
+        self.capability = capability
+        self.model = model
+        self._released = False
+
+    def release(self, code: grpc.StatusCode, message: str = "") -> None:
+        if not self._released:
+            self._released = True
+            self.router._release(self, code, message)
+
+
+class _Group:
+    """An exclusive-mode device group: the member that may hold models now."""
+
+    def __init__(self) -> None:
+        self.holder: str | None = None
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+
+class _Blocked(Exception):
+    """No backend can take the call now; `error` is raised if waiting does not help."""
+
+    def __init__(self, error: CapmeshError, wait: bool, for_affinity: bool = False) -> None:
+        self.error = error
+        self.wait = wait
+        self.for_affinity = for_affinity  # only because a backend with the model loaded is busy
+
+
+def retryable_before_output(exc: grpc.aio.AioRpcError) -> bool:
+    return exc.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class Router:
+    def __init__(self, registry: Registry, settings: GatewaySettings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.exclusive = settings.gpu_mode == "exclusive"
+        self.methods: dict[str, MethodInfo] = {
+            m.path: m for info in registry.catalog.values() for m in info.methods
+        }
+        self._wake: asyncio.Event | None = None
+        self._groups: dict[str, _Group] = {}
+        self._in_flight_gauges: dict[str, Any] = {}
+        registry.add_listener(self._wake_waiters)
+
+    # -- what is routable -----------------------------------------------------------------------
+    def method_info(self, path: str) -> MethodInfo | None:
+        """A contract method, or a method of a service that only registered backends name (served
+        as a bidirectional stream, which carries every call shape)."""
+        info = self.methods.get(path)
+        if info is not None:
+            return info
+        service = service_of(path)
+        if service and not is_reserved(service) and self.registry.backends_for(service):
+            return MethodInfo(path, service, client_streaming=True, server_streaming=True)
+        return None
+
+    def capability_of(self, method: str) -> str:
+        """"/capmesh.tts.v1.TtsService/StreamSynthesize" -> "tts"; NotFound if no one serves it."""
+        info = self.method_info(method)
+        capability = self.registry.capability_for_service(info.service) if info is not None else None
+        if capability is None:
+            raise NotFound(f"no capability serves {method}", reason="METHOD_NOT_FOUND")
+        return capability
+
+    # -- choosing -------------------------------------------------------------------------------
+    async def acquire(self, info: MethodInfo, request: bytes | None, *, deadline: float | None = None,
+                      exclude: frozenset[str] | set[str] = frozenset()) -> Lease:
+        """Reserves a slot on the best backend for the call, waiting in the queue if all are busy."""
+        capability = self.registry.capability_for_service(info.service) or info.service
+        started = time.monotonic()
+        waiting = False
+        try:
+            while True:
+                now = time.monotonic()
+                try:
+                    entry, model = self._pick(info, capability, request, exclude, now,
+                                              patient=now - started < AFFINITY_PATIENCE_S)
+                    return await self._reserve(entry, capability, model, deadline)
+                except _Blocked as blocked:
+                    if not blocked.wait:
+                        raise blocked.error from None
+                    if not waiting and not blocked.for_affinity:
+                        if self.registry.queued.get(capability, 0) >= self.settings.route_wait_queue:
+                            raise ResourceExhausted(
+                                f"capability {capability!r}: every backend is busy and the wait queue is full "
+                                f"({self.settings.route_wait_queue} calls)", retry_after_s=BUSY_RETRY_AFTER_S,
+                                reason="ROUTE_QUEUE_FULL") from None
+                        waiting = True
+                        self._queue_changed(capability, +1)
+                    limit = started + self.settings.route_wait_s
+                    if deadline is not None and deadline < limit:
+                        limit = deadline
+                    if now >= limit:
+                        if deadline is not None and now >= deadline:
+                            raise DeadlineExceeded(
+                                f"the deadline passed while waiting for a backend of {capability!r}") from None
+                        raise blocked.error from None
+                    if blocked.for_affinity:
+                        limit = min(limit, started + AFFINITY_PATIENCE_S)
+                    if self._wake is None:
+                        self._wake = asyncio.Event()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), limit - now)
+                    except TimeoutError:
+                        pass
+        finally:
+            if waiting:
+                self._queue_changed(capability, -1)
+
+    def _pick(self, info: MethodInfo, capability: str, request: bytes | None, exclude, now: float,
+              patient: bool) -> tuple[BackendEntry, str]:
+        entries = self.registry.backends_for(info.service)
+        if not entries:
+            raise _Blocked(Unavailable(f"capability {capability!r} has no backend registered (serving {info.service})",
+                                       reason="NO_BACKEND"), wait=False)
+        routable = [e for e in entries if e.routable(now) and e.backend_id not in exclude]
+        if not routable:
+            raise self._why_none(entries, capability, exclude, now)
+        free = [e for e in routable if e.has_room() and self._group_allows(e)]
+        model, for_affinity = "", False
+        if info.model_field and request and len(routable) > 1:
+            model = read_string_field(request, info.model_field)
+            if model:
+                affine = [e for e in free if model in e.loaded]
+                if affine:
+                    free = affine
+                elif free and patient and any(model in e.loaded for e in routable):
+                    free, for_affinity = [], True
+        if not free:
+            raise _Blocked(ResourceExhausted(
+                f"capability {capability!r}: all {len(routable)} available backends are busy",
+                retry_after_s=BUSY_RETRY_AFTER_S, reason="ALL_BACKENDS_BUSY"), wait=True, for_affinity=for_affinity)
+        if len(free) == 1:
+            return free[0], model
+        first, second = random.sample(free, 2)
+        return (first if first.load() <= second.load() else second), model
+
+    def _why_none(self, entries: list[BackendEntry], capability: str, exclude, now: float) -> _Blocked:
+        pending = [e for e in entries if e.state is State.UNKNOWN and e.backend_id not in exclude]
+        if pending:
+            return _Blocked(Unavailable(
+                f"capability {capability!r}: {len(pending)} backends have not answered their health probe yet",
+                reason="PROBE_PENDING"), wait=True)
+        cooling = [e for e in entries if e.state is State.ERROR and e.backend_id not in exclude]
+        down = [e for e in entries if e.state is State.UNAVAILABLE and e.backend_id not in exclude]
+        tried = [e for e in entries if e.backend_id in exclude]
+        reasons = []
+        if cooling:
+            reasons.append(f"{len(cooling)} in cooldown after errors (last: {cooling[0].last_error})")
+        if down:
+            reasons.append(f"{len(down)} not serving or unreachable")
+        if tried:
+            reasons.append(f"{len(tried)} already failed this call")
+        retry_after = min((e.cooldown_remaining(now) for e in cooling), default=None)
+        return _Blocked(Unavailable(f"capability {capability!r} has no available backend: " + ", ".join(reasons),
+                                    reason="NO_AVAILABLE_BACKEND", retry_after_s=retry_after), wait=False)
+
+    # -- exclusive GPU groups -------------------------------------------------------------------
+    def _group_members(self, group: str) -> list[BackendEntry]:
+        return [e for e in self.registry.entries.values() if e.record.device_group == group]
+
+    def _group_allows(self, entry: BackendEntry) -> bool:
+        group_name = entry.record.device_group
+        if not self.exclusive or not group_name:
+            return True
+        group = self._groups.get(group_name)
+        if group is None or group.holder in (None, entry.backend_id):
+            return True
+        # Switching the group to this member needs every other member idle first.
+        return all(m.in_flight == 0 for m in self._group_members(group_name) if m is not entry)
+
+    async def _reserve(self, entry: BackendEntry, capability: str, model: str, deadline: float | None) -> Lease:
+        entry.in_flight += 1
+        self._in_flight_gauge(capability).inc()
+        lease = Lease(self, entry, capability, model)
+        group_name = entry.record.device_group
+        if not self.exclusive or not group_name:
+            return lease
+        try:
+            group = self._groups.setdefault(group_name, _Group())
+            if group.holder != entry.backend_id:
+                await self._switch(group, group_name, entry, deadline)
+            elif not group.ready.is_set():
+                await group.ready.wait()
+        except BaseException:
+            lease.release(grpc.StatusCode.CANCELLED)
+            raise
+        return lease
+
+    async def _switch(self, group: _Group, group_name: str, entry: BackendEntry, deadline: float | None) -> None:
+        """Makes `entry` the group's holder: every other member that holds models unloads first."""
+        previous = group.holder
+        group.holder = entry.backend_id
+        group.ready = asyncio.Event()
+        try:
+            holders = [m for m in self._group_members(group_name)
+                       if m is not entry and (m.backend_id == previous or m.loaded)]
+            timeout = min(UNLOAD_TIMEOUT_S, _remaining(deadline) or UNLOAD_TIMEOUT_S)
+            for member in holders:
+                log.info("gpu_group.unload", group=group_name, holder=member.backend_id, next=entry.backend_id)
+                try:
+                    await admin_service_pb2_grpc.AdminServiceStub(member.channel).UnloadModels(
+                        admin_service_pb2.UnloadModelsRequest(), timeout=timeout)
+                    member.loaded.clear()
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("gpu_group.unload_failed", group=group_name, holder=member.backend_id,
+                                code=exc.code().name, error=exc.details())
+        finally:
+            group.ready.set()
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def _release(self, lease: Lease, code: grpc.StatusCode, message: str) -> None:
+        entry = lease.entry
+        entry.in_flight -= 1
+        self._in_flight_gauge(lease.capability).dec()
+        if entry.retired:
+            if entry.in_flight == 0:
+                asyncio.get_running_loop().create_task(entry.close())
+        else:
+            if code is grpc.StatusCode.OK and lease.model:
+                entry.loaded.add(lease.model)
+            self.registry.on_call_result(entry, code, message)
+        self._wake_waiters()
+
+    def _in_flight_gauge(self, capability: str):
+        gauge = self._in_flight_gauges.get(capability)
+        if gauge is None:
+            gauge = self._in_flight_gauges[capability] = metrics.rpc_in_flight.labels(capability)
+        return gauge
+
+    def _wake_waiters(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+
+    def _queue_changed(self, capability: str, delta: int) -> None:
+        depth = self.registry.queued.get(capability, 0) + delta
+        self.registry.queued[capability] = depth
+        metrics.route_queue_depth.labels(capability).set(depth)
+
+    # -- calls (used by the job runner; the proxy relays metadata itself) ------------------------
+    def _info(self, method: str) -> MethodInfo:
+        info = self.method_info(method)
+        if info is None:
+            raise NotFound(f"no capability serves {method}", reason="METHOD_NOT_FOUND")
+        return info
+
+    async def unary(self, method: str, request: bytes, *, metadata: Metadata = (),
+                    timeout: float | None = None) -> bytes:
+        """One unary call on a healthy backend; UNAVAILABLE is retried on another one."""
+        info = self._info(method)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        exclude: set[str] = set()
+        last_error: grpc.aio.AioRpcError | None = None
+        while True:
+            try:
+                lease = await self.acquire(info, request, deadline=deadline, exclude=exclude)
+            except CapmeshError:
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            code, details = grpc.StatusCode.CANCELLED, ""
+            try:
+                response = await lease.entry.unary(method)(request, metadata=metadata, timeout=_remaining(deadline))
+                code = grpc.StatusCode.OK
+                return response
+            except grpc.aio.AioRpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+                if not retryable_before_output(exc) or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                exclude.add(lease.entry.backend_id)
+                last_error = exc
+            finally:
+                lease.release(code, details)
+
+    async def stream(self, method: str, request: bytes, *, metadata: Metadata = (), timeout: float | None = None,
+                     on_backend: Callable[[str], None] | None = None) -> AsyncIterator[bytes]:
+        """The raw response messages of a server-streaming call. UNAVAILABLE before the first
+        message is retried on another backend; after it, never. Closing the iterator (or
+        cancelling its consumer) cancels the backend call."""
+        info = self._info(method)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        exclude: set[str] = set()
+        last_error: grpc.aio.AioRpcError | None = None
+        while True:
+            try:
+                lease = await self.acquire(info, request, deadline=deadline, exclude=exclude)
+            except CapmeshError:
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            if on_backend is not None:
+                on_backend(lease.entry.backend_id)
+            if not info.server_streaming:
+                call = None
+            else:
+                call = lease.entry.unary_stream(method)(request, metadata=metadata, timeout=_remaining(deadline))
+            code, details, relayed = grpc.StatusCode.CANCELLED, "", False
+            try:
+                if call is None:
+                    message = await lease.entry.unary(method)(request, metadata=metadata, timeout=_remaining(deadline))
+                    relayed = True
+                    yield message
+                else:
+                    while (message := await call.read()) is not grpc.aio.EOF:
+                        relayed = True
+                        yield message
+                code = grpc.StatusCode.OK
+                return
+            except grpc.aio.AioRpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+                out_of_time = deadline is not None and time.monotonic() >= deadline
+                if relayed or not retryable_before_output(exc) or out_of_time:
+                    raise
+                exclude.add(lease.entry.backend_id)
+                last_error = exc
+            finally:
+                if call is not None and code is grpc.StatusCode.CANCELLED:
+                    call.cancel()
+                lease.release(code, details)
