@@ -11,7 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from capmesh.services.runtime.logging import configure_logging
 from tests.support.redis_server import RedisServer
+
+# In-process servers log through structlog; keep the test output to warnings and errors.
+configure_logging("warning", json=False)
 
 
 @pytest.fixture(scope="session")

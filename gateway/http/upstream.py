@@ -7,13 +7,11 @@ the gateway learns its own gRPC port only once that server is started.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 
 import grpc
 
-from capmesh.client.channel import CHANNEL_OPTIONS
+from capmesh.client.channel import aio_channel_to
 
 Metadata = Sequence[tuple[str, str]]
 
@@ -23,17 +21,6 @@ FORWARDED_HEADERS = ("authorization", "x-api-key", "x-request-id")
 
 def forwarded_metadata(headers) -> tuple[tuple[str, str], ...]:
     return tuple((name, headers[name]) for name in FORWARDED_HEADERS if headers.get(name))
-
-
-def loopback_tls(cert_file: str) -> tuple[grpc.ChannelCredentials, list[tuple[str, str]]]:
-    """Credentials that trust the gateway's own certificate, and the name to verify it by: the
-    loopback address is rarely in the certificate, its first DNS name (or CN) is."""
-    pem = Path(cert_file).read_bytes()
-    decoded = ssl._ssl._test_decode_cert(cert_file)  # noqa: SLF001 - the stdlib's only PEM reader
-    names = [value for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"]
-    names += [value for rdn in decoded.get("subject", ()) for key, value in rdn if key == "commonName"]
-    options = [("grpc.ssl_target_name_override", names[0])] if names else []
-    return grpc.ssl_channel_credentials(root_certificates=pem), options
 
 
 class Upstream:
@@ -48,11 +35,7 @@ class Upstream:
     @property
     def channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            if self._tls_cert_file:
-                credentials, options = loopback_tls(self._tls_cert_file)
-                self._channel = grpc.aio.secure_channel(self._target(), credentials, options=CHANNEL_OPTIONS + options)
-            else:
-                self._channel = grpc.aio.insecure_channel(self._target(), options=CHANNEL_OPTIONS)
+            self._channel = aio_channel_to(self._target(), tls_cert_file=self._tls_cert_file)
         return self._channel
 
     async def close(self) -> None:

@@ -6,22 +6,26 @@ import grpc
 
 from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
 from capmesh.services.runtime.errors import InvalidArgument, NotFound, Unavailable
+from capmesh.services.runtime.gateway_channel import gateway_channel, gateway_metadata
+from capmesh.services.runtime.settings import ServerSettings
 
 
 class GatewayFiles:
-    def __init__(self, address: str, max_bytes: int = 512 * 1024 * 1024) -> None:
-        self._address = address
+    def __init__(self, settings: ServerSettings, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self._settings = settings
+        self._address = settings.gateway
         self._max_bytes = max_bytes
         self._channel: grpc.aio.Channel | None = None
 
     async def fetch(self, file_id: str, field: str) -> bytes:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._address)
+            self._channel = gateway_channel(self._settings)
         stub = file_service_pb2_grpc.FileServiceStub(self._channel)
         parts: list[bytes] = []
         size = 0
         try:
-            async for message in stub.DownloadFile(file_service_pb2.DownloadFileRequest(file_id=file_id)):
+            async for message in stub.DownloadFile(file_service_pb2.DownloadFileRequest(file_id=file_id),
+                                                  metadata=gateway_metadata(self._settings)):
                 parts.append(message.data)
                 size += len(message.data)
                 if size > self._max_bytes:

@@ -15,6 +15,7 @@ import structlog
 
 from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.gateway.v1 import registry_service_pb2_grpc
+from capmesh.services.runtime.gateway_channel import gateway_channel, gateway_metadata
 
 log = structlog.get_logger("capmesh.registration")
 
@@ -56,7 +57,8 @@ class GatewayRegistration:
     def __init__(self, running) -> None:
         self._running = running
         self._address = running.service.settings.gateway
-        self._channel = grpc.aio.insecure_channel(self._address)
+        self._channel = gateway_channel(running.service.settings)
+        self._metadata = gateway_metadata(running.service.settings)
         self._stub = registry_service_pb2_grpc.RegistryServiceStub(self._channel)
         self._backend_id = ""
         self._interval_s = 2.0
@@ -76,7 +78,8 @@ class GatewayRegistration:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._backend_id:
             try:
-                await self._stub.Deregister(pb.DeregisterRequest(backend_id=self._backend_id), timeout=CALL_TIMEOUT_S)
+                await self._stub.Deregister(pb.DeregisterRequest(backend_id=self._backend_id), timeout=CALL_TIMEOUT_S,
+                                             metadata=self._metadata)
                 log.info("registration.deregistered", gateway=self._address, backend=self._backend_id)
             except grpc.aio.AioRpcError as exc:
                 log.warning("registration.deregister_failed", gateway=self._address, code=exc.code().name)
@@ -86,7 +89,8 @@ class GatewayRegistration:
     async def _try_register(self) -> bool:
         backend = backend_of(self._running)
         try:
-            response = await self._stub.Register(pb.RegisterRequest(backend=backend), timeout=CALL_TIMEOUT_S)
+            response = await self._stub.Register(pb.RegisterRequest(backend=backend), timeout=CALL_TIMEOUT_S,
+                                                   metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             log.warning("registration.failed", gateway=self._address, code=exc.code().name, error=exc.details())
             self._backend_id = ""
@@ -107,7 +111,7 @@ class GatewayRegistration:
             in_flight=service.admission.in_flight,
         )
         try:
-            response = await self._stub.Heartbeat(request, timeout=CALL_TIMEOUT_S)
+            response = await self._stub.Heartbeat(request, timeout=CALL_TIMEOUT_S, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             log.warning("registration.heartbeat_failed", gateway=self._address, code=exc.code().name)
             return False

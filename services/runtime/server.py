@@ -67,7 +67,7 @@ class CapabilityService:
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_concurrency, self.settings.max_queue)
         self.executor = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix=f"capmesh-{self.capability}")
-        files = GatewayFiles(self.settings.gateway) if self.settings.gateway else None
+        files = GatewayFiles(self.settings) if self.settings.gateway else None
         self.artifacts = ArtifactResolver(files.fetch if files else None)
 
     def bridge(self, context: grpc.aio.ServicerContext | None) -> dict[str, Any]:

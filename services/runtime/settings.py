@@ -36,6 +36,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 0  # 0 picks a free port; the bound port is logged and printed
     gateway: str = ""  # host:port of a gateway to register with; empty: no registration
+    gateway_api_key: str = ""  # sent to the gateway when it requires API keys
+    gateway_tls_cert_file: str = ""  # the gateway's certificate (or its CA) when its gRPC port uses TLS
     advertise_address: str = ""  # the address the gateway should dial; default host:port
     max_concurrency: int = 4  # calls running at once; more wait in the queue
     max_queue: int = 32  # calls waiting for a slot; beyond it RESOURCE_EXHAUSTED

@@ -191,11 +191,12 @@ async def test_services_read_uploaded_files_by_id_through_the_runtime_resolver(f
     from capmesh.common.v1 import artifact_pb2
     from capmesh.services.runtime.gateway_files import GatewayFiles
     from capmesh.services.runtime.protoconv import ArtifactResolver
+    from capmesh.services.runtime.settings import ServerSettings
 
     stub, _, _ = files
     portrait = b"\x89PNG\r\n\x1a\n" + os.urandom(2 * MiB)
     info = (await stub.UploadFile(upload_messages(portrait, name="portrait.png"))).file
-    reader = GatewayFiles(stub.address)
+    reader = GatewayFiles(ServerSettings(gateway=stub.address))
     try:
         resolver = ArtifactResolver(reader.fetch)
         for _ in range(2):  # one upload, many requests

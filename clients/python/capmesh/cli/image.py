@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from capmesh.cli.video import DEFAULT_ADDRESS, StageProgress, parse_size, report_failure
+from capmesh.cli.progress import streamed_call
+from capmesh.cli.video import DEFAULT_ADDRESS, parse_size
 
 
 def register(app: typer.Typer) -> None:
@@ -35,19 +36,15 @@ def image(
     timeout: Optional[float] = typer.Option(None, help="Seconds before the call gives up."),
 ) -> None:
     """Text to image: streams denoising progress, then writes the PNG files."""
-    from capmesh.client import CapmeshClientError, sync_channel
     from capmesh.client.imagegen import ImageGenClient
 
     width, height = parse_size(size)
-    try:
-        with StageProgress() as progress, sync_channel(address) as channel:
-            generated = ImageGenClient(channel).generate(
-                prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
-                guidance_scale=guidance_scale, seed=seed, num_images=num_images, model=model,
-                on_progress=progress.update, timeout=timeout,
-            )
-    except CapmeshClientError as exc:
-        report_failure("image", exc)
+    with streamed_call("image", address) as (progress, channel):
+        generated = ImageGenClient(channel).generate(
+            prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
+            guidance_scale=guidance_scale, seed=seed, num_images=num_images, model=model,
+            on_progress=progress.update, timeout=timeout,
+        )
     r = generated.result
     for info, png in zip(r.images, generated.pngs):
         path = output if len(generated.pngs) == 1 else output.with_name(f"{output.stem}-{info.index}{output.suffix}")

@@ -14,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from capmesh.cli.progress import report_failure
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 TALKINGHEAD_STAGES = ("downloading", "face_detecting", "inference", "merging_audio")
 
@@ -72,10 +74,7 @@ def talk(
                 )
             stages.finish()
     except CapmeshClientError as exc:
-        console.print(f"[red]capmesh talk failed: {exc}[/red]")
-        for field, description in exc.field_violations:
-            console.print(f"  [red]{field}[/red]: {description}")
-        raise typer.Exit(1) from exc
+        report_failure("talk", exc)
     output.write_bytes(video.mp4)
     result = video.result
     box = result.face_box

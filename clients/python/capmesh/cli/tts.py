@@ -17,6 +17,8 @@ from typing import Optional
 
 import typer
 
+from capmesh.cli.progress import report_failure
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 SEGMENT_KEYS = {"speaker", "text", "voice", "pause_after_seconds", "speed"}
 
@@ -83,10 +85,7 @@ def tts(
                         on_progress=bar.update, timeout=timeout)
                     audio, description = spoken.audio, spoken.result
     except CapmeshClientError as exc:
-        console.print(f"[red]capmesh tts failed: {exc}[/red]")
-        for field, description in exc.field_violations:
-            console.print(f"  [red]{field}[/red]: {description}")
-        raise typer.Exit(1) from exc
+        report_failure("tts", exc)
     target.write_bytes(audio)
     typer.echo(f"{target}: {description.duration_seconds:.2f} s of {chosen_format} at {description.sample_rate} Hz, "
                f"{description.sentence_count} sentences, {len(audio)} bytes"

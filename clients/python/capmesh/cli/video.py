@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from capmesh.cli.progress import streamed_call
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
@@ -35,19 +37,15 @@ def video(
     timeout: Optional[float] = typer.Option(None, help="Seconds before the call gives up."),
 ) -> None:
     """Image to video: streams denoising progress, then writes the mp4."""
-    from capmesh.client import CapmeshClientError, sync_channel
     from capmesh.client.videogen import VideoGenClient
 
     width, height = parse_size(size)
-    try:
-        with StageProgress() as progress, sync_channel(address) as channel:
-            generated = VideoGenClient(channel).generate(
-                image.read_bytes(), prompt, negative_prompt=negative_prompt, width=width, height=height,
-                num_frames=frames, fps=fps, steps=steps, guidance_scale=guidance_scale, seed=seed, model=model,
-                on_progress=progress.update, timeout=timeout,
-            )
-    except CapmeshClientError as exc:
-        report_failure("video", exc)
+    with streamed_call("video", address) as (progress, channel):
+        generated = VideoGenClient(channel).generate(
+            image.read_bytes(), prompt, negative_prompt=negative_prompt, width=width, height=height,
+            num_frames=frames, fps=fps, steps=steps, guidance_scale=guidance_scale, seed=seed, model=model,
+            on_progress=progress.update, timeout=timeout,
+        )
     output.write_bytes(generated.mp4)
     r = generated.result
     typer.echo(f"{output}: {r.frame_count} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
@@ -63,43 +61,3 @@ def parse_size(size: str) -> tuple[int, int]:
         raise typer.BadParameter(f"--size {size!r} is not WIDTHxHEIGHT, e.g. 832x480")
     return int(width), int(height)
 
-
-def report_failure(command: str, exc) -> None:
-    """Prints the error and each bad field, then exits with status 1."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    console.print(f"[red]capmesh {command} failed: {exc}[/red]")
-    for field, description in exc.field_violations:
-        console.print(f"  [red]{field}[/red]: {description}")
-    raise typer.Exit(1) from exc
-
-
-class StageProgress:
-    """One live bar over the whole call (the services report overall percent), naming the stage and step."""
-
-    def __enter__(self) -> "StageProgress":
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-        self._bars = Progress(TextColumn("{task.description:<15}"), BarColumn(), TaskProgressColumn(),
-                              TimeElapsedColumn(), TextColumn("{task.fields[note]}", style="dim"),
-                              console=Console(stderr=True))
-        self._bars.__enter__()
-        self._task = self._bars.add_task("waiting", total=100, note="")
-        return self
-
-    def update(self, progress) -> None:
-        """Shows a capmesh.common.v1.Progress."""
-        if progress.queue_position:
-            note = f"queued at position {progress.queue_position}"
-        elif progress.total_steps:
-            note = f"{progress.step}/{progress.total_steps}"
-            if progress.eta_seconds:
-                note += f", about {progress.eta_seconds:.0f} s left in this stage"
-        else:
-            note = progress.message
-        self._bars.update(self._task, description=progress.stage, completed=progress.percent, note=note)
-
-    def __exit__(self, *exc) -> None:
-        self._bars.__exit__(*exc)

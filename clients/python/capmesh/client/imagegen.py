@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
-from capmesh.client.errors import ServerError, from_rpc_error
+from capmesh.client.streams import StreamedFile, receive
 from capmesh.common.v1 import progress_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2 as pb
 from capmesh.imagegen.v1 import imagegen_service_pb2_grpc as pb_grpc
@@ -70,35 +69,12 @@ class ImageGenClient:
         `fields` are those of `images_request` (width, height, steps, seed, num_images ...).
         """
         request = images_request(prompt, **fields)
-        files: dict[int, bytearray] = {}
-        try:
-            for message in self._stub.StreamGenerateImages(request, timeout=timeout, metadata=metadata):
-                kind = message.WhichOneof("event")
-                if kind == "progress" and on_progress is not None:
-                    on_progress(message.progress)
-                elif kind == "chunk":
-                    chunk = message.chunk
-                    received = files.setdefault(chunk.image_index, bytearray())
-                    if chunk.offset != len(received):
-                        raise _broken(f"image {chunk.image_index}: chunk at offset {chunk.offset}, "
-                                      f"expected {len(received)}")
-                    received += chunk.data
-                elif kind == "result":
-                    return _checked(files, message.result)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-        raise _broken("the stream ended without a result")
+        files: dict[int, StreamedFile] = {}
 
+        def file(index: int) -> StreamedFile:
+            return files.setdefault(index, StreamedFile("imagegen", f"image {index}"))
 
-def _checked(files: dict[int, bytearray], result: pb.ImagesResult) -> GeneratedImages:
-    pngs: list[bytes] = []
-    for image in result.images:
-        data = bytes(files.get(image.index, b""))
-        if len(data) != image.size_bytes or hashlib.sha256(data).hexdigest() != image.sha256:
-            raise _broken(f"image {image.index}: {len(data)} bytes that do not match its size and sha256")
-        pngs.append(data)
-    return GeneratedImages(pngs, result)
-
-
-def _broken(what: str) -> ServerError:
-    return ServerError(code=grpc.StatusCode.DATA_LOSS, message=f"imagegen stream broken: {what}")
+        result = receive(self._stub.StreamGenerateImages(request, timeout=timeout, metadata=metadata), "imagegen",
+                         lambda chunk: file(chunk.image_index).add(chunk.offset, chunk.data), on_progress)
+        pngs = [file(image.index).verified(image.size_bytes, image.sha256) for image in result.images]
+        return GeneratedImages(pngs, result)

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
-from capmesh.client.errors import ServerError, from_rpc_error
+from capmesh.client.streams import StreamedFile, receive
 from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.videogen.v1 import videogen_service_pb2 as pb
 from capmesh.videogen.v1 import videogen_service_pb2_grpc as pb_grpc
@@ -74,30 +73,7 @@ class VideoGenClient:
         `fields` are those of `video_request` (width, height, num_frames, fps, steps, seed ...).
         """
         request = video_request(image, prompt, **fields)
-        parts: list[bytes] = []
-        received = 0
-        try:
-            for message in self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata):
-                kind = message.WhichOneof("event")
-                if kind == "progress" and on_progress is not None:
-                    on_progress(message.progress)
-                elif kind == "chunk":
-                    if message.chunk.offset != received:
-                        raise _broken(f"chunk at offset {message.chunk.offset}, expected {received}")
-                    parts.append(message.chunk.data)
-                    received += len(message.chunk.data)
-                elif kind == "result":
-                    return _checked(b"".join(parts), message.result)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-        raise _broken("the stream ended without a result")
-
-
-def _checked(mp4: bytes, result: pb.VideoResult) -> GeneratedVideo:
-    if len(mp4) != result.size_bytes or hashlib.sha256(mp4).hexdigest() != result.sha256:
-        raise _broken(f"received {len(mp4)} bytes that do not match the result's size and sha256")
-    return GeneratedVideo(mp4, result)
-
-
-def _broken(what: str) -> ServerError:
-    return ServerError(code=grpc.StatusCode.DATA_LOSS, message=f"videogen stream broken: {what}")
+        video = StreamedFile("videogen")
+        result = receive(self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata), "videogen",
+                         lambda chunk: video.add(chunk.offset, chunk.data), on_progress)
+        return GeneratedVideo(video.verified(result.size_bytes, result.sha256), result)

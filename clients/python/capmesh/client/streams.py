@@ -1,0 +1,67 @@
+"""Reading a generation stream: progress events, offset-tagged chunks of files, then the result.
+
+Every streamed file is checked as it arrives (each chunk starts where the previous one ended) and
+once complete (its size and sha256 against the result's), so a broken stream never yields a file
+that merely looks right; a broken stream is a DATA_LOSS `ServerError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+
+import grpc
+
+from capmesh.client.errors import ServerError, from_rpc_error
+from capmesh.common.v1 import progress_pb2
+
+
+def stream_broken(service: str, what: str) -> ServerError:
+    return ServerError(code=grpc.StatusCode.DATA_LOSS, message=f"{service} stream broken: {what}")
+
+
+class StreamedFile:
+    """One file received as chunks at increasing offsets."""
+
+    def __init__(self, service: str, label: str = "") -> None:
+        self._service = service
+        self._prefix = f"{label}: " if label else ""
+        self._data = bytearray()
+
+    def add(self, offset: int, data: bytes) -> None:
+        if offset != len(self._data):
+            raise stream_broken(self._service, f"{self._prefix}chunk at offset {offset}, expected {len(self._data)}")
+        self._data += data
+
+    def verified(self, size_bytes: int, sha256: str) -> bytes:
+        """The file's bytes, once they match the size and sha256 the result announces."""
+        data = bytes(self._data)
+        if len(data) != size_bytes or hashlib.sha256(data).hexdigest() != sha256:
+            raise stream_broken(self._service, f"{self._prefix}received {len(data)} bytes that do not match "
+                                               "the result's size and sha256")
+        return data
+
+
+def receive(
+    responses: Iterable,
+    service: str,
+    on_chunk: Callable[[object], None],
+    on_progress: Callable[[progress_pb2.Progress], None] | None,
+):
+    """The stream's result message, passing each `chunk` to `on_chunk` and each `progress` to `on_progress`.
+
+    `responses` is a server-streaming call whose messages have an `event` oneof of progress, chunk and
+    result; a failed call raises the matching CapmeshClientError.
+    """
+    try:
+        for message in responses:
+            kind = message.WhichOneof("event")
+            if kind == "progress" and on_progress is not None:
+                on_progress(message.progress)
+            elif kind == "chunk":
+                on_chunk(message.chunk)
+            elif kind == "result":
+                return message.result
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc
+    raise stream_broken(service, "the stream ended without a result")
