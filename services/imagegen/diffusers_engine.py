@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import structlog
-import torch
 
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.loading import load_pipeline, loaded_pipeline_model, supported_class_name
+from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall
+from capmesh.services.diffusion.loading import supported_class_name
 from capmesh.services.diffusion.media import chunks, encode_png, to_uint8
-from capmesh.services.diffusion.placement import resolve_placement
-from capmesh.services.diffusion.stepping import (
-    LOADING_MODEL,
-    DenoisingMonitor,
-    StageTimes,
-    cpu_generators,
-    denoiser_of,
-    stage_update,
-)
+from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
 from capmesh.services.imagegen import tiny
 from capmesh.services.imagegen.config import ImagegenSettings
 from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageChunk, ImageRequest, ImagesResult
 from capmesh.services.imagegen.geometry import ImageGeometry, image_geometry, text_to_image_class_names
 from capmesh.services.imagegen.validation import ImageJob, ImageLimits, validate_request
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.errors import ModelLoadError, ResourceExhausted
-from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager, release_memory
 
 log = structlog.get_logger("capmesh.imagegen")
 
@@ -63,29 +50,12 @@ class RenderedImages:
     seconds_per_step: float
 
 
-class DiffusersImageEngine:
-    name = "diffusers"
-
+class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
     def __init__(self, settings: ImagegenSettings) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._limits = ImageLimits.from_settings(settings)
-        self._specs: dict[str, ModelSpec] = {}
-        self._specs_lock = threading.Lock()
-        # Pipelines keep per-call state (scheduler timesteps, guidance): one call at a time.
-        self._pipeline_lock = threading.Lock()
-        self.models = ModelManager(self._load, settings.served_models, residency=settings.residency,
-                                   idle_unload_s=settings.idle_unload_s)
 
     # -- models --------------------------------------------------------------------------------
-    def spec(self, name: str) -> ModelSpec:
-        with self._specs_lock:
-            if name not in self._specs:
-                try:
-                    self._specs[name] = self._read_spec(name)
-                except Exception as exc:
-                    raise ModelLoadError(f"model {name!r} cannot be used: {type(exc).__name__}: {exc}") from exc
-            return self._specs[name]
-
     def _read_spec(self, name: str) -> ModelSpec:
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
         class_name = supported_class_name(checkpoint, text_to_image_class_names())
@@ -94,14 +64,10 @@ class DiffusersImageEngine:
         defaults = GenerationDefaults.load(checkpoint.source).overridden_by(configured)
         return ModelSpec(checkpoint, class_name, image_geometry(checkpoint.source), defaults)
 
-    def _load(self, name: str) -> LoadedModel:
+    def _from_pretrained(self) -> Callable[..., object]:
         from diffusers import AutoPipelineForText2Image
 
-        spec = self.spec(name)
-        placement = resolve_placement(self._settings.device, self._settings.dtype, self._settings.vae_dtype,
-                                      self._settings.cpu_offload)
-        pipeline = load_pipeline(spec.checkpoint, placement, AutoPipelineForText2Image.from_pretrained)
-        return loaded_pipeline_model(pipeline, spec.checkpoint, placement, type(pipeline).__name__)
+        return AutoPipelineForText2Image.from_pretrained
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, request: ImageRequest, cancel: CancelToken, emit) -> ImagesResult:
@@ -130,52 +96,22 @@ class DiffusersImageEngine:
         name = self.models.resolve(request.model)
         spec = self.spec(name)
         job = validate_request(request, self._limits, spec.geometry, spec.defaults)
-        cancel.raise_if_cancelled()
-        times = StageTimes()
-        if name not in self.models.loaded_models():
-            emit(stage_update(LOADING_MODEL, f"loading model {name}"))
-        with times.measure(LOADING_MODEL):
-            self.models.ensure_loaded(name)
-        with self.models.use(name) as loaded, self._exclusive_pipeline(cancel):
-            pixels, monitor = self._run_pipeline(loaded.handle, job, cancel, emit, times)
-        return RenderedImages(pixels, job, times, name, loaded.random_weights, monitor.steps_done,
-                              monitor.seconds_per_step)
+        run = self.run_pipeline(name, _pipeline_call(job), cancel, emit)
+        return RenderedImages(to_uint8(np.asarray(run.output.images)), job, run.times, name, run.random_weights,
+                              run.steps, run.seconds_per_step)
 
-    @contextmanager
-    def _exclusive_pipeline(self, cancel: CancelToken) -> Iterator[None]:
-        while not self._pipeline_lock.acquire(timeout=0.05):
-            cancel.raise_if_cancelled()
-        try:
-            yield
-        finally:
-            self._pipeline_lock.release()
 
-    def _run_pipeline(self, pipeline, job: ImageJob, cancel: CancelToken, emit, times: StageTimes):
-        emit(stage_update(ENCODING_PROMPT, "encoding the prompt"))
-        monitor = DenoisingMonitor(emit, cancel, job.steps or 0, encoding_stage=ENCODING_PROMPT)
-        arguments = dict(
+def _pipeline_call(job: ImageJob) -> PipelineCall:
+    def arguments(callback) -> dict:
+        values = dict(
             prompt=job.prompt, num_images_per_prompt=job.num_images, generator=cpu_generators(job.seed, job.num_images),
-            output_type="np", callback_on_step_end=monitor.callback,
+            output_type="np", callback_on_step_end=callback,
         )
         # Unset fields stay out so that each pipeline family applies its own defaults.
         optional = dict(negative_prompt=job.negative_prompt or None, width=job.width, height=job.height,
                         num_inference_steps=job.steps, guidance_scale=job.guidance_scale)
-        arguments.update({key: value for key, value in optional.items() if value is not None})
-        try:
-            with monitor.watching(denoiser_of(pipeline)):
-                output = pipeline(**arguments)
-        except torch.OutOfMemoryError as exc:
-            pipeline.maybe_free_model_hooks()
-            release_memory()
-            raise ResourceExhausted(
-                f"the accelerator ran out of memory for {job.num_images} image(s): try fewer images, a smaller "
-                "size or cpu_offload", retry_after_s=5.0, reason="OUT_OF_MEMORY",
-            ) from exc
-        except BaseException:
-            pipeline.maybe_free_model_hooks()  # a cancelled call leaves offloaded components in place
-            raise
-        monitor.record(times, time.perf_counter())
-        return to_uint8(np.asarray(output.images)), monitor
+        values.update({key: value for key, value in optional.items() if value is not None})
+        return values
 
-    def close(self) -> None:
-        self.models.close()
+    return PipelineCall(ENCODING_PROMPT, "encoding the prompt", job.steps or 0, arguments,
+                        workload=f"{job.num_images} image(s)", fewer="images")

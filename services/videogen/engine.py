@@ -9,33 +9,21 @@ next step when cancelled, encodes the frames to an h264 mp4 and emits it in chun
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import structlog
-import torch
 
 from capmesh.services.common.video import encode_mp4
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.loading import load_pipeline, loaded_pipeline_model, supported_class_name
+from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall
+from capmesh.services.diffusion.loading import supported_class_name
 from capmesh.services.diffusion.media import chunks, to_uint8
-from capmesh.services.diffusion.placement import resolve_placement
-from capmesh.services.diffusion.stepping import (
-    LOADING_MODEL,
-    DenoisingMonitor,
-    StageTimes,
-    cpu_generators,
-    denoiser_of,
-    stage_update,
-)
+from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.errors import ModelLoadError, ResourceExhausted
-from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager, release_memory
+from capmesh.services.runtime.lifecycle import ModelManager
 from capmesh.services.videogen import tiny
 from capmesh.services.videogen.config import VideogenSettings
 from capmesh.services.videogen.domain import MP4, VideoChunk, VideoRequest, VideoResult
@@ -83,30 +71,12 @@ class RenderedVideo:
     seconds_per_step: float
 
 
-class DiffusersVideoEngine:
-    name = "diffusers"
-
+class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
     def __init__(self, settings: VideogenSettings) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._limits = VideoLimits.from_settings(settings)
-        self._specs: dict[str, ModelSpec] = {}
-        self._specs_lock = threading.Lock()
-        # Pipelines keep per-call state (scheduler timesteps, guidance): one call at a time.
-        self._pipeline_lock = threading.Lock()
-        self.models = ModelManager(self._load, settings.served_models, residency=settings.residency,
-                                   idle_unload_s=settings.idle_unload_s)
 
     # -- models --------------------------------------------------------------------------------
-    def spec(self, name: str) -> ModelSpec:
-        """The model's family, geometry and defaults (cached; reads config files, never weights)."""
-        with self._specs_lock:
-            if name not in self._specs:
-                try:
-                    self._specs[name] = self._read_spec(name)
-                except Exception as exc:
-                    raise ModelLoadError(f"model {name!r} cannot be used: {type(exc).__name__}: {exc}") from exc
-            return self._specs[name]
-
     def _read_spec(self, name: str) -> ModelSpec:
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
         family = FAMILIES[supported_class_name(checkpoint, FAMILIES)]
@@ -119,13 +89,6 @@ class DiffusersVideoEngine:
                     .overridden_by(GenerationDefaults.load(checkpoint.source))
                     .overridden_by(configured))
         return ModelSpec(checkpoint, family, family.geometry(checkpoint.source), defaults)
-
-    def _load(self, name: str) -> LoadedModel:
-        spec = self.spec(name)
-        placement = resolve_placement(self._settings.device, self._settings.dtype, self._settings.vae_dtype,
-                                      self._settings.cpu_offload)
-        pipeline = load_pipeline(spec.checkpoint, placement)
-        return loaded_pipeline_model(pipeline, spec.checkpoint, placement, spec.family.class_name)
 
     # -- generation ----------------------------------------------------------------------------
     def validate(self, request: VideoRequest) -> VideoJob:
@@ -157,48 +120,9 @@ class DiffusersVideoEngine:
         job = self.validate(request)
         if request.prompt and not spec.family.uses_prompt:
             log.info("videogen.prompt_ignored", model=name, pipeline=spec.family.class_name)
-        cancel.raise_if_cancelled()
-        times = StageTimes()
-        if name not in self.models.loaded_models():
-            emit(stage_update(LOADING_MODEL, f"loading model {name}"))
-        with times.measure(LOADING_MODEL):
-            self.models.ensure_loaded(name)
-        with self.models.use(name) as loaded, self._exclusive_pipeline(cancel):
-            frames, monitor = self._run_pipeline(loaded.handle, spec.family, job, cancel, emit, times)
-        return RenderedVideo(frames, job, times, name, loaded.random_weights, monitor.steps_done,
-                             monitor.seconds_per_step)
-
-    @contextmanager
-    def _exclusive_pipeline(self, cancel: CancelToken) -> Iterator[None]:
-        """Waits for the pipeline (staying cancellable while queued behind another call)."""
-        while not self._pipeline_lock.acquire(timeout=0.05):
-            cancel.raise_if_cancelled()
-        try:
-            yield
-        finally:
-            self._pipeline_lock.release()
-
-    def _run_pipeline(self, pipeline, family: VideoFamily, job: VideoJob, cancel: CancelToken, emit: Emit,
-                      times: StageTimes) -> tuple[np.ndarray, DenoisingMonitor]:
-        emit(stage_update(ENCODING_IMAGE, "encoding the input image and the prompt"))
-        monitor = DenoisingMonitor(emit, cancel, job.steps, encoding_stage=ENCODING_IMAGE)
-        arguments = family.call_arguments(job, cpu_generators(job.seed), monitor.callback)
-        try:
-            with monitor.watching(denoiser_of(pipeline)):
-                output = pipeline(**arguments)
-        except torch.OutOfMemoryError as exc:
-            pipeline.maybe_free_model_hooks()
-            release_memory()
-            raise ResourceExhausted(
-                f"the accelerator ran out of memory for {job.width}x{job.height}x{job.num_frames}: "
-                "try fewer frames, a smaller size or cpu_offload", retry_after_s=5.0, reason="OUT_OF_MEMORY",
-            ) from exc
-        except BaseException:
-            # A cancelled call leaves offloaded components where the next call expects them.
-            pipeline.maybe_free_model_hooks()
-            raise
-        monitor.record(times, time.perf_counter())
-        return to_uint8(family.frames(output)), monitor
+        run = self.run_pipeline(name, _pipeline_call(spec.family, job), cancel, emit)
+        return RenderedVideo(to_uint8(spec.family.frames(run.output)), job, run.times, name, run.random_weights,
+                             run.steps, run.seconds_per_step)
 
     def _encode(self, frames: np.ndarray, fps: float, cancel: CancelToken, emit: Emit, times: StageTimes) -> bytes:
         total = len(frames)
@@ -212,8 +136,13 @@ class DiffusersVideoEngine:
         with times.measure(ENCODING_VIDEO):
             return encode_mp4(frames, fps, on_frame=frame_encoded)
 
-    def close(self) -> None:
-        self.models.close()
+
+def _pipeline_call(family: VideoFamily, job: VideoJob) -> PipelineCall:
+    return PipelineCall(
+        ENCODING_IMAGE, "encoding the input image and the prompt", job.steps,
+        lambda callback: family.call_arguments(job, cpu_generators(job.seed), callback),
+        workload=f"{job.width}x{job.height}x{job.num_frames}", fewer="frames",
+    )
 
 
 def make_engine(settings: VideogenSettings) -> VideoEngine:
