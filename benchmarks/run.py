@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import Row
+from capmesh.services.runtime.logging import configure_logging
 
 
 def discover() -> list[str]:
@@ -43,6 +44,7 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all: {', '.join(discover())})")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
     options = parser.parse_args()
+    configure_logging("warning", json=False)  # in-process servers log; keep the table readable
     rows: list[Row] = []
     for name in options.names or discover():
         started = time.perf_counter()

@@ -70,6 +70,37 @@ class CapabilityService:
         files = GatewayFiles(self.settings) if self.settings.gateway else None
         self.artifacts = ArtifactResolver(files.fetch if files else None)
 
+    @classmethod
+    def for_engine(
+        cls,
+        capability: str,
+        settings: ServerSettings,
+        engine: Any,
+        servicer: Any,
+        add_servicer: AddServicer,
+        service_descriptor: Any,
+        *,
+        close_engine: bool = False,
+    ) -> "CapabilityService":
+        """The shape every capability has: one engine (with `name` and `models`) behind one
+        servicer, which gets the service back as `servicer.service` to reach the bridge.
+        `close_engine` calls `engine.close()` in a thread when the server stops."""
+
+        async def stop_engine() -> None:
+            await asyncio.to_thread(engine.close)
+
+        service = cls(
+            capability=capability,
+            settings=settings,
+            servicers=[(add_servicer, servicer)],
+            service_names=[service_descriptor.full_name],
+            models=engine.models,
+            engine_name=engine.name,
+            on_stop=stop_engine if close_engine else None,
+        )
+        servicer.service = service
+        return service
+
     def bridge(self, context: grpc.aio.ServicerContext | None) -> dict[str, Any]:
         """Keyword arguments for `engine_events` / `engine_result` bound to this service."""
         return {"context": context, "admission": self.admission, "executor": self.executor}
