@@ -15,20 +15,15 @@ blocks so that both see the same machine load.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import grpc
 
 from benchmarks.harness import Row, Stats
-from capmesh.gateway.v1 import registry_service_pb2 as pb
-from capmesh.gateway.v1 import registry_service_pb2_grpc
 from capmesh.llm.v1 import llm_service_pb2
+from benchmarks.processes import spawn, wait_available
 
-REPO = Path(__file__).resolve().parents[1]
 NAME = "gateway"
 CHAT = "/capmesh.llm.v1.LlmService/Chat"
 STREAM_CHAT = "/capmesh.llm.v1.LlmService/StreamChat"
@@ -40,28 +35,6 @@ def _request(prompt: str, streaming: bool) -> bytes:
     return cls(messages=[message]).SerializeToString()
 
 
-async def _spawn(args: list[str], marker: str) -> tuple[asyncio.subprocess.Process, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    process = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=REPO, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    while True:
-        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
-        if not line:
-            raise RuntimeError(f"{' '.join(args)} exited before it served")
-        if marker in line:
-            return process, line.strip()
-
-
-async def _wait_available(address: str) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            view = await stub.ListCapabilities(pb.ListCapabilitiesRequest())
-            if any(c.state == pb.BACKEND_STATE_AVAILABLE for c in view.capabilities):
-                return
-            await asyncio.sleep(0.05)  # polling the registry until the backend is AVAILABLE
-    raise RuntimeError("the backend never became AVAILABLE")
 
 
 async def _unary_latencies(channel: grpc.aio.Channel, count: int) -> list[float]:
@@ -101,14 +74,14 @@ async def _stream_rate(channel: grpc.aio.Channel, streams: int, messages: int) -
 
 
 async def _measure(quick: bool) -> list[Row]:
-    gateway, banner = await _spawn(["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0",
+    gateway, banner = await spawn(["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0",
                                     "--set", "log_level=warning"], " listening on ")
     gateway_address = banner.split(" grpc ", 1)[1].split()[0]
-    backend, banner = await _spawn(["-m", "tests.gateway.backend_process", "bench", "--gateway", gateway_address,
+    backend, banner = await spawn(["-m", "tests.gateway.backend_process", "bench", "--gateway", gateway_address,
                                     "--max-concurrency", "512"], " listening on ")
     backend_address = banner.split(" listening on ", 1)[1].strip()
     try:
-        await _wait_available(gateway_address)
+        await wait_available(gateway_address)
         async with grpc.aio.insecure_channel(backend_address) as direct, \
                 grpc.aio.insecure_channel(gateway_address) as via_gateway:
             channels = {"direct": direct, "gateway": via_gateway}

@@ -16,48 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import grpc
 import httpx
 
 from benchmarks.harness import Row, Stats
 from capmesh.gateway.v1 import registry_service_pb2 as pb
-from capmesh.gateway.v1 import registry_service_pb2_grpc
 from capmesh.llm.v1 import llm_service_pb2
+from benchmarks.processes import spawn, wait_available
 
-REPO = Path(__file__).resolve().parents[1]
 NAME = "http"
 STREAM_CHAT = "/capmesh.llm.v1.LlmService/StreamChat"
 LIST_CAPABILITIES = "/capmesh.gateway.v1.RegistryService/ListCapabilities"
 
 
-async def _spawn(args: list[str], marker: str) -> tuple[asyncio.subprocess.Process, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    process = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=REPO, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    while True:
-        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
-        if not line:
-            raise RuntimeError(f"{' '.join(args)} exited before it served")
-        if marker in line:
-            return process, line.strip()
-
-
-async def _wait_available(address: str) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            view = await stub.ListCapabilities(pb.ListCapabilitiesRequest())
-            if any(c.state == pb.BACKEND_STATE_AVAILABLE for c in view.capabilities):
-                return
-            await asyncio.sleep(0.05)  # polling the registry until the backend is AVAILABLE
-    raise RuntimeError("the backend never became AVAILABLE")
 
 
 async def _grpc_stream(channel: grpc.aio.Channel, events: int) -> tuple[float, float]:
@@ -111,18 +85,18 @@ async def _unary_http(http: httpx.AsyncClient, count: int) -> list[float]:
 
 
 async def _measure(quick: bool) -> list[Row]:
-    gateway, banner = await _spawn(["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0",
+    gateway, banner = await spawn(["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0",
                                     "--set", "log_level=warning"], " listening on ")
     grpc_address = banner.split(" grpc ", 1)[1].split()[0]
     http_url = banner.split(" http ", 1)[1].split()[0]
-    backend, _ = await _spawn(["-m", "tests.gateway.backend_process", "bench", "--gateway", grpc_address,
+    backend, _ = await spawn(["-m", "tests.gateway.backend_process", "bench", "--gateway", grpc_address,
                                "--max-concurrency", "64"], " listening on ")
     events = 300 if quick else 2000
     repeats = 3 if quick else 8
     unary_count = 100 if quick else 500
     samples: dict[str, list[float]] = {}
     try:
-        await _wait_available(grpc_address)
+        await wait_available(grpc_address)
         async with grpc.aio.insecure_channel(grpc_address) as channel, \
                 httpx.AsyncClient(base_url=http_url, timeout=120) as http:
             await _grpc_stream(channel, 50)  # warm both paths up
