@@ -111,3 +111,69 @@ def test_readme_cli_examples(mesh, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     done = subprocess.run([*CAPMESH, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "AVAILABLE" in done.stdout, done.stdout + done.stderr
+    done = subprocess.run([*CAPMESH, "jobs", "submit", "/capmesh.tts.v1.TtsService/StreamSynthesize", "-d",
+                           '{"text":"A job."}', "-l", "characterId=char_007", "--watch"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    base = mesh["gateway (HTTP)"]
+    listed = httpx.get(f"{base}/v1/operations?filter=labels.characterId%3D%22char_007%22", timeout=30).json()
+    assert len(listed["operations"]) == 1 and listed["operations"][0]["done"]
+
+
+def run_cli(args: list[str], mesh, timeout_s: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CAPMESH_ADDRESS": mesh["gateway (gRPC)"], "COLUMNS": "250"}
+    done = subprocess.run([*CAPMESH, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_text_to_talking_head_through_the_gateway(mesh, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from capmesh.services.common.video import probe_mp4
+
+    face = tmp_path / "face.png"
+    Image.fromarray(data.astronaut()).resize((256, 256)).save(face)
+    out = tmp_path / "talk.mp4"
+    run_cli(["talk", str(face), "--text", "Hello there.", "-o", str(out)], mesh)
+    probe, _ = probe_mp4(out.read_bytes(), decode_frames=False)
+    assert probe.frame_count > 0 and probe.audio_codec == "aac" and probe.audio_seconds > 0.3
+
+
+def test_video_and_image_commands_through_the_gateway(mesh, tmp_path):
+    from PIL import Image
+
+    from capmesh.services.common.video import probe_mp4
+
+    still = tmp_path / "still.png"
+    Image.new("RGB", (64, 64), (120, 80, 40)).save(still)
+    video = tmp_path / "out.mp4"
+    run_cli(["video", str(still), "a slow pan", "-o", str(video), "--frames", "5", "--steps", "2", "--seed", "1"], mesh)
+    probe, _ = probe_mp4(video.read_bytes(), decode_frames=False)
+    assert probe.frame_count == 5
+    image = tmp_path / "out.png"
+    run_cli(["image", "a red circle", "-o", str(image), "--steps", "2", "--seed", "1"], mesh)
+    assert any(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in tmp_path.glob("out*.png"))
+
+
+def test_a_speech_job_over_http_stores_its_audio_as_a_file(mesh):
+    base = mesh["gateway (HTTP)"]
+    base = base if base.startswith("http") else f"http://{base}"
+    with httpx.Client(base_url=base, timeout=60) as http:
+        submitted = http.post("/v1/jobs", json={
+            "method": "/capmesh.tts.v1.TtsService/StreamSynthesize",
+            "request": {"@type": "type.googleapis.com/capmesh.tts.v1.StreamSynthesizeRequest", "text": "A job."},
+            "labels": {"characterId": "char_001"},
+        })
+        assert submitted.status_code == 202, submitted.text
+        name = submitted.json()["operation"]["name"]
+        with http.stream("GET", f"/v1/jobs/{name.split('/')[-1]}/events") as events:
+            kinds = [json.loads(line[5:])["event"]["type"] for line in events.iter_lines() if line.startswith("data:")]
+        assert kinds[-1] == "JOB_EVENT_TYPE_SUCCEEDED", kinds
+        operation = http.get(f"/v1/{name}").json()
+        artifact = operation["response"]["artifacts"][0]
+        listed = http.get("/v1/operations", params={"filter": 'labels.characterId = "char_001"'}).json()
+        assert name in [o["name"] for o in listed["operations"]]
+        audio = http.get(f"/v1/files/{artifact['fileId']}:download")
+        assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
