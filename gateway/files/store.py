@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from capmesh.gateway.server.files.detect import HEAD_BYTES, detect_content_type
 from capmesh.gateway.server.files.ids import new_file_id, validate_file_id
 from capmesh.gateway.server.files.index import FileIndex, FileInfo, SidecarFileIndex, decode_page_token, encode_page_token
 from capmesh.services.runtime.errors import InvalidArgument, NotFound
+from capmesh.services.runtime.paths import capmesh_home
 
 log = structlog.get_logger("capmesh.files")
 
@@ -32,9 +32,7 @@ ABANDONED_UPLOAD_S = 24 * 3600.0  # an upload untouched this long belongs to a p
 
 
 def default_files_dir(environ: Mapping[str, str] | None = None) -> Path:
-    environ = os.environ if environ is None else environ
-    home = environ.get("CAPMESH_HOME")
-    return Path(home) / "files" if home else Path.home() / ".cache" / "capmesh" / "files"
+    return capmesh_home(environ) / "files"
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:

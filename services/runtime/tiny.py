@@ -10,23 +10,19 @@ weights, and status and logs say so.
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from capmesh.services.runtime.paths import capmesh_home
 
 TINY = "tiny"  # the model setting that selects the project-built checkpoint
 BUILD_VERSION = "1"  # bump to rebuild every cached checkpoint
 
 
 def default_cache_dir() -> Path:
-    """Where tiny checkpoints live: $CAPMESH_HOME/tiny, else ~/.cache/capmesh/tiny.
-
-    Read here once (not by engines), because it is a property of the machine, not of a service.
-    """
-    home = os.environ.get("CAPMESH_HOME")
-    base = Path(home) if home else Path.home() / ".cache" / "capmesh"
-    return base / "tiny"
+    """Where tiny checkpoints live: $CAPMESH_HOME/tiny, else ~/.cache/capmesh/tiny."""
+    return capmesh_home() / "tiny"
 
 
 def ensure_tiny(name: str, builder: Callable[[Path], None], cache_dir: Path | None = None) -> Path:
