@@ -88,6 +88,11 @@ class JobSettings:
         """How often promotion, recovery and deadlines are checked (signals wake it sooner)."""
         return min(1.0, self.lease_s / 3)
 
+    @property
+    def shutdown_s(self) -> float:
+        """How long a stopping gateway waits to hand its running jobs back."""
+        return min(5.0, self.lease_s)
+
 
 def new_owner_id(instance_id: str = "") -> str:
     """Unique per process start, so a restarted gateway never mistakes its predecessor's leases for its own."""
@@ -234,8 +239,18 @@ class JobScheduler:
         attempts = list(self._attempts.values())
         for attempt in attempts:
             attempt.stop("shutdown")  # handed back at once rather than after the lease expires
-        await asyncio.gather(*(a.task for a in attempts), return_exceptions=True)
-        await self.store.close()
+        # Handing back is a courtesy: a job whose hand-back does not finish in time is taken up by
+        # another runner when its lease expires, so a stuck write never holds up the shutdown.
+        if attempts:
+            _, pending = await asyncio.wait([a.task for a in attempts], timeout=self.settings.shutdown_s)
+            for task in pending:
+                log.warning("jobs.hand_back_timed_out", note="the job's lease will expire and it runs again")
+                task.cancel()
+        try:
+            async with asyncio.timeout(self.settings.shutdown_s):
+                await self.store.close()
+        except TimeoutError:
+            log.warning("jobs.store_close_timed_out")
 
     def wake(self) -> None:
         self._wake.set()
