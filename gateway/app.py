@@ -37,6 +37,7 @@ from capmesh.gateway.server.routing.router import Router
 from capmesh.gateway.v1 import registry_service_pb2, registry_service_pb2_grpc
 from capmesh.services.runtime.interceptor import RequestContextInterceptor
 from capmesh.services.runtime.server import server_options
+from capmesh.services.runtime.tasks import stop_tasks
 
 log = structlog.get_logger("capmesh.gateway")
 
@@ -166,7 +167,11 @@ class _EmbeddedUvicorn:
             if settings.tls_cert_file else {}
         self._ready = asyncio.Event()
         self._server = Server(uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
-                                             lifespan="on", access_log=False, **ssl), self._ready)
+                                             lifespan="on", access_log=False,
+                                             # open SSE streams and kept-alive connections get the
+                                             # grace period, not forever
+                                             timeout_graceful_shutdown=max(1.0, settings.grace_period_s),
+                                             **ssl), self._ready)
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they
         # are TCP; without it every response on a kept-alive connection waits ~40 ms for an ACK.
@@ -218,9 +223,7 @@ class _CapabilityHealth:
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_tasks([self._task])
 
 
 @dataclass

@@ -13,7 +13,11 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
 def new_file_id() -> str:
-    return secrets.token_urlsafe(_ID_BYTES)
+    """A fresh id; never one starting with '-', which command lines would read as an option."""
+    while True:
+        file_id = secrets.token_urlsafe(_ID_BYTES)
+        if not file_id.startswith("-"):
+            return file_id
 
 
 def validate_file_id(file_id: str, field: str = "file_id") -> str:

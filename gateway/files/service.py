@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import structlog
@@ -12,6 +11,7 @@ from capmesh.gateway.server.files.index import RedisFileIndex
 from capmesh.gateway.server.files.store import FileStore, default_files_dir
 from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
 from capmesh.services.runtime.errors import InvalidArgument
+from capmesh.services.runtime.tasks import stop_tasks
 
 log = structlog.get_logger("capmesh.files")
 
@@ -89,10 +89,7 @@ class Sweeper:
         self._task = asyncio.create_task(self._loop(), name="capmesh-files-sweeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks([self._task])
 
 
 def build_file_store(settings, redis) -> FileStore:

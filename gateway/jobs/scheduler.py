@@ -58,6 +58,7 @@ from capmesh.services.runtime.errors import (
     ResourceExhausted,
     Violations,
 )
+from capmesh.services.runtime.tasks import stop_tasks
 
 log = structlog.get_logger("capmesh.jobs")
 
@@ -231,11 +232,7 @@ class JobScheduler:
         log.info("jobs.started", owner=self.owner, durable=self.store.durable)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks, self.settings.shutdown_s)
         attempts = list(self._attempts.values())
         for attempt in attempts:
             attempt.stop("shutdown")  # handed back at once rather than after the lease expires

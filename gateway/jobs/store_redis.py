@@ -11,7 +11,6 @@ priority then sequence), `jobs:delayed` (retries by ready time), `jobs:running`,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import re
 
@@ -23,6 +22,7 @@ from capmesh.gateway.server.jobs.record import JobRecord
 from capmesh.gateway.server.jobs.store import QueueFull, Signal
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
 from capmesh.services.runtime.errors import InvalidArgument
+from capmesh.services.runtime.tasks import stop_tasks
 
 log = structlog.get_logger("capmesh.jobs")
 
@@ -361,8 +361,5 @@ class RedisJobStore:
         self._listener = asyncio.create_task(listen(), name="capmesh-jobs-signals")
 
     async def close(self):
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        await stop_tasks([self._listener])
         await self._blocking.aclose()

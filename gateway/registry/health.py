@@ -15,6 +15,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from capmesh.gateway.server.registry.model import BackendEntry
+from capmesh.services.runtime.tasks import stop_tasks
 
 log = structlog.get_logger("capmesh.gateway.health")
 
@@ -38,11 +39,7 @@ class HealthWatcher:
             self._task.cancel()
 
     async def wait_stopped(self) -> None:
-        if self._task is not None:
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_tasks([self._task])
 
     async def _run(self) -> None:
         stub = health_pb2_grpc.HealthStub(self._entry.channel)

@@ -203,3 +203,11 @@ async def test_services_read_uploaded_files_by_id_through_the_runtime_resolver(f
             assert await resolver.read(artifact_pb2.Artifact(file_id=info.file_id), "reference_image") == portrait
     finally:
         await reader.close()
+
+
+def test_file_ids_never_start_with_a_dash_that_a_command_line_would_read_as_an_option():
+    from capmesh.gateway.server.files.ids import new_file_id, validate_file_id
+
+    ids = [new_file_id() for _ in range(5000)]  # about 78 of 5000 token_urlsafe ids start with '-'
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(validate_file_id(i) == i for i in ids)

@@ -24,7 +24,8 @@ def test_no_route_answers_a_server_error(mesh):
 
     for operation in operations:
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+        # derandomize: the same cases every run, so CI judges the code, not the draw of the day
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         def check(case):
             response = case.call(timeout=30)
