@@ -306,6 +306,17 @@ class Router:
             raise NotFound(f"no capability serves {method}", reason="METHOD_NOT_FOUND")
         return info
 
+    async def _lease_or_last_error(self, info: MethodInfo, request: bytes, deadline: float | None,
+                                   exclude: set[str], last_error: grpc.aio.AioRpcError | None) -> Lease:
+        """A lease on a backend not yet tried; when none is left after a retried failure, that real
+        failure rather than the routing error."""
+        try:
+            return await self.acquire(info, request, deadline=deadline, exclude=exclude)
+        except CapmeshError:
+            if last_error is not None:
+                raise last_error from None
+            raise
+
     async def unary(self, method: str, request: bytes, *, metadata: Metadata = (),
                     timeout: float | None = None) -> bytes:
         """One unary call on a healthy backend; UNAVAILABLE is retried on another one."""
@@ -314,12 +325,7 @@ class Router:
         exclude: set[str] = set()
         last_error: grpc.aio.AioRpcError | None = None
         while True:
-            try:
-                lease = await self.acquire(info, request, deadline=deadline, exclude=exclude)
-            except CapmeshError:
-                if last_error is not None:
-                    raise last_error from None
-                raise
+            lease = await self._lease_or_last_error(info, request, deadline, exclude, last_error)
             code, details = grpc.StatusCode.CANCELLED, ""
             try:
                 response = await lease.entry.unary(method)(request, metadata=metadata, timeout=_remaining(deadline))
@@ -344,12 +350,7 @@ class Router:
         exclude: set[str] = set()
         last_error: grpc.aio.AioRpcError | None = None
         while True:
-            try:
-                lease = await self.acquire(info, request, deadline=deadline, exclude=exclude)
-            except CapmeshError:
-                if last_error is not None:
-                    raise last_error from None
-                raise
+            lease = await self._lease_or_last_error(info, request, deadline, exclude, last_error)
             if on_backend is not None:
                 on_backend(lease.entry.backend_id)
             if not info.server_streaming:
