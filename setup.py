@@ -1,23 +1,19 @@
-"""Maps the repository's top-level folders onto the one import namespace `capmesh`.
+"""One import namespace, `capmesh`, rooted at clients/python.
 
-- clients/python/capmesh -> capmesh           (generated stubs, typed client, CLI)
-- services               -> capmesh.services  (shared runtime and one package per capability)
-- gateway                -> capmesh.gateway.server
+The design keeps services/ and gateway/ as top-level folders; two committed symlinks place them in
+the namespace, so the importable tree on disk is the tree every tool sees (mypy, editors, pip):
+- clients/python/capmesh                 -> capmesh                (stubs, typed client, CLI)
+- clients/python/capmesh/services        -> services/              (runtime and one package per capability)
+- clients/python/capmesh/gateway/server  -> gateway/               (the gateway)
+An editable install is then a plain path entry (a .pth line), which static tools read, rather
+than an import hook that only the interpreter understands.
 """
 
 from setuptools import find_packages, setup
 
-ROOTS = {
-    "capmesh": "clients/python/capmesh",
-    "capmesh.services": "services",
-    "capmesh.gateway.server": "gateway",
-}
-
-
-def packages_under(prefix: str, folder: str) -> list[str]:
-    return [prefix] + [f"{prefix}.{name}" for name in find_packages(folder)]
-
-
-packages = [pkg for prefix, folder in ROOTS.items() for pkg in packages_under(prefix, folder)]
-setup(packages=packages, package_dir=ROOTS, include_package_data=True,
-      package_data={"": ["*.pyi", "py.typed", "*.html", "*.js", "*.css"]})
+setup(
+    package_dir={"": "clients/python"},
+    packages=find_packages("clients/python"),
+    include_package_data=True,
+    package_data={"": ["*.pyi", "py.typed", "*.html", "*.js", "*.css"]},
+)

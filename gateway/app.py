@@ -1,11 +1,11 @@
-"""The gateway process: registry, router, transparent proxy, extensions and the HTTP side.
+"""The gateway process: registry, router, transparent proxy, files, jobs and the HTTP side.
 
-`start_gateway(settings)` builds a `Gateway` and starts, in one event loop,
+`start_gateway(settings)` builds every part with what it needs and starts, in one event loop,
 - the gRPC server: the RegistryService, health, reflection for every service it serves, every
-  capability service (proxied as raw bytes to a healthy backend) and the extensions' services;
-- the extensions (files, then jobs) and the HTTP app, each found by module path and skipped only
-  when its module does not exist yet;
-- the HTTP app with uvicorn on `settings.http_port`.
+  capability service (proxied as raw bytes to a healthy backend), FileService, JobService and
+  google.longrunning.Operations;
+- the file sweeper, the job runner and the capability health publisher;
+- the HTTP app with uvicorn on `settings.http_port`, calling the same services in-process.
 `await running.stop()` undoes it in reverse order.
 """
 
@@ -13,28 +13,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import structlog
+from google.longrunning import operations_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from starlette.applications import Starlette
 
+from capmesh.gateway.server.auth import ApiKeyInterceptor
 from capmesh.gateway.server.config import GatewaySettings
+from capmesh.gateway.server.files.service import FileServicer, Sweeper, build_file_store, sweep_interval_s
+from capmesh.gateway.server.files.service import SERVICE_NAME as FILE_SERVICE
+from capmesh.gateway.server.files.store import FileStore
+from capmesh.gateway.server.http.app import build_http_app
+from capmesh.gateway.server.http.calls import GatewayCalls
+from capmesh.gateway.server.jobs.scheduler import JobScheduler
+from capmesh.gateway.server.jobs.service import (
+    JOB_SERVICE,
+    OPERATIONS_SERVICE,
+    JobServicer,
+    OperationsServicer,
+    build_scheduler,
+)
+from capmesh.gateway.server.own_services import OwnServices
 from capmesh.gateway.server.registry.model import State
 from capmesh.gateway.server.registry.registry import Registry
 from capmesh.gateway.server.registry.servicer import RegistryServicer
 from capmesh.gateway.server.registry.static import load_static_backends
-from capmesh.gateway.server.registry.store import MemoryStore, RedisStore
+from capmesh.gateway.server.registry.store import MemoryRegistrations, RedisRegistrations
 from capmesh.gateway.server.routing.proxy import Proxy
 from capmesh.gateway.server.routing.router import Router
-from capmesh.gateway.v1 import registry_service_pb2, registry_service_pb2_grpc
+from capmesh.gateway.v1 import (
+    file_service_pb2_grpc,
+    job_service_pb2_grpc,
+    registry_service_pb2,
+    registry_service_pb2_grpc,
+)
 from capmesh.services.runtime.interceptor import RequestContextInterceptor
 from capmesh.services.runtime.server import server_options
 from capmesh.services.runtime.tasks import stop_tasks
@@ -42,105 +63,22 @@ from capmesh.services.runtime.tasks import stop_tasks
 log = structlog.get_logger("capmesh.gateway")
 
 REGISTRY_SERVICE = registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
-
-# Extensions by module path, in start order (jobs store their outputs as files).
-EXTENSIONS: tuple[tuple[str, str, str], ...] = (
-    ("files", "capmesh.gateway.server.files.service", "build_file_extension"),
-    ("jobs", "capmesh.gateway.server.jobs.service", "build_job_extension"),
-)
-HTTP_APP = ("capmesh.gateway.server.http.app", "build_http_app")
-
-
-async def _nothing() -> None:
-    return None
-
-
-@dataclass
-class Extension:
-    """A part of the gateway another module builds: gRPC servicers plus start/stop hooks.
-    Extensions may carry more attributes (the files extension carries `store`)."""
-
-    servicers: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = field(default_factory=list)
-    service_names: list[str] = field(default_factory=list)
-    start: Callable[[], Awaitable[None]] = _nothing
-    stop: Callable[[], Awaitable[None]] = _nothing
+OWN_SERVICES = (REGISTRY_SERVICE, FILE_SERVICE, JOB_SERVICE, OPERATIONS_SERVICE)
 
 
 @dataclass
 class Gateway:
+    """The parts of one gateway, each built once and handed to those that use it."""
+
     settings: GatewaySettings
     registry: Registry
     router: Router
+    files: FileStore
+    scheduler: JobScheduler
     redis: Any  # redis.asyncio.Redis | None
+    instance_id: str
     grpc_port: int = 0
     http_port: int = 0
-    extensions: dict[str, Extension] = field(default_factory=dict)
-    instance_id: str = ""
-
-
-def optional_module(path: str):
-    """The module, or None when it (or its package) does not exist yet; any other import error raises."""
-    try:
-        return importlib.import_module(path)
-    except ModuleNotFoundError as exc:
-        if exc.name and (path == exc.name or path.startswith(exc.name + ".")) and exc.name.startswith("capmesh."):
-            log.warning("gateway.module_missing", module=path)
-            return None
-        raise
-
-
-class _HandlerCallDetails(grpc.HandlerCallDetails):
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.invocation_metadata = ()
-
-
-def _intercepted(interceptor: grpc.aio.ServerInterceptor, method: str, handler):
-    """The handler as `interceptor` would wrap it, computed once when the service is added.
-    The interceptor only wraps (its continuation never suspends), so its coroutine completes on
-    the first step."""
-    async def continuation(_details):
-        return handler
-
-    step = interceptor.intercept_service(continuation, _HandlerCallDetails(method))
-    try:
-        step.send(None)
-    except StopIteration as done:
-        return done.value
-    step.close()
-    raise RuntimeError(f"{type(interceptor).__name__} suspended while wrapping {method}")
-
-
-class _OwnServices:
-    """Stands in for the gRPC server when the gateway adds its own servicers: each handler gets
-    the request-context wrapping (request ids, logs, error mapping) as it is added. Proxied calls
-    thus pay for no server interceptor (the backend's own does that work, and the proxy relays
-    what it says)."""
-
-    def __init__(self, server: grpc.aio.Server, interceptor: grpc.aio.ServerInterceptor) -> None:
-        self._server = server
-        self._interceptor = interceptor
-
-    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
-        self._server.add_registered_method_handlers(
-            service, {name: _intercepted(self._interceptor, f"/{service}/{name}", h) for name, h in handlers.items()})
-
-    def add_generic_rpc_handlers(self, handlers) -> None:
-        self._server.add_generic_rpc_handlers([_InterceptedGeneric(h, self._interceptor) for h in handlers])
-
-
-class _InterceptedGeneric(grpc.GenericRpcHandler):
-    def __init__(self, inner: grpc.GenericRpcHandler, interceptor: grpc.aio.ServerInterceptor) -> None:
-        self._inner = inner
-        self._interceptor = interceptor
-        self._wrapped: dict[str, Any] = {}
-
-    def service(self, handler_call_details):
-        method = handler_call_details.method
-        if method not in self._wrapped:
-            handler = self._inner.service(handler_call_details)
-            self._wrapped[method] = None if handler is None else _intercepted(self._interceptor, method, handler)
-        return self._wrapped[method]
 
 
 class _EmbeddedUvicorn:
@@ -231,8 +169,8 @@ class RunningGateway:
     gateway: Gateway
     server: grpc.aio.Server
     health: health.aio.HealthServicer
-    store: Any
-    _stops: list[Callable[[], Awaitable[None]]]  # extensions and helpers, stopped in reverse order
+    registrations: MemoryRegistrations | RedisRegistrations
+    _stops: list[Callable[[], Awaitable[None]]]  # background parts, stopped in reverse order
     _http: _EmbeddedUvicorn | None = None
 
     @property
@@ -257,8 +195,8 @@ class RunningGateway:
     async def stop(self, grace_s: float | None = None) -> None:
         grace = self.gateway.settings.grace_period_s if grace_s is None else grace_s
         log.info("gateway.stopping", grace_s=grace)
-        # NOT_SERVING and no new HTTP requests first; then the extensions (the job runner hands its
-        # running jobs back); then the gRPC server lets the calls in flight finish.
+        # NOT_SERVING and no new HTTP requests first; then the background parts (the job runner
+        # hands its running jobs back); then the gRPC server lets the calls in flight finish.
         await self.health.enter_graceful_shutdown()
         if self._http is not None:
             await self._http.stop()
@@ -268,11 +206,22 @@ class RunningGateway:
             except Exception:  # noqa: BLE001 - keep stopping the rest
                 log.exception("gateway.stop_failed", step=getattr(stop, "__qualname__", str(stop)))
         await self.server.stop(grace)
-        await self.store.stop()
+        await self.registrations.stop()
         await self.gateway.registry.close()
         if self.gateway.redis is not None:
             await self.gateway.redis.aclose()
         log.info("gateway.stopped")
+
+
+Registrations = MemoryRegistrations | RedisRegistrations
+
+
+def _serve_own_services(own: OwnServices, gateway: Gateway, registrations: Registrations) -> None:
+    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(gateway.registry, registrations), own.wrapped)
+    file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(gateway.files), own.wrapped)
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(gateway.scheduler), own.wrapped)
+    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(gateway.scheduler), own.wrapped)
 
 
 async def start_gateway(settings: GatewaySettings) -> RunningGateway:
@@ -283,42 +232,29 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
         redis = redis_asyncio.Redis.from_url(settings.redis_url)
     registry = Registry(settings)
     router = Router(registry, settings)
-    gateway = Gateway(settings=settings, registry=registry, router=router, redis=redis,
-                      instance_id=settings.instance_id or f"{socket.gethostname()}:{settings.port}:{os.getpid()}")
-    store = RedisStore(registry, redis) if redis is not None else MemoryStore(registry)
-    await store.start()
+    instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}:{os.getpid()}"
+    files = build_file_store(settings, redis)  # jobs store their outputs here too
+    gateway = Gateway(settings=settings, registry=registry, router=router, files=files,
+                      scheduler=build_scheduler(settings, registry, router, files, redis, instance_id),
+                      redis=redis, instance_id=instance_id)
+    registrations = RedisRegistrations(registry, redis) if redis is not None else MemoryRegistrations(registry)
+    await registrations.start()
     for record in load_static_backends(settings.backends_file) if settings.backends_file else ():
         registry.upsert(record)
 
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if settings.api_keys:
-        from capmesh.gateway.server.auth import ApiKeyInterceptor
-
-        interceptors.append(ApiKeyInterceptor(settings.api_keys))
-    server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings))
-    own = _OwnServices(server, RequestContextInterceptor(echo_request_id=False))
-
-    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registry, store), own)
+    interceptors = [ApiKeyInterceptor(settings.api_keys)] if settings.api_keys else None
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    own = OwnServices(server, RequestContextInterceptor(echo_request_id=False))
+    _serve_own_services(own, gateway, registrations)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    own_services = [REGISTRY_SERVICE]
-
-    for name, module_path, builder in EXTENSIONS:
-        module = optional_module(module_path)
-        if module is None:
-            continue
-        extension = getattr(module, builder)(gateway)
-        gateway.extensions[name] = extension
-        for add, servicer in extension.servicers:
-            add(servicer, own)
-        own_services.extend(extension.service_names)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, own.plain)
 
     proxy = Proxy(router)
     for service in registry.catalog.values():
         server.add_registered_method_handlers(service.name, proxy.service_handlers(service))
     server.add_generic_rpc_handlers([proxy.dynamic_handler()])
     reflection.enable_server_reflection(
-        [*own_services, *registry.catalog, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        [*OWN_SERVICES, *registry.catalog, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
     address = f"{settings.host}:{settings.port}"
     if settings.tls_cert_file:
@@ -332,24 +268,25 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
     await server.start()
     gateway.grpc_port = port
     stops: list[Callable[[], Awaitable[None]]] = []
-    running = RunningGateway(gateway, server, health_servicer, store, stops)
+    running = RunningGateway(gateway, server, health_servicer, registrations, stops)
     try:
-        for name in gateway.extensions:
-            await gateway.extensions[name].start()
-            stops.append(gateway.extensions[name].stop)
+        sweeper = Sweeper(files, sweep_interval_s(settings.file_ttl_s))
+        await sweeper.start()
+        stops.append(sweeper.stop)
+        await gateway.scheduler.start()
+        stops.append(gateway.scheduler.stop)
         capability_health = _CapabilityHealth(health_servicer, registry)
         capability_health.start()
         stops.append(capability_health.stop)
-        http_module = optional_module(HTTP_APP[0])
-        if http_module is not None:
-            running._http = _EmbeddedUvicorn(getattr(http_module, HTTP_APP[1])(gateway), settings)
-            gateway.http_port = running._http.port
-            await running._http.start()
-        for name in ["", *own_services]:
+        http_app: Starlette = build_http_app(settings, GatewayCalls(router, own), redis=redis)
+        running._http = _EmbeddedUvicorn(http_app, settings)
+        gateway.http_port = running._http.port
+        await running._http.start()
+        for name in ["", *OWN_SERVICES]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
         await running.stop(grace_s=0)
         raise
-    log.info("gateway.started", grpc=running.grpc_address, http=running.http_url,
-             extensions=sorted(gateway.extensions), redis=bool(redis), instance=gateway.instance_id)
+    log.info("gateway.started", grpc=running.grpc_address, http=running.http_url, redis=bool(redis),
+             instance=gateway.instance_id)
     return running

@@ -1,10 +1,14 @@
-"""The gateway's settings: one frozen object read once from `CAPMESH_GATEWAY_*` and CLI flags."""
+"""The gateway's settings: one frozen object read once from `CAPMESH_GATEWAY_*` and CLI flags.
+
+The jobs, files, routing and HTTP parts of the gateway all read this one object; nothing copies its
+fields into settings of their own.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capmesh.services.runtime.settings import ServerSettings, check
+from capmesh.services.runtime.settings import ProcessSettings, check
 
 ENV_PREFIX = "GATEWAY"
 GATEWAY_GRPC_PORT = 50051
@@ -12,7 +16,7 @@ GATEWAY_HTTP_PORT = 8080
 
 
 @dataclass(frozen=True)
-class GatewaySettings(ServerSettings):
+class GatewaySettings(ProcessSettings):
     port: int = GATEWAY_GRPC_PORT  # gRPC: capability proxy, registry, jobs, files, operations
     http_port: int = GATEWAY_HTTP_PORT  # HTTP/JSON + SSE bridge, OpenAI endpoints, console; 0 picks one
     instance_id: str = ""  # names this gateway in shared Redis state; empty: host:port:pid
@@ -32,8 +36,7 @@ class GatewaySettings(ServerSettings):
 
     # files
     files_dir: str = ""  # empty: $CAPMESH_HOME/files or ~/.cache/capmesh/files
-    file_ttl_s: float = 24 * 3600.0
-    max_file_bytes: int = 1024 * 1024 * 1024
+    file_ttl_s: float = 24 * 3600.0  # (the size limit, max_file_bytes, is shared with the services)
 
     # jobs
     job_queue_limit: int = 1000  # queued jobs per capability; beyond it RESOURCE_EXHAUSTED

@@ -1,4 +1,4 @@
-"""Content-type detection from a file's first bytes (magic numbers), falling back to the declared type."""
+"""Media-type detection from a file's first bytes (magic numbers), falling back to the declared type."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _text_kind(head: bytes, complete: bool) -> str:
     return "text/plain; charset=utf-8"
 
 
-def detect_content_type(head: bytes, declared: str = "", *, complete: bool = False) -> str:
+def detect_mime_type(head: bytes, declared: str = "", *, complete: bool = False) -> str:
     """The type the bytes say they are; else the declared type; else JSON or text; else octet-stream.
 
     `complete` tells that `head` is the whole file (JSON is then parsed, not only sniffed).

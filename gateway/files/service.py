@@ -1,4 +1,4 @@
-"""capmesh.gateway.v1.FileService over the FileStore, and the gateway extension that serves it."""
+"""capmesh.gateway.v1.FileService over the FileStore, and the sweeper that deletes expired files."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):
                         raise InvalidArgument.single("header", "the first message must be the header",
                                                      reason="UPLOAD_HEADER_MISSING")
                     header = message.header
-                    upload = self.store.open_upload(header.name, header.content_type, header.ttl_seconds,
+                    upload = self.store.open_upload(header.name, header.mime_type, header.ttl_seconds,
                                                     dict(header.labels))
                 elif part == "header":
                     raise InvalidArgument.single("header", "must be sent once, first", reason="UPLOAD_HEADER_REPEATED")
@@ -98,30 +98,6 @@ def build_file_store(settings, redis) -> FileStore:
     return FileStore(root, index, default_ttl_s=settings.file_ttl_s, max_bytes=settings.max_file_bytes)
 
 
-def build_file_extension(gateway):
-    """The files part of the gateway: the FileService and the expiry sweeper.
-
-    The extension carries `store` so that the jobs extension (built after this one) can write
-    job outputs into the same store: `gateway.extensions["files"].store`.
-    """
-    from capmesh.gateway.server.app import Extension
-
-    store = build_file_store(gateway.settings, gateway.redis)
-    sweeper = Sweeper(store, min(SWEEP_INTERVAL_MAX_S, max(1.0, gateway.settings.file_ttl_s / 4)))
-    extension = Extension(
-        servicers=[(file_service_pb2_grpc.add_FileServiceServicer_to_server, FileServicer(store))],
-        service_names=[SERVICE_NAME],
-        start=sweeper.start,
-        stop=sweeper.stop,
-    )
-    extension.store = store
-    return extension
-
-
-def file_store_of(gateway) -> FileStore:
-    """The file store of a running gateway (for the jobs extension)."""
-    extension = getattr(gateway, "extensions", {}).get("files")
-    store = getattr(extension, "store", None)
-    if store is None:
-        store = build_file_store(gateway.settings, gateway.redis)
-    return store
+def sweep_interval_s(file_ttl_s: float) -> float:
+    """A quarter of the default file lifetime, between 1 s and `SWEEP_INTERVAL_MAX_S`."""
+    return min(SWEEP_INTERVAL_MAX_S, max(1.0, file_ttl_s / 4))

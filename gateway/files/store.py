@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 from google.protobuf import timestamp_pb2
 
-from capmesh.gateway.server.files.detect import HEAD_BYTES, detect_content_type
+from capmesh.gateway.server.files.detect import HEAD_BYTES, detect_mime_type
 from capmesh.gateway.server.files.ids import new_file_id, validate_file_id
 from capmesh.gateway.server.files.index import FileIndex, FileInfo, SidecarFileIndex, decode_page_token, encode_page_token
 from capmesh.services.runtime.errors import InvalidArgument, NotFound
@@ -44,12 +44,12 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 class Upload:
     """One file being written: `write` chunks in order, then `commit` (or `abort`)."""
 
-    def __init__(self, store: "FileStore", name: str, declared_type: str, ttl_s: float,
+    def __init__(self, store: "FileStore", name: str, declared_mime_type: str, ttl_s: float,
                  labels: Mapping[str, str]) -> None:
         self.file_id = new_file_id()
         self._store = store
         self._name = name
-        self._declared = declared_type
+        self._declared = declared_mime_type
         self._ttl_s = ttl_s
         self._labels = dict(labels)
         self._path = store.partial_path(self.file_id)
@@ -79,12 +79,12 @@ class Upload:
         now = self._store.clock()
         info = FileInfo(
             file_id=self.file_id, name=self._name, size_bytes=self.size, sha256=self._digest.hexdigest(),
-            content_type=detect_content_type(bytes(self._head), self._declared, complete=self.size <= HEAD_BYTES),
+            mime_type=detect_mime_type(bytes(self._head), self._declared, complete=self.size <= HEAD_BYTES),
             create_time=_timestamp(now), expire_time=_timestamp(now + self._ttl_s), labels=self._labels,
         )
         await asyncio.to_thread(self._path.replace, self._store.blob_path(self.file_id))
         await self._store.index.put(info)
-        log.info("file.stored", file_id=self.file_id, size=self.size, content_type=info.content_type)
+        log.info("file.stored", file_id=self.file_id, size=self.size, mime_type=info.mime_type)
         return info
 
     async def abort(self) -> None:
@@ -115,7 +115,7 @@ class FileStore:
     def partial_path(self, file_id: str) -> Path:
         return self._inside("partial", file_id)
 
-    def open_upload(self, name: str = "", declared_type: str = "", ttl_s: float = 0.0,
+    def open_upload(self, name: str = "", declared_mime_type: str = "", ttl_s: float = 0.0,
                     labels: Mapping[str, str] | None = None) -> Upload:
         if ttl_s < 0:
             raise InvalidArgument.single("header.ttl_seconds", "must be 0 (the default) or more")
@@ -123,7 +123,7 @@ class FileStore:
             raise InvalidArgument.single("header.labels", f"at most {MAX_LABELS} labels")
         if len(name) > 255:
             raise InvalidArgument.single("header.name", "must be at most 255 characters")
-        return Upload(self, name, declared_type, ttl_s or self.default_ttl_s, labels or {})
+        return Upload(self, name, declared_mime_type, ttl_s or self.default_ttl_s, labels or {})
 
     async def put_bytes(self, data: bytes, **header) -> FileInfo:
         upload = self.open_upload(**header)

@@ -1,7 +1,7 @@
-"""`build_http_app(gateway)`: the gateway's HTTP side as one Starlette app.
+"""`build_http_app(settings, calls)`: the gateway's HTTP side as one Starlette app.
 
 Route order matters: the hand-written routes (OpenAI-compatible, file upload and download, ops,
-pages) come first; every other path goes to the transcoder, which serves whatever the
+pages) come first; every other path goes to `annotated_routes`, which serves whatever the
 `google.api.http` annotations declare and answers JSON 404/405 otherwise.
 
 TLS is the caller's business: `start_gateway` runs this app with uvicorn and passes
@@ -10,7 +10,6 @@ TLS is the caller's business: `start_gateway` runs this app with uvicorn and pas
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +22,19 @@ from starlette.staticfiles import StaticFiles
 
 from capmesh.gateway.server.auth import ApiKeyMiddleware
 from capmesh.gateway.server.config import GatewaySettings
-from capmesh.gateway.server.http import jobs  # noqa: F401  (registers the job conveniences)
-from capmesh.gateway.server.http import files, ops, openai_compat, transcoder
+from capmesh.gateway.server.http import annotated_routes, files, ops, openai_compat
+from capmesh.gateway.server.http.calls import GatewayCalls
 from capmesh.gateway.server.http.context import BridgeContext, mark_route
 from capmesh.gateway.server.http.openapi import openapi_document
-from capmesh.gateway.server.http.upstream import Upstream
 
 STATIC = Path(__file__).resolve().parent / "static"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def build_http_app(gateway: Any) -> Starlette:
-    """The HTTP app of a `Gateway` (`settings`, `grpc_port`, `redis`); it calls the gateway's
-    own gRPC port on 127.0.0.1 (read when the first request needs it), over TLS with the
-    gateway's certificate when `tls_cert_file` is set."""
-    return build_bridge_app(gateway.settings, lambda: f"127.0.0.1:{gateway.grpc_port}",
-                            redis=getattr(gateway, "redis", None), grpc_tls=bool(gateway.settings.tls_cert_file))
-
-
-def build_bridge_app(settings: GatewaySettings, target, *, redis: Any = None, grpc_tls: bool = False) -> Starlette:
-    """The same app for any gRPC target (a `host:port` string or a callable giving one), so the
-    transcoder can be exercised against a single capability server too."""
-    resolve = target if callable(target) else (lambda: target)
-    upstream = Upstream(resolve, settings.tls_cert_file if grpc_tls else "")
-    bridge = BridgeContext(settings=settings, upstream=upstream, redis=redis)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        try:
-            yield
-        finally:
-            await bridge.upstream.close()
-
+def build_http_app(settings: GatewaySettings, calls: GatewayCalls, *, redis: Any = None) -> Starlette:
+    """The HTTP app of a gateway: every gRPC method it reaches goes through `calls`, in-process;
+    `redis` (when the gateway uses one) is checked by /readyz."""
+    bridge = BridgeContext(settings=settings, calls=calls, redis=redis)
     routes = [
         Route("/healthz", ops.healthz, methods=["GET", "HEAD"]),
         Route("/readyz", ops.readyz, methods=["GET", "HEAD"]),
@@ -69,12 +49,12 @@ def build_bridge_app(settings: GatewaySettings, target, *, redis: Any = None, gr
         Route("/v1/models", openai_compat.list_models, methods=["GET"]),
         Route("/v1/files", files.upload, methods=["POST"]),
         Route("/v1/files/{file_id}:download", files.download, methods=["GET", "HEAD"]),
-        Route("/{path:path}", transcoder.dispatch, methods=ALL_METHODS),
+        Route("/{path:path}", annotated_routes.dispatch, methods=ALL_METHODS),
     ]
     middleware = [Middleware(ops.MetricsMiddleware)]
     if settings.api_keys:
         middleware.append(Middleware(ApiKeyMiddleware, keys=settings.api_keys))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.bridge = bridge
     return app
 

@@ -1,15 +1,14 @@
 """HTTP bindings read from the `google.api.http` annotations of the generated descriptors.
 
-Every `capmesh.<area>.v1` module's file descriptor is walked, plus google.longrunning.Operations;
+Every capability contract of the catalogue and the gateway's own services (files, jobs, registry) are
+walked, plus google.longrunning.Operations;
 each annotated method becomes one `Binding` (HTTP verb, compiled path template, body rule, input
 and output message classes). Nothing here is written by hand per route: a new annotated RPC is
-served over HTTP as soon as its stubs are generated.
+served over HTTP as soon as its stubs are generated and its capability has a catalogue row.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,11 +16,16 @@ from functools import cache
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, message_factory
 
-import capmesh
+from google.longrunning import operations_pb2
 
 # Error details and well-known types must be in the pool for JSON rendering of Any.
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401
-from google.longrunning import operations_pb2
+
+from capmesh.gateway.v1 import file_service_pb2, job_service_pb2, registry_service_pb2
+from capmesh.services.catalog import load_contracts
+
+# The gateway's own contracts; the capabilities' come from the catalogue.
+GATEWAY_CONTRACTS = (file_service_pb2, job_service_pb2, registry_service_pb2, operations_pb2)
 
 _SEGMENT_VARIABLE = re.compile(r"\{([a-zA-Z_][\w.]*)(?:=([^}]*))?\}")
 
@@ -153,19 +157,8 @@ def _rule_pairs(rule: http_pb2.HttpRule):
 
 @cache
 def api_file_descriptors() -> tuple[descriptor.FileDescriptor, ...]:
-    """The file descriptors of every generated `capmesh.<area>.v1` module, plus Operations."""
-    files: dict[str, descriptor.FileDescriptor] = {}
-    for area in pkgutil.iter_modules(capmesh.__path__):
-        try:
-            version = importlib.import_module(f"capmesh.{area.name}.v1")
-        except ModuleNotFoundError:
-            continue
-        for module in pkgutil.iter_modules(version.__path__):
-            if module.name.endswith("_pb2"):
-                loaded = importlib.import_module(f"capmesh.{area.name}.v1.{module.name}")
-                files[loaded.DESCRIPTOR.name] = loaded.DESCRIPTOR
-    files[operations_pb2.DESCRIPTOR.name] = operations_pb2.DESCRIPTOR
-    return tuple(files.values())
+    """The file descriptors of every capability contract and of the gateway's own services."""
+    return tuple(module.DESCRIPTOR for module in (*load_contracts(), *GATEWAY_CONTRACTS))
 
 
 def message_class(message_descriptor: descriptor.Descriptor) -> type:

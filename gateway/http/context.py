@@ -1,9 +1,8 @@
-"""What every HTTP handler shares: the upstream channel, the settings, and request plumbing."""
+"""What every HTTP handler shares: the in-process gRPC calls, the settings, and request plumbing."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -11,19 +10,18 @@ from starlette.responses import JSONResponse
 
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.http.errors import HttpError, make_error
-from capmesh.gateway.server.http.upstream import Upstream, forwarded_metadata
+from capmesh.gateway.server.http.calls import GatewayCalls, forwarded_metadata
 
 ROUTE_SCOPE_KEY = "capmesh.route"
 
 
 @dataclass
 class BridgeContext:
-    """The HTTP side's dependencies; `readiness` are extra named checks for /readyz."""
+    """The HTTP side's dependencies."""
 
     settings: GatewaySettings
-    upstream: Upstream
-    redis: Any = None
-    readiness: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    calls: GatewayCalls
+    redis: Any = None  # redis.asyncio.Redis when the gateway uses Redis (checked by /readyz)
 
     def metadata(self, request: Request) -> tuple[tuple[str, str], ...]:
         return forwarded_metadata(request.headers)

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from capmesh.gateway.server.http.context import body_too_large, context_of, error_response, mark_route
 from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, invalid_field, make_error
-from capmesh.gateway.server.http.transcode import render
+from capmesh.gateway.server.http.json_codec import render
 from capmesh.gateway.v1 import file_service_pb2
 
 UPLOAD = "/capmesh.gateway.v1.FileService/UploadFile"
@@ -40,8 +40,7 @@ async def upload(request: Request) -> Response:
     body: _LimitedBody | None = None
     try:
         header, body = await _upload_parts(request, limit)
-        raw = await context.upstream.client_stream(UPLOAD, _messages(header, body),
-                                                   metadata=context.metadata(request))
+        raw = await context.calls.client_stream(UPLOAD, _messages(header, body), metadata=context.metadata(request))
     except HttpError as error:
         return error_response(error)
     except (Exception, asyncio.CancelledError) as exc:
@@ -66,7 +65,7 @@ async def _upload_parts(request: Request, limit: int):
         return await _multipart(request, limit)
     header = file_service_pb2.UploadHeader(
         name=request.query_params.get("name") or request.headers.get("x-file-name", "upload"),
-        content_type=content_type.split(";")[0].strip() or "application/octet-stream")
+        mime_type=content_type.split(";")[0].strip() or "application/octet-stream")
     _set_ttl(header, request.query_params.get("ttl_seconds"))
     return header, _LimitedBody(request.stream(), limit)
 
@@ -78,7 +77,7 @@ async def _multipart(request: Request, limit: int):
         raise invalid_field("file", "a multipart upload needs a 'file' part with the content")
     header = file_service_pb2.UploadHeader(
         name=str(form.get("name") or part.filename or "upload"),
-        content_type=(part.content_type or "application/octet-stream"))
+        mime_type=(part.content_type or "application/octet-stream"))
     _set_ttl(header, form.get("ttl_seconds"))
     labels = form.get("labels")
     if labels:
@@ -161,7 +160,7 @@ async def download(request: Request) -> Response:
     metadata = context.metadata(request)
     try:
         lookup = file_service_pb2.GetFileRequest(file_id=file_id)
-        raw = await context.upstream.unary(GET_FILE, lookup.SerializeToString(), metadata=metadata)
+        raw = await context.calls.unary(GET_FILE, lookup.SerializeToString(), metadata=metadata)
     except grpc.aio.AioRpcError as exc:
         return error_response(from_rpc_error(exc))
     info = file_service_pb2.GetFileResponse.FromString(raw).file
@@ -172,7 +171,7 @@ async def download(request: Request) -> Response:
         "ETag": f'"{info.sha256}"' if info.sha256 else "",
     }
     headers = {k: v for k, v in headers.items() if v}
-    media_type = info.content_type or "application/octet-stream"
+    media_type = info.mime_type or "application/octet-stream"
     status, first, last = 200, 0, size - 1
     range_header = request.headers.get("range")
     if range_header and request.headers.get("if-range", headers.get("ETag")) == headers.get("ETag"):
@@ -189,13 +188,13 @@ async def download(request: Request) -> Response:
     if request.method == "HEAD" or length == 0:
         return Response(b"", status_code=status, headers=headers, media_type=media_type)
     ranged = file_service_pb2.DownloadFileRequest(file_id=file_id, offset=first, length=length)
-    call = context.upstream.stream(DOWNLOAD, ranged.SerializeToString(), metadata=metadata)
+    pieces = context.calls.stream(DOWNLOAD, ranged.SerializeToString(), metadata=metadata)
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for piece in call:
+            async for piece in pieces:
                 yield file_service_pb2.DownloadFileResponse.FromString(piece).data
         finally:
-            call.cancel()
+            await pieces.aclose()
 
     return StreamingResponse(body(), status_code=status, headers=headers, media_type=media_type)

@@ -2,9 +2,11 @@
 
 - `POST /v1/jobs` answers 202 with the job's operation and a `Location` to poll;
 - its `request` may omit `@type`: the method's input type is filled in;
-- `GET /v1/jobs/{job_id}/events` resumes after the `Last-Event-ID` header (see transcoder.RESUMABLE);
+- `GET /v1/jobs/{job_id}/events` resumes after the `Last-Event-ID` header (see annotated_routes.RESUMABLE);
 - get, list (`?filter=labels.characterId="char_001"` passes through), cancel and delete are the
   google.longrunning.Operations annotations: `/v1/operations...`.
+
+`annotated_routes` lists the two conveniences in its hook tables.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from google.protobuf.message import Message
 from starlette.responses import Response
 
 from capmesh.gateway.server.http.bindings import method_descriptor
-from capmesh.gateway.server.http.transcoder import REQUEST_HOOKS, RESPONSE_HOOKS
 
 SUBMIT_JOB = "capmesh.gateway.v1.JobService.SubmitJob"
 TYPE_URL_PREFIX = "type.googleapis.com/"
@@ -38,6 +39,3 @@ def locate_operation(reply: Message, response: Response) -> None:
     if name:
         response.headers["Location"] = f"/v1/{name}"
 
-
-REQUEST_HOOKS[SUBMIT_JOB] = infer_request_type
-RESPONSE_HOOKS[SUBMIT_JOB] = locate_operation

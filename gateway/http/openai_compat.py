@@ -14,6 +14,7 @@ violation and `code` the ErrorInfo reason in lower case.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from capmesh.gateway.server.http import streams
 from capmesh.gateway.server.http.context import BridgeContext, context_of, mark_route, read_body
 from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, invalid_field
-from capmesh.gateway.server.http.transcode import parse_json_body
+from capmesh.gateway.server.http.json_codec import parse_json_body
 from capmesh.gateway.v1 import file_service_pb2, registry_service_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2
 from capmesh.llm.v1 import llm_service_pb2
@@ -71,13 +72,14 @@ ERROR_TYPES = {
 
 
 def openai_error_body(error: HttpError) -> dict:
-    violations = error.field_violations()
+    details = error.details()
+    violations = details.field_violations
     return {"error": {
         "message": error.message,
         "type": ERROR_TYPES.get(error.http_status,
                                 "server_error" if error.http_status >= 500 else "invalid_request_error"),
         "param": violations[0][0] if violations else None,
-        "code": (error.reason() or error.code_name).lower(),
+        "code": (details.reason or error.code_name).lower(),
     }}
 
 
@@ -179,7 +181,7 @@ async def chat_completions(request: Request) -> Response:
         if stream:
             return await _stream_chat(request, context, payload)
         chat = chat_request(payload, llm_service_pb2.ChatRequest)
-        raw = await context.upstream.unary(CHAT, chat.SerializeToString(), metadata=context.metadata(request))
+        raw = await context.calls.unary(CHAT, chat.SerializeToString(), metadata=context.metadata(request))
     except HttpError as error:
         return openai_error(error)
     except grpc.aio.AioRpcError as exc:
@@ -233,7 +235,7 @@ async def _stream_chat(request: Request, context: BridgeContext, payload: dict) 
                 events.append(chunk({}, None, model, usage=_usage(reply.result.usage), choices=False))
         return b"".join(streams.sse_event(event) for event in events)
 
-    call = context.upstream.stream(STREAM_CHAT, chat.SerializeToString(), metadata=context.metadata(request))
+    call = context.calls.stream(STREAM_CHAT, chat.SerializeToString(), metadata=context.metadata(request))
     started = await streams.start_stream(
         call, encode_message=encode,
         encode_error=lambda error: streams.sse_event(openai_error_body(error)) + b"data: [DONE]\n\n",
@@ -277,7 +279,7 @@ async def audio_speech(request: Request) -> Response:
         synthesize, media_type = speech_request(payload)
     except HttpError as error:
         return openai_error(error)
-    call = context.upstream.stream(SYNTHESIZE, synthesize.SerializeToString(), metadata=context.metadata(request))
+    call = context.calls.stream(SYNTHESIZE, synthesize.SerializeToString(), metadata=context.metadata(request))
 
     def encode(raw: bytes, index: int) -> bytes:
         reply = tts_service_pb2.StreamSynthesizeResponse.FromString(raw)
@@ -330,10 +332,12 @@ async def images_generations(request: Request) -> Response:
         payload = await _json_object(request, context)
         generate, response_format = image_request(payload)
         images: dict[int, bytearray] = {}
-        async for raw in context.upstream.stream(GENERATE_IMAGES, generate.SerializeToString(), metadata=metadata):
-            reply = imagegen_service_pb2.StreamGenerateImagesResponse.FromString(raw)
-            if reply.WhichOneof("event") == "chunk":
-                images.setdefault(reply.chunk.image_index, bytearray()).extend(reply.chunk.data)
+        generated = context.calls.stream(GENERATE_IMAGES, generate.SerializeToString(), metadata=metadata)
+        async with contextlib.aclosing(generated):
+            async for raw in generated:
+                reply = imagegen_service_pb2.StreamGenerateImagesResponse.FromString(raw)
+                if reply.WhichOneof("event") == "chunk":
+                    images.setdefault(reply.chunk.index, bytearray()).extend(reply.chunk.data)
         data = []
         for index in sorted(images):
             png = bytes(images[index])
@@ -348,13 +352,13 @@ async def images_generations(request: Request) -> Response:
 
 async def _store_image(context: BridgeContext, png: bytes, index: int, metadata, request: Request) -> str | None:
     async def messages() -> AsyncIterator[bytes]:
-        header = file_service_pb2.UploadHeader(name=f"image-{index}.png", content_type="image/png")
+        header = file_service_pb2.UploadHeader(name=f"image-{index}.png", mime_type="image/png")
         yield file_service_pb2.UploadFileRequest(header=header).SerializeToString()
         for start in range(0, len(png), 1024 * 1024):
             yield file_service_pb2.UploadFileRequest(chunk=png[start:start + 1024 * 1024]).SerializeToString()
 
     try:
-        raw = await context.upstream.client_stream(UPLOAD, messages(), metadata=metadata)
+        raw = await context.calls.client_stream(UPLOAD, messages(), metadata=metadata)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE):
             return None  # no file service: the caller gets b64_json instead
@@ -373,14 +377,14 @@ async def list_models(request: Request) -> Response:
     found: dict[str, dict] = {}
     errors: list[HttpError] = []
     try:
-        raw = await context.upstream.unary(LIST_MODELS, llm_service_pb2.ListModelsRequest().SerializeToString(),
-                                           metadata=metadata)
+        raw = await context.calls.unary(LIST_MODELS, llm_service_pb2.ListModelsRequest().SerializeToString(),
+                                        metadata=metadata)
         for model in llm_service_pb2.ListModelsResponse.FromString(raw).models:
             found[model.name] = {"id": model.name, "object": "model", "created": created, "owned_by": "capmesh-llm"}
     except grpc.aio.AioRpcError as exc:
         errors.append(from_rpc_error(exc))
     try:
-        raw = await context.upstream.unary(
+        raw = await context.calls.unary(
             LIST_CAPABILITIES, registry_service_pb2.ListCapabilitiesRequest().SerializeToString(), metadata=metadata)
         for capability in registry_service_pb2.ListCapabilitiesResponse.FromString(raw).capabilities:
             for status in capability.backends:

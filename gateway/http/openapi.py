@@ -1,6 +1,6 @@
 """An OpenAPI 3 document generated from the proto descriptors.
 
-Paths come from the `google.api.http` annotations (the same bindings the transcoder serves),
+Paths come from the `google.api.http` annotations (the same bindings `annotated_routes` serves),
 schemas from the message descriptors in the proto3 JSON mapping (lowerCamelCase names, 64-bit
 integers as strings, enums as their names, well-known types in their JSON forms), descriptions
 from the proto comments. The HTTP-only routes (OpenAI-compatible, file upload and download,
@@ -13,13 +13,13 @@ from functools import cache
 
 from google.protobuf import descriptor
 
+from capmesh import __version__
 from capmesh.gateway.server.http.bindings import Binding, load_bindings
 from capmesh.gateway.server.http.comments import proto_comments
-from capmesh.gateway.server.http.transcoder import SUCCESS_STATUS
+from capmesh.gateway.server.http.annotated_routes import SUCCESS_STATUS
 
 FD = descriptor.FieldDescriptor
 
-VERSION = "0.1.0"
 ERROR_SCHEMA = "capmesh.http.Error"
 OPENAI_ERROR_SCHEMA = "capmesh.http.OpenAIError"
 INT64_PATTERN = r"^-?[0-9]{1,19}$"
@@ -329,7 +329,7 @@ def openapi_document() -> dict:
         paths.setdefault(path, {}).update(item)
     return {
         "openapi": "3.0.3",
-        "info": {"title": "capmesh gateway HTTP API", "version": VERSION, "description": (
+        "info": {"title": "capmesh gateway HTTP API", "version": __version__, "description": (
             "The gateway's gRPC APIs over HTTP/JSON (proto3 JSON mapping), transcoded from the google.api.http "
             "annotations; server-streaming RPCs answer Server-Sent Events. When API keys are configured, send "
             "`Authorization: Bearer <key>`.")},

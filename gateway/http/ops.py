@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from capmesh.gateway.server import metrics
-from capmesh.gateway.server.http.context import ROUTE_SCOPE_KEY, context_of, mark_route
+from capmesh.gateway.server.http.context import ROUTE_SCOPE_KEY, BridgeContext, context_of, mark_route
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 READY_CHECK_TIMEOUT_S = 2.0
@@ -25,11 +25,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """The gateway's own dependencies answer: its gRPC port, Redis when configured, and any
-    readiness checks the gateway added; 503 naming the ones that do not."""
+    """The gateway's own dependencies answer: its gRPC services say SERVING (the health service,
+    which turns NOT_SERVING when the gateway stops) and Redis answers when configured; 503 naming
+    the ones that do not."""
     mark_route(request, "/readyz")
     context = context_of(request)
-    checks = {"grpc": _grpc_serving(context), **{name: check() for name, check in context.readiness.items()}}
+    checks = {"grpc": _grpc_serving(context)}
     if context.redis is not None:
         checks["redis"] = context.redis.ping()
     names = list(checks)
@@ -42,9 +43,9 @@ async def readyz(request: Request) -> Response:
                         status_code=200 if ready else 503)
 
 
-async def _grpc_serving(context) -> None:
-    raw = await context.upstream.unary(HEALTH_CHECK, health_pb2.HealthCheckRequest(service="").SerializeToString(),
-                                       timeout=READY_CHECK_TIMEOUT_S)
+async def _grpc_serving(context: BridgeContext) -> None:
+    raw = await context.calls.unary(HEALTH_CHECK, health_pb2.HealthCheckRequest(service="").SerializeToString(),
+                                    timeout=READY_CHECK_TIMEOUT_S)
     status = health_pb2.HealthCheckResponse.FromString(raw).status
     if status != health_pb2.HealthCheckResponse.SERVING:
         raise RuntimeError(health_pb2.HealthCheckResponse.ServingStatus.Name(status))

@@ -3,15 +3,15 @@
 The response status is chosen only once the first message (or the error) is known, within a short
 wait, so that a request refused at once still gets its proper HTTP error; a stream that takes
 longer to start is committed as 200 and an error after that travels as an `event: error`.
-Keep-alive comments flow while the upstream is quiet. Closing the HTTP response (client gone)
-cancels the upstream call, which cancels the engine at its next step.
+Keep-alive comments flow while the call is quiet. Closing the HTTP response (client gone)
+cancels the call, which cancels the engine at its next step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -40,15 +40,14 @@ class Started:
 class _Pump:
     """Pulls messages from a call one at a time, so a wait can time out without losing one."""
 
-    def __init__(self, call) -> None:
-        self.call = call
-        self._iterator = call.__aiter__()
+    def __init__(self, messages: AsyncGenerator[bytes, None]) -> None:
+        self._messages = messages
         self._pending: asyncio.Future | None = None
 
     async def next(self, timeout: float | None):
         """("message", m) | ("end", None) | ("error", HttpError) | ("idle", None) after `timeout`."""
         if self._pending is None:
-            self._pending = asyncio.ensure_future(self._iterator.__anext__())
+            self._pending = asyncio.ensure_future(self._messages.__anext__())
         done, _ = await asyncio.wait({self._pending}, timeout=timeout)
         if not done:
             return "idle", None
@@ -60,14 +59,19 @@ class _Pump:
         except grpc.aio.AioRpcError as exc:
             return "error", from_rpc_error(exc)
 
-    def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-        self.call.cancel()
+    async def close(self) -> None:
+        """Ends the call: a read in progress is cancelled (which ends the call), then the call is closed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            await asyncio.wait({pending})
+            if not pending.cancelled():
+                pending.exception()  # retrieved: the stream is being dropped, its outcome no longer matters
+        await self._messages.aclose()
 
 
 async def start_stream(
-    call,
+    call: AsyncGenerator[bytes, None],
     encode_message: Callable[[object, int], bytes],
     encode_error: Callable[[HttpError], bytes],
     keepalive: bytes,
@@ -80,7 +84,7 @@ async def start_stream(
     pump = _Pump(call)
     kind, value = await pump.next(FIRST_MESSAGE_WAIT_S)
     if kind == "error":
-        pump.close()
+        await pump.close()
         return Started(value, None)
 
     async def body() -> AsyncIterator[bytes]:
@@ -102,7 +106,7 @@ async def start_stream(
                     return
                 kind, value = await pump.next(keepalive_s)
         finally:
-            pump.close()
+            await pump.close()
 
     return Started(None, body())
 

@@ -6,11 +6,10 @@ import random
 
 import grpc
 import structlog
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2, status_pb2
 
 from capmesh.services.runtime.errors import CapmeshError
-from capmesh.services.runtime.status import to_status_proto
+from capmesh.services.runtime.status import read_details, status_of, to_status_proto
 
 log = structlog.get_logger("capmesh.jobs")
 
@@ -25,28 +24,19 @@ class StreamEndedEarly(Exception):
     """The backend's stream ended without its final result: the backend went away mid-job."""
 
 
-def _retry_after(status: status_pb2.Status) -> float | None:
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return info.retry_delay.ToNanoseconds() / 1e9
-    return None
-
-
 def classify(exc: BaseException) -> tuple[status_pb2.Status, bool, float | None]:
     """(the google.rpc.Status to record, whether to retry, the server's retry hint)."""
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
-        status = rpc_status.from_call(exc) or status_pb2.Status(code=code.value[0], message=exc.details() or "")
+        status = status_of(exc)
         died = code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED) and any(
             marker in (exc.details() or "").lower() for marker in _TRANSPORT_DEATH)
         # CANCELLED that we did not ask for comes from the backend going away (server stop).
         died = died or code == grpc.StatusCode.CANCELLED
-        return status, status.code in RETRYABLE_CODES or died, _retry_after(status)
+        return status, status.code in RETRYABLE_CODES or died, read_details(status).retry_after_s
     if isinstance(exc, CapmeshError):
         status = to_status_proto(exc)
-        return status, status.code in RETRYABLE_CODES, getattr(exc, "retry_after_s", None)
+        return status, status.code in RETRYABLE_CODES, exc.retry_after_s
     if isinstance(exc, StreamEndedEarly):
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(exc)), True, None
     log.error("job.crashed", exc_info=exc)

@@ -22,7 +22,6 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 from google.protobuf import any_pb2
@@ -31,6 +30,7 @@ from google.rpc import code_pb2, status_pb2
 from redis.exceptions import RedisError
 
 from capmesh.gateway.server import metrics
+from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.files.store import FileStore
 from capmesh.gateway.server.jobs.artifacts import ArtifactCollector
 from capmesh.gateway.server.jobs.methods import resolve_method
@@ -50,6 +50,7 @@ from capmesh.gateway.server.jobs.record import (
     pack,
 )
 from capmesh.gateway.server.jobs.store import JobStore, QueueFull
+from capmesh.gateway.server.routing.router import Router
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
 from capmesh.services.runtime.errors import (
     FailedPrecondition,
@@ -67,36 +68,18 @@ MAX_ATTEMPTS_LIMIT = 10
 MAX_LABELS = 64
 
 
-@dataclass(frozen=True)
-class JobSettings:
-    queue_limit: int = 1000
-    max_attempts: int = 3
-    timeout_s: float = 3600.0
-    lease_s: float = 15.0
-    result_ttl_s: float = 24 * 3600.0
-    record_ttl_s: float = 7 * 24 * 3600.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
+def tick_s(settings: GatewaySettings) -> float:
+    """How often promotion, recovery and deadlines are checked (signals wake it sooner)."""
+    return min(1.0, settings.job_lease_s / 3)
 
-    @classmethod
-    def from_gateway(cls, settings) -> "JobSettings":
-        return cls(settings.job_queue_limit, settings.job_max_attempts, settings.job_timeout_s, settings.job_lease_s,
-                   settings.job_result_ttl_s, settings.job_record_ttl_s, settings.job_backoff_base_s,
-                   settings.job_backoff_max_s)
 
-    @property
-    def tick_s(self) -> float:
-        """How often promotion, recovery and deadlines are checked (signals wake it sooner)."""
-        return min(1.0, self.lease_s / 3)
-
-    @property
-    def shutdown_s(self) -> float:
-        """How long a stopping gateway waits to hand its running jobs back."""
-        return min(5.0, self.lease_s)
+def shutdown_s(settings: GatewaySettings) -> float:
+    """How long a stopping gateway waits to hand its running jobs back."""
+    return min(5.0, settings.job_lease_s)
 
 
 def new_owner_id(instance_id: str = "") -> str:
-    """Unique per process start, so a restarted gateway never mistakes its predecessor's leases for its own."""
+    """Unique per process start, so a restarted gateway never mistakes the leases of its earlier run for its own."""
     return f"{instance_id or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
@@ -134,7 +117,7 @@ class _Attempt:
 
 
 class JobScheduler:
-    def __init__(self, store: JobStore, router, files: FileStore, settings: JobSettings, *,
+    def __init__(self, store: JobStore, router: Router, files: FileStore, settings: GatewaySettings, *,
                  capacity: Callable[[str], int], owner: str | None = None) -> None:
         self.store = store
         self.router = router
@@ -178,8 +161,8 @@ class JobScheduler:
         except NotFound:
             raise InvalidArgument.single("method", f"no capability serves {request.method}",
                                          reason="UNKNOWN_METHOD") from None
-        return capability, request.max_attempts or self.settings.max_attempts, \
-            request.timeout_seconds or self.settings.timeout_s
+        return capability, request.max_attempts or self.settings.job_max_attempts, \
+            request.timeout_seconds or self.settings.job_timeout_s
 
     async def submit(self, request: jobs_pb2.SubmitJobRequest) -> tuple[JobRecord, bool]:
         capability, max_attempts, timeout_s = self._validate(request)
@@ -190,12 +173,12 @@ class JobScheduler:
             request_id=request.request_id, max_attempts=max_attempts, create_time=now, deadline=now + timeout_s)
         event = make_event(record.job_id, E.JOB_EVENT_TYPE_QUEUED, QUEUED, message="queued", when=now)
         try:
-            stored, created = await self.store.submit(record, event, queue_limit=self.settings.queue_limit,
-                                                      hold_s=timeout_s + self.settings.record_ttl_s)
+            stored, created = await self.store.submit(record, event, queue_limit=self.settings.job_queue_limit,
+                                                      hold_s=timeout_s + self.settings.job_record_ttl_s)
         except QueueFull as full:
             raise ResourceExhausted(
                 f"the {capability} job queue is full ({full.queued} jobs); try again later",
-                retry_after_s=max(1.0, self.settings.backoff_base_s), reason="JOB_QUEUE_FULL",
+                retry_after_s=max(1.0, self.settings.job_backoff_base_s), reason="JOB_QUEUE_FULL",
                 metadata={"capability": capability}) from None
         if created:
             log.info("job.submitted", job_id=stored.job_id, capability=capability, priority=request.priority)
@@ -232,19 +215,19 @@ class JobScheduler:
         log.info("jobs.started", owner=self.owner, durable=self.store.durable)
 
     async def stop(self) -> None:
-        await stop_tasks(self._tasks, self.settings.shutdown_s)
+        await stop_tasks(self._tasks, shutdown_s(self.settings))
         attempts = list(self._attempts.values())
         for attempt in attempts:
             attempt.stop("shutdown")  # handed back at once rather than after the lease expires
         # Handing back is a courtesy: a job whose hand-back does not finish in time is taken up by
         # another runner when its lease expires, so a stuck write never holds up the shutdown.
         if attempts:
-            _, pending = await asyncio.wait([a.task for a in attempts], timeout=self.settings.shutdown_s)
+            _, pending = await asyncio.wait([a.task for a in attempts], timeout=shutdown_s(self.settings))
             for task in pending:
                 log.warning("jobs.hand_back_timed_out", note="the job's lease will expire and it runs again")
                 task.cancel()
         try:
-            async with asyncio.timeout(self.settings.shutdown_s):
+            async with asyncio.timeout(shutdown_s(self.settings)):
                 await self.store.close()
         except TimeoutError:
             log.warning("jobs.store_close_timed_out")
@@ -267,13 +250,13 @@ class JobScheduler:
             except (RedisError, OSError) as exc:
                 log.warning("jobs.dispatch_failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.tick_s)
+                await asyncio.wait_for(self._wake.wait(), tick_s(self.settings))
 
     async def _dispatch_once(self) -> None:
         await self.store.promote_due(time.time())  # retries whose backoff ended (a timer woke us)
         for capability in await self.store.capabilities():
             while self._running[capability] < self.capacity(capability):
-                record = await self.store.claim(capability, self.owner, self.settings.lease_s, time.time())
+                record = await self.store.claim(capability, self.owner, self.settings.job_lease_s, time.time())
                 if record is None:
                     break
                 self._running[capability] += 1
@@ -306,7 +289,7 @@ class JobScheduler:
                     metrics.job_queue_depth.labels(capability).set(await self.store.queue_length(capability))
             except (RedisError, OSError) as exc:
                 log.warning("jobs.maintenance_failed", error=str(exc))
-            await asyncio.sleep(self.settings.tick_s)
+            await asyncio.sleep(tick_s(self.settings))
 
     # -- running one attempt --------------------------------------------------------------------
     async def _run(self, record: JobRecord) -> None:
@@ -327,9 +310,9 @@ class JobScheduler:
     async def _heartbeat(self, attempt: _Attempt) -> None:
         record = attempt.record
         while True:
-            await asyncio.sleep(self.settings.lease_s / 3)
+            await asyncio.sleep(self.settings.job_lease_s / 3)
             try:
-                held, cancel = await self.store.renew(record.job_id, self.owner, self.settings.lease_s)
+                held, cancel = await self.store.renew(record.job_id, self.owner, self.settings.job_lease_s)
             except (RedisError, OSError) as exc:
                 log.warning("job.heartbeat_failed", job_id=record.job_id, error=str(exc))
                 continue
@@ -343,16 +326,16 @@ class JobScheduler:
 
     async def _attempt(self, attempt: _Attempt) -> None:
         record = attempt.record
-        collector = ArtifactCollector(self.files, record.job_id, self.settings.result_ttl_s)
+        collector = ArtifactCollector(self.files, record.job_id, self.settings.job_result_ttl_s)
         try:
             remaining = record.deadline - time.time()
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
-                response, result_message = await self._call(attempt, collector, remaining)
-            artifacts = await collector.commit(result_message)
+                result_message = await self._call(attempt, collector, remaining)
+            artifacts = await collector.commit(result_message)  # also sets the file ids in result_message
             await attempt.drain()
-            result = jobs_pb2.JobResult(response=response, artifacts=artifacts)
+            result = jobs_pb2.JobResult(response=pack(result_message), artifacts=artifacts)
             await self._finish(attempt, SUCCEEDED, E.JOB_EVENT_TYPE_SUCCEEDED, None, result,
                                f"succeeded on attempt {record.attempt}")
         except asyncio.CancelledError:
@@ -367,14 +350,15 @@ class JobScheduler:
             await self._failed(attempt, exc)
 
     async def _call(self, attempt: _Attempt, collector: ArtifactCollector, timeout_s: float):
-        """Runs the call through the router; returns (packed response, response message)."""
+        """Runs the call through the router; returns its result message (or a unary method's response)."""
         record = attempt.record
         method = resolve_method(record.method)
         payload = any_pb2.Any.FromString(record.request).value
         result = None
-        stream = self.router.stream(method.path, payload, metadata=(("x-request-id", record.job_id),),
-                                    timeout=timeout_s, on_backend=lambda backend_id: self._started(attempt, backend_id))
-        async with contextlib.aclosing(stream):
+        stream = self.router.call(method.path, payload, metadata=(("x-request-id", record.job_id),),
+                                  deadline=time.monotonic() + timeout_s,
+                                  on_backend=lambda backend_id: self._started(attempt, backend_id))
+        async with stream:
             async for raw in stream:
                 if not attempt.started:
                     self._started(attempt, "")
@@ -394,7 +378,7 @@ class JobScheduler:
                     result = message.result
         if result is None:
             raise StreamEndedEarly(f"the stream from backend {attempt.backend_id or '?'} ended without a result")
-        return pack(result), result
+        return result
 
     def _started(self, attempt: _Attempt, backend_id: str) -> None:
         record = attempt.record
@@ -416,7 +400,8 @@ class JobScheduler:
         where = f" on backend {attempt.backend_id}" if attempt.backend_id else ""
         what = f"attempt {record.attempt}{where} failed: {code_pb2.Code.Name(status.code)}: {status.message}"
         if retryable and record.attempt < record.max_attempts:
-            delay = backoff_s(record.attempt, self.settings.backoff_base_s, self.settings.backoff_max_s, hint)
+            settings = self.settings
+            delay = backoff_s(record.attempt, settings.job_backoff_base_s, settings.job_backoff_max_s, hint)
             if time.time() + delay < record.deadline:
                 await attempt.drain()
                 event = make_event(record.job_id, E.JOB_EVENT_TYPE_RETRYING, QUEUED, attempt=record.attempt,
@@ -456,7 +441,8 @@ class JobScheduler:
         fields = {"end_time": now, "error": error.SerializeToString() if error is not None else b""}
         if await self.store.finish(record.job_id, self.owner, state, fields, event,
                                    result=result.SerializeToString() if result is not None else b"",
-                                   result_ttl_s=self.settings.result_ttl_s, record_ttl_s=self.settings.record_ttl_s):
+                                   result_ttl_s=self.settings.job_result_ttl_s,
+                                   record_ttl_s=self.settings.job_record_ttl_s):
             metrics.jobs_total.labels(record.capability, jobs_pb2.JobState.Name(state)).inc()
             log.info("job.finished", job_id=record.job_id, state=jobs_pb2.JobState.Name(state), message=message)
 
@@ -467,8 +453,8 @@ class JobScheduler:
         event = make_event(record.job_id, event_type, state, attempt=record.attempt, error=error, message=message,
                            when=now)
         done = await self.store.finish(record.job_id, "", state, {"end_time": now, "error": error.SerializeToString()},
-                                       event, result=b"", result_ttl_s=self.settings.result_ttl_s,
-                                       record_ttl_s=self.settings.record_ttl_s)
+                                       event, result=b"", result_ttl_s=self.settings.job_result_ttl_s,
+                                       record_ttl_s=self.settings.job_record_ttl_s)
         if done:
             metrics.jobs_total.labels(record.capability, jobs_pb2.JobState.Name(state)).inc()
             log.info("job.finished", job_id=record.job_id, state=jobs_pb2.JobState.Name(state), message=message)

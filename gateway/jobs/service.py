@@ -1,18 +1,24 @@
-"""capmesh.gateway.v1.JobService and google.longrunning.Operations over the JobScheduler, and the
-gateway extension that serves them."""
+"""capmesh.gateway.v1.JobService and google.longrunning.Operations over the JobScheduler."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 
+from capmesh.gateway.server.config import GatewaySettings
+from capmesh.gateway.server.files.index import decode_page_token, encode_page_token
+from capmesh.gateway.server.files.store import FileStore
 from capmesh.gateway.server.jobs.filtering import parse_filter
 from capmesh.gateway.server.jobs.record import TERMINAL_EVENTS, job_id_from_name
-from capmesh.gateway.server.jobs.scheduler import JobScheduler, JobSettings, new_owner_id
-from capmesh.gateway.server.files.index import decode_page_token, encode_page_token
+from capmesh.gateway.server.jobs.scheduler import JobScheduler, new_owner_id
+from capmesh.gateway.server.jobs.store_memory import MemoryJobStore
+from capmesh.gateway.server.jobs.store_redis import RedisJobStore
+from capmesh.gateway.server.registry.registry import Registry
+from capmesh.gateway.server.routing.router import Router
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
 from capmesh.gateway.v1 import job_service_pb2_grpc
 from capmesh.services.runtime.errors import InvalidArgument
@@ -141,32 +147,11 @@ def backend_capacity(registry):
     return capacity
 
 
-def build_scheduler(gateway) -> JobScheduler:
-    from capmesh.gateway.server.files.service import file_store_of
-    from capmesh.gateway.server.jobs.store_memory import MemoryJobStore
-    from capmesh.gateway.server.jobs.store_redis import RedisJobStore
-
-    store = RedisJobStore(gateway.redis) if gateway.redis is not None else MemoryJobStore()
-    scheduler = JobScheduler(store, gateway.router, file_store_of(gateway), JobSettings.from_gateway(gateway.settings),
-                             capacity=backend_capacity(gateway.registry),
-                             owner=new_owner_id(getattr(gateway, "instance_id", "") or gateway.settings.instance_id))
-    gateway.registry.add_listener(scheduler.wake)  # a backend appearing or healing frees capacity
+def build_scheduler(settings: GatewaySettings, registry: Registry, router: Router, files: FileStore, redis: Any,
+                    instance_id: str) -> JobScheduler:
+    """The job runner of a gateway: its jobs kept in Redis when the gateway uses it, else in memory."""
+    store = RedisJobStore(redis) if redis is not None else MemoryJobStore()
+    scheduler = JobScheduler(store, router, files, settings, capacity=backend_capacity(registry),
+                             owner=new_owner_id(instance_id))
+    registry.add_listener(scheduler.wake)  # a backend appearing or healing frees capacity
     return scheduler
-
-
-def build_job_extension(gateway):
-    """The jobs part of the gateway: JobService, google.longrunning.Operations and the scheduler.
-
-    The extension carries `scheduler` for the other parts of the gateway."""
-    from capmesh.gateway.server.app import Extension
-
-    scheduler = build_scheduler(gateway)
-    extension = Extension(
-        servicers=[(job_service_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(scheduler)),
-                   (operations_pb2_grpc.add_OperationsServicer_to_server, OperationsServicer(scheduler))],
-        service_names=[JOB_SERVICE, OPERATIONS_SERVICE],
-        start=scheduler.start,
-        stop=scheduler.stop,
-    )
-    extension.scheduler = scheduler
-    return extension

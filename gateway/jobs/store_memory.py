@@ -69,7 +69,8 @@ class MemoryJobStore:
         return record
 
     def _position(self, capability: str, score: int) -> int:
-        return sum(1 for s, job_id in self._queues.get(capability, []) if s < score and job_id in self._queued[capability])
+        queued = self._queued.get(capability, set())
+        return sum(1 for s, job_id in self._queues.get(capability, []) if s < score and job_id in queued)
 
     def _enqueue(self, capability: str, job_id: str, score: int) -> None:
         heapq.heappush(self._queues.setdefault(capability, []), (score, job_id))

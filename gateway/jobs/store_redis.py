@@ -311,7 +311,8 @@ class RedisJobStore:
         return [(job_id, what == "cancel") for job_id, what in pairs]
 
     async def overdue(self, now):
-        return [i.decode() for i in await self._redis.zrangebyscore(f"{self._p}jobs:deadlines", "-inf", int(now * 1000))]
+        due = await self._redis.zrangebyscore(f"{self._p}jobs:deadlines", "-inf", int(now * 1000))
+        return [i.decode() for i in due]
 
     def validate_event_id(self, event_id):
         if event_id and not _EVENT_ID.fullmatch(event_id):

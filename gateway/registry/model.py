@@ -122,7 +122,7 @@ class BackendEntry:
         self.last_error = ""
         self.last_error_wall: float | None = None
         self.last_success_wall: float | None = None
-        self.lease_expires = 0.0  # monotonic; registered backends in memory mode
+        self.registration_expires = 0.0  # monotonic; registered backends in memory mode (0: never)
         self.loaded: set[str] = set(record.loaded_models)
         self.retired = False  # removed from the registry; the channel closes once no call uses it
         self.channel = grpc.aio.insecure_channel(record.address, options=BACKEND_CHANNEL_OPTIONS)

@@ -1,8 +1,7 @@
 """The registry: every backend this gateway knows, its health, and change notification.
 
-Health follows the predecessor's lazy-validation design: a capability is never probed by running a
-task. The liveness probe (grpc.health.v1 Watch, see health.py) sets the first state; call outcomes
-drive it after that:
+Health is validated lazily: a capability is never probed by running a task. The liveness probe
+(grpc.health.v1 Watch, see health.py) sets the first state; call outcomes drive it after that:
 - UNKNOWN -> AVAILABLE when the probe says SERVING;
 - any state -> UNAVAILABLE when the backend is unreachable or NOT_SERVING;
 - `failure_threshold` backend-caused failures in a row -> ERROR with a cooldown and the last error;
@@ -80,8 +79,9 @@ class Registry:
             return record.services
         return tuple(name for name, info in self.catalog.items() if info.capability == record.capability)
 
-    def upsert(self, record: BackendRecord, *, lease_s: float | None = None) -> BackendEntry:
-        """Adds or updates a backend; a new address means a new entry (new channel, new probe)."""
+    def upsert(self, record: BackendRecord, *, ttl_s: float | None = None) -> BackendEntry:
+        """Adds or updates a backend; a new address means a new entry (new channel, new probe).
+        With `ttl_s`, the registration expires that long from now unless renewed (memory mode)."""
         entry = self.entries.get(record.backend_id)
         if entry is not None and entry.record.address == record.address and entry.record.services == record.services:
             if record != entry.record:
@@ -102,8 +102,8 @@ class Registry:
             log.info("backend.added", backend=record.backend_id, address=record.address,
                      capability=record.capability, source=record.source)
             self._notify()
-        if lease_s is not None:
-            entry.lease_expires = time.monotonic() + lease_s
+        if ttl_s is not None:
+            entry.registration_expires = time.monotonic() + ttl_s
         return entry
 
     def update_load(self, backend_id: str, loaded_models: tuple[str, ...]) -> None:
@@ -152,12 +152,12 @@ class Registry:
         info = self.catalog.get(service)
         return info.capability if info is not None else None
 
-    def expire_leases(self, now: float) -> list[str]:
-        """Registered backends (not static ones) whose lease ran out, removed (memory mode)."""
+    def expire_registrations(self, now: float) -> list[str]:
+        """Registered backends (not static ones) whose registration expired, removed (memory mode)."""
         expired = [e.backend_id for e in self.entries.values()
-                   if e.record.source != "static" and e.lease_expires and now > e.lease_expires]
+                   if e.record.source != "static" and e.registration_expires and now > e.registration_expires]
         for backend_id in expired:
-            log.warning("backend.lease_expired", backend=backend_id)
+            log.warning("backend.registration_expired", backend=backend_id)
             self.remove(backend_id)
         return expired
 

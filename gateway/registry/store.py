@@ -1,9 +1,10 @@
 """Where registrations live: in this gateway's memory, or in Redis shared by several gateways.
 
-Both stores apply every change to the local `Registry` at once (read-your-writes). The Redis store
-also keeps each registered backend as a record with a TTL (the lease), announces every change on a
-pub/sub channel that the other gateways apply, and resynchronises from Redis every heartbeat
-interval so that a missed announcement or an expired lease is noticed. Static backends are each
+Both apply every change to the local `Registry` at once (read-your-writes). A registration expires
+unless heartbeats renew it within `lease_s` (its TTL). The Redis one keeps each registered backend
+as a record with that TTL, announces every change on a pub/sub channel that the other gateways
+apply, and resynchronises from Redis every heartbeat interval so that a missed announcement or an
+expired registration is noticed. Static backends are each
 gateway's own configuration and never go to Redis.
 """
 
@@ -23,10 +24,12 @@ from capmesh.services.runtime.errors import Unavailable
 log = structlog.get_logger("capmesh.gateway.registry")
 
 
-class MemoryStore:
+class MemoryRegistrations:
+    """Registrations in this gateway's memory; expired ones are swept out."""
+
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._lease_s = registry.settings.lease_s
+        self._ttl_s = registry.settings.lease_s
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -38,13 +41,13 @@ class MemoryStore:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def put(self, record: BackendRecord) -> None:
-        self._registry.upsert(record, lease_s=self._lease_s)
+        self._registry.upsert(record, ttl_s=self._ttl_s)
 
     async def renew(self, backend_id: str, loaded_models: tuple[str, ...]) -> bool:
         entry = self._registry.entries.get(backend_id)
         if entry is None or entry.record.source == "static":
             return False
-        entry.lease_expires = time.monotonic() + self._lease_s
+        entry.registration_expires = time.monotonic() + self._ttl_s
         self._registry.update_load(backend_id, loaded_models)
         return True
 
@@ -52,10 +55,10 @@ class MemoryStore:
         return self._registry.remove(backend_id)
 
     async def _sweep(self) -> None:
-        interval = min(1.0, self._lease_s / 4)
+        interval = min(1.0, self._ttl_s / 4)
         while True:
-            await asyncio.sleep(interval)  # periodic lease check
-            self._registry.expire_leases(time.monotonic())
+            await asyncio.sleep(interval)  # periodic expiry check
+            self._registry.expire_registrations(time.monotonic())
 
 
 def _redis_unavailable(method):
@@ -70,13 +73,15 @@ def _redis_unavailable(method):
     return call
 
 
-class RedisStore:
+class RedisRegistrations:
+    """Registrations in Redis, shared by every gateway on it."""
+
     PREFIX = "capmesh:registry:"
 
     def __init__(self, registry: Registry, redis) -> None:
         self._registry = registry
         self._redis = redis
-        self._lease_ms = int(registry.settings.lease_s * 1000)
+        self._ttl_ms = int(registry.settings.lease_s * 1000)
         self._ids_key = self.PREFIX + "backends"
         self._channel = self.PREFIX + "changes"
         self._tasks: list[asyncio.Task] = []
@@ -102,7 +107,7 @@ class RedisStore:
     @_redis_unavailable
     async def put(self, record: BackendRecord) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._key(record.backend_id), record.to_json(), px=self._lease_ms)
+            pipe.set(self._key(record.backend_id), record.to_json(), px=self._ttl_ms)
             pipe.sadd(self._ids_key, record.backend_id)
             pipe.publish(self._channel, f"upsert {record.backend_id}")
             await pipe.execute()
@@ -117,11 +122,11 @@ class RedisStore:
         if set(record.loaded_models) != set(loaded_models):
             record = record.with_load(tuple(loaded_models))
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._key(backend_id), record.to_json(), px=self._lease_ms)
+                pipe.set(self._key(backend_id), record.to_json(), px=self._ttl_ms)
                 pipe.publish(self._channel, f"upsert {backend_id}")
                 await pipe.execute()
         else:
-            await self._redis.pexpire(self._key(backend_id), self._lease_ms)
+            await self._redis.pexpire(self._key(backend_id), self._ttl_ms)
         self._registry.upsert(record)
         return True
 
@@ -147,7 +152,7 @@ class RedisStore:
             self._registry.upsert(BackendRecord.from_json(raw))
         for backend_id, entry in list(self._registry.entries.items()):
             if entry.record.source != "static" and backend_id not in alive:
-                log.info("backend.lease_expired", backend=backend_id)
+                log.info("backend.registration_expired", backend=backend_id)
                 self._registry.remove(backend_id)
 
     async def _listen(self) -> None:

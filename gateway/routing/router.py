@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ from capmesh.gateway.server import metrics
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.registry.model import BackendEntry, State
 from capmesh.gateway.server.registry.registry import Registry
+from capmesh.gateway.server.routing.call import BackendCall, Metadata, Request, remaining_s
 from capmesh.gateway.server.routing.services import MethodInfo, is_reserved, service_of
 from capmesh.gateway.server.routing.wire import read_string_field
 from capmesh.services.runtime.errors import (
@@ -42,11 +43,10 @@ AFFINITY_PATIENCE_S = 0.5  # how long a call waits for a backend that has its mo
 UNLOAD_TIMEOUT_S = 60.0
 BUSY_RETRY_AFTER_S = 1.0
 
-Metadata = Sequence[tuple[str, str | bytes]]
 
-
-class Lease:
-    """A reserved slot on one backend; `release(code)` exactly once when the call ends."""
+class Slot:
+    """A reserved place for one call on one backend (counted against its max_concurrency);
+    `release(code)` exactly once when the call ends (later calls do nothing)."""
 
     __slots__ = ("router", "entry", "capability", "model", "_released")
 
@@ -79,14 +79,6 @@ class _Blocked(Exception):
         self.error = error
         self.wait = wait
         self.for_affinity = for_affinity  # only because a backend with the model loaded is busy
-
-
-def retryable_before_output(exc: grpc.aio.AioRpcError) -> bool:
-    return exc.code() is grpc.StatusCode.UNAVAILABLE
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class Router:
@@ -122,9 +114,18 @@ class Router:
             raise NotFound(f"no capability serves {method}", reason="METHOD_NOT_FOUND")
         return capability
 
+    def call(self, method: str, request: Request, *, metadata: Metadata = (), deadline: float | None = None,
+             on_backend: Callable[[str], None] | None = None) -> BackendCall:
+        """A call of `method` ("/package.Service/Method") on a healthy backend, for callers inside the
+        gateway (job runner, HTTP bridge); NotFound when no capability serves the method."""
+        info = self.method_info(method)
+        if info is None:
+            raise NotFound(f"no capability serves {method}", reason="METHOD_NOT_FOUND")
+        return BackendCall(self, info, request, metadata=metadata, deadline=deadline, on_backend=on_backend)
+
     # -- choosing -------------------------------------------------------------------------------
     async def acquire(self, info: MethodInfo, request: bytes | None, *, deadline: float | None = None,
-                      exclude: frozenset[str] | set[str] = frozenset()) -> Lease:
+                      exclude: frozenset[str] | set[str] = frozenset()) -> Slot:
         """Reserves a slot on the best backend for the call, waiting in the queue if all are busy."""
         capability = self.registry.capability_for_service(info.service) or info.service
         started = time.monotonic()
@@ -229,13 +230,13 @@ class Router:
         # Switching the group to this member needs every other member idle first.
         return all(m.in_flight == 0 for m in self._group_members(group_name) if m is not entry)
 
-    async def _reserve(self, entry: BackendEntry, capability: str, model: str, deadline: float | None) -> Lease:
+    async def _reserve(self, entry: BackendEntry, capability: str, model: str, deadline: float | None) -> Slot:
         entry.in_flight += 1
         self._in_flight_gauge(capability).inc()
-        lease = Lease(self, entry, capability, model)
+        slot = Slot(self, entry, capability, model)
         group_name = entry.record.device_group
         if not self.exclusive or not group_name:
-            return lease
+            return slot
         try:
             group = self._groups.setdefault(group_name, _Group())
             if group.holder != entry.backend_id:
@@ -243,9 +244,9 @@ class Router:
             elif not group.ready.is_set():
                 await group.ready.wait()
         except BaseException:
-            lease.release(grpc.StatusCode.CANCELLED)
+            slot.release(grpc.StatusCode.CANCELLED)
             raise
-        return lease
+        return slot
 
     async def _switch(self, group: _Group, group_name: str, entry: BackendEntry, deadline: float | None) -> None:
         """Makes `entry` the group's holder: every other member that holds models unloads first."""
@@ -255,7 +256,7 @@ class Router:
         try:
             holders = [m for m in self._group_members(group_name)
                        if m is not entry and (m.backend_id == previous or m.loaded)]
-            timeout = min(UNLOAD_TIMEOUT_S, _remaining(deadline) or UNLOAD_TIMEOUT_S)
+            timeout = min(UNLOAD_TIMEOUT_S, remaining_s(deadline) or UNLOAD_TIMEOUT_S)
             for member in holders:
                 log.info("gpu_group.unload", group=group_name, holder=member.backend_id, next=entry.backend_id)
                 try:
@@ -269,16 +270,16 @@ class Router:
             group.ready.set()
 
     # -- bookkeeping ----------------------------------------------------------------------------
-    def _release(self, lease: Lease, code: grpc.StatusCode, message: str) -> None:
-        entry = lease.entry
+    def _release(self, slot: Slot, code: grpc.StatusCode, message: str) -> None:
+        entry = slot.entry
         entry.in_flight -= 1
-        self._in_flight_gauge(lease.capability).dec()
+        self._in_flight_gauge(slot.capability).dec()
         if entry.retired:
             if entry.in_flight == 0:
                 asyncio.get_running_loop().create_task(entry.close())
         else:
-            if code is grpc.StatusCode.OK and lease.model:
-                entry.loaded.add(lease.model)
+            if code is grpc.StatusCode.OK and slot.model:
+                entry.loaded.add(slot.model)
             self.registry.on_call_result(entry, code, message)
         self._wake_waiters()
 
@@ -298,85 +299,3 @@ class Router:
         depth = self.registry.queued.get(capability, 0) + delta
         self.registry.queued[capability] = depth
         metrics.route_queue_depth.labels(capability).set(depth)
-
-    # -- calls (used by the job runner; the proxy relays metadata itself) ------------------------
-    def _info(self, method: str) -> MethodInfo:
-        info = self.method_info(method)
-        if info is None:
-            raise NotFound(f"no capability serves {method}", reason="METHOD_NOT_FOUND")
-        return info
-
-    async def _lease_or_last_error(self, info: MethodInfo, request: bytes, deadline: float | None,
-                                   exclude: set[str], last_error: grpc.aio.AioRpcError | None) -> Lease:
-        """A lease on a backend not yet tried; when none is left after a retried failure, that real
-        failure rather than the routing error."""
-        try:
-            return await self.acquire(info, request, deadline=deadline, exclude=exclude)
-        except CapmeshError:
-            if last_error is not None:
-                raise last_error from None
-            raise
-
-    async def unary(self, method: str, request: bytes, *, metadata: Metadata = (),
-                    timeout: float | None = None) -> bytes:
-        """One unary call on a healthy backend; UNAVAILABLE is retried on another one."""
-        info = self._info(method)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        exclude: set[str] = set()
-        last_error: grpc.aio.AioRpcError | None = None
-        while True:
-            lease = await self._lease_or_last_error(info, request, deadline, exclude, last_error)
-            code, details = grpc.StatusCode.CANCELLED, ""
-            try:
-                response = await lease.entry.unary(method)(request, metadata=metadata, timeout=_remaining(deadline))
-                code = grpc.StatusCode.OK
-                return response
-            except grpc.aio.AioRpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-                if not retryable_before_output(exc) or (deadline is not None and time.monotonic() >= deadline):
-                    raise
-                exclude.add(lease.entry.backend_id)
-                last_error = exc
-            finally:
-                lease.release(code, details)
-
-    async def stream(self, method: str, request: bytes, *, metadata: Metadata = (), timeout: float | None = None,
-                     on_backend: Callable[[str], None] | None = None) -> AsyncIterator[bytes]:
-        """The raw response messages of a server-streaming call. UNAVAILABLE before the first
-        message is retried on another backend; after it, never. Closing the iterator (or
-        cancelling its consumer) cancels the backend call."""
-        info = self._info(method)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        exclude: set[str] = set()
-        last_error: grpc.aio.AioRpcError | None = None
-        while True:
-            lease = await self._lease_or_last_error(info, request, deadline, exclude, last_error)
-            if on_backend is not None:
-                on_backend(lease.entry.backend_id)
-            if not info.server_streaming:
-                call = None
-            else:
-                call = lease.entry.unary_stream(method)(request, metadata=metadata, timeout=_remaining(deadline))
-            code, details, relayed = grpc.StatusCode.CANCELLED, "", False
-            try:
-                if call is None:
-                    message = await lease.entry.unary(method)(request, metadata=metadata, timeout=_remaining(deadline))
-                    relayed = True
-                    yield message
-                else:
-                    while (message := await call.read()) is not grpc.aio.EOF:
-                        relayed = True
-                        yield message
-                code = grpc.StatusCode.OK
-                return
-            except grpc.aio.AioRpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-                out_of_time = deadline is not None and time.monotonic() >= deadline
-                if relayed or not retryable_before_output(exc) or out_of_time:
-                    raise
-                exclude.add(lease.entry.backend_id)
-                last_error = exc
-            finally:
-                if call is not None and code is grpc.StatusCode.CANCELLED:
-                    call.cancel()
-                lease.release(code, details)

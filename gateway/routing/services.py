@@ -7,20 +7,11 @@ the model loaded without parsing the request).
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import FieldDescriptor
 
-# The generated modules of every capability contract; importing them also puts their descriptors
-# in the default pool, which reflection reads.
-CAPABILITY_PROTO_MODULES: dict[str, str] = {
-    "tts": "capmesh.tts.v1.tts_service_pb2",
-    "llm": "capmesh.llm.v1.llm_service_pb2",
-    "videogen": "capmesh.videogen.v1.videogen_service_pb2",
-    "imagegen": "capmesh.imagegen.v1.imagegen_service_pb2",
-    "talkinghead": "capmesh.talkinghead.v1.talkinghead_service_pb2",
-}
+from capmesh.services.catalog import CAPABILITIES
 
 # Services a backend may never claim: the gateway serves these itself.
 RESERVED_SERVICE_PREFIXES = ("grpc.", "capmesh.gateway.", "capmesh.admin.", "google.longrunning.")
@@ -54,9 +45,8 @@ def _model_field_number(message_descriptor) -> int:
 def load_catalog() -> dict[str, ServiceInfo]:
     """Every service of every capability contract, by full name."""
     catalog: dict[str, ServiceInfo] = {}
-    for capability, module_name in CAPABILITY_PROTO_MODULES.items():
-        module = importlib.import_module(module_name)
-        for service in module.DESCRIPTOR.services_by_name.values():
+    for capability in CAPABILITIES:
+        for service in capability.services():
             methods = tuple(
                 MethodInfo(
                     path=f"/{service.full_name}/{m.name}",
@@ -67,7 +57,7 @@ def load_catalog() -> dict[str, ServiceInfo]:
                 )
                 for m in service.methods
             )
-            catalog[service.full_name] = ServiceInfo(service.full_name, capability, methods)
+            catalog[service.full_name] = ServiceInfo(service.full_name, capability.name, methods)
     return catalog
 
 

@@ -1,4 +1,4 @@
-"""Calls OpenAI-compatible HTTP APIs with the predecessor's retry policy.
+"""Calls OpenAI-compatible HTTP APIs, retrying what a retry can fix and naming what it cannot:
 
 - timeouts, dropped connections and 5xx: retried up to `max_retries` times with exponential
   backoff and full jitter;
@@ -18,8 +18,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -34,41 +33,51 @@ from capmesh.services.runtime.errors import (
     Unauthenticated,
     Unavailable,
 )
+from capmesh.services.runtime.settings import env_name
 
 log = structlog.get_logger("capmesh.remote_http")
 
 CONTENT_POLICY_MARKERS = ("content_policy", "content_filter", "safety", "moderation", "policy_violation")
+BACKOFF_MAX_S = 20.0  # the longest wait between two attempts, however many failed
 
 
-@dataclass(frozen=True)
-class RemoteApiConfig:
-    """Where the API is and how to call it; `key_setting` names the variable that holds the key."""
+class RemoteApiSettings(Protocol):
+    """The `openai_*` settings every capability with a remote engine has."""
 
-    base_url: str
-    api_key: str = ""
-    key_setting: str = "CAPMESH_<SERVICE>_OPENAI_API_KEY"
-    timeout_s: float = 60.0
-    max_retries: int = 3
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 20.0
+    @property
+    def openai_base_url(self) -> str: ...
 
-    def __repr__(self) -> str:  # never show the key
-        return f"RemoteApiConfig(base_url={self.base_url!r}, api_key={'***' if self.api_key else ''!r})"
+    @property
+    def openai_api_key(self) -> str: ...
+
+    @property
+    def openai_timeout_s(self) -> float: ...
+
+    @property
+    def openai_max_retries(self) -> int: ...
+
+    @property
+    def openai_backoff_base_s(self) -> float: ...
 
 
 class RemoteApiClient:
-    """A synchronous client (engines run in worker threads) for one OpenAI-compatible API."""
+    """A synchronous client (engines run in worker threads) for one OpenAI-compatible API.
 
-    def __init__(self, config: RemoteApiConfig, *, transport: httpx.BaseTransport | None = None) -> None:
-        self.config = config
+    `env_prefix` is the capability's settings prefix: errors about the key name its variable."""
+
+    def __init__(self, settings: RemoteApiSettings, env_prefix: str) -> None:
+        self.base_url = settings.openai_base_url
+        self._key_setting = env_name(env_prefix, "openai_api_key")
+        self._max_retries = settings.openai_max_retries
+        self._backoff_base_s = settings.openai_backoff_base_s
         headers = {"User-Agent": "capmesh"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
+        if settings.openai_api_key:
+            headers["Authorization"] = f"Bearer {settings.openai_api_key}"
+        timeout_s = settings.openai_timeout_s
         self._http = httpx.Client(
-            base_url=config.base_url.rstrip("/") + "/",
+            base_url=self.base_url.rstrip("/") + "/",
             headers=headers,
-            timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
-            transport=transport,
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
         )
 
     def close(self) -> None:
@@ -91,12 +100,15 @@ class RemoteApiClient:
                 cancel.raise_if_cancelled()
                 yield line
         except (httpx.TransportError, httpx.TimeoutException) as exc:
-            raise Unavailable(f"the remote API dropped the stream: {type(exc).__name__}", reason="REMOTE_STREAM_BROKEN") from exc
+            raise Unavailable(f"the remote API dropped the stream: {type(exc).__name__}",
+                              reason="REMOTE_STREAM_BROKEN") from exc
         finally:
             response.close()
 
     # -- retry policy --------------------------------------------------------------------------
-    def _with_retries(self, method: str, path: str, body: dict[str, Any], cancel: CancelToken, *, stream: bool) -> httpx.Response:
+    def _with_retries(
+        self, method: str, path: str, body: dict[str, Any], cancel: CancelToken, *, stream: bool
+    ) -> httpx.Response:
         attempt = 0
         while True:
             cancel.raise_if_cancelled()
@@ -106,7 +118,7 @@ class RemoteApiClient:
                 response = self._http.send(request, stream=stream)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 failure: CapmeshError = Unavailable(
-                    f"the remote API at {self.config.base_url} did not answer: {type(exc).__name__}",
+                    f"the remote API at {self.base_url} did not answer: {type(exc).__name__}",
                     reason="REMOTE_UNREACHABLE",
                 )
                 delay = self._backoff(attempt)
@@ -117,7 +129,7 @@ class RemoteApiClient:
                     response.read()
                 response.close()
                 failure, delay = self._classify(response, attempt)
-            if delay is None or attempt >= self.config.max_retries:
+            if delay is None or attempt >= self._max_retries:
                 raise failure
             attempt += 1
             log.warning("remote_api.retry", path=path, attempt=attempt, delay_s=round(delay, 3), error=failure.message)
@@ -125,19 +137,19 @@ class RemoteApiClient:
                 cancel.raise_if_cancelled()
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * (2**attempt))
+        ceiling = min(BACKOFF_MAX_S, self._backoff_base_s * (2**attempt))
         return random.uniform(0, ceiling)
 
     def _classify(self, response: httpx.Response, attempt: int) -> tuple[CapmeshError, float | None]:
         """Maps an error response to (the error to raise, the delay before a retry or None)."""
         status = response.status_code
         message, code = _error_text(response)
-        where = f"the remote API at {self.config.base_url}"
+        where = f"the remote API at {self.base_url}"
         if status == 401:
-            return Unauthenticated(f"{where} rejected the API key (401): check {self.config.key_setting}",
+            return Unauthenticated(f"{where} rejected the API key (401): check {self._key_setting}",
                                    reason="REMOTE_UNAUTHENTICATED"), None
         if status == 403:
-            return PermissionDenied(f"{where} refused access (403): check that {self.config.key_setting} may use this model",
+            return PermissionDenied(f"{where} refused access (403): check that {self._key_setting} may use this model",
                                     reason="REMOTE_PERMISSION_DENIED"), None
         if status == 429:
             retry_after = _retry_after_seconds(response)
@@ -145,9 +157,11 @@ class RemoteApiClient:
             return Unavailable(f"{where} is rate limiting (429): {message}", retry_after_s=delay,
                                reason="REMOTE_RATE_LIMITED"), delay
         if status >= 500:
-            return Unavailable(f"{where} failed ({status}): {message}", reason="REMOTE_SERVER_ERROR"), self._backoff(attempt)
+            failure = Unavailable(f"{where} failed ({status}): {message}", reason="REMOTE_SERVER_ERROR")
+            return failure, self._backoff(attempt)
         if any(marker in (code or "").lower() or marker in message.lower() for marker in CONTENT_POLICY_MARKERS):
-            return FailedPrecondition(f"{where} rejected the content: {message}", reason="CONTENT_POLICY_VIOLATION"), None
+            return FailedPrecondition(f"{where} rejected the content: {message}",
+                                      reason="CONTENT_POLICY_VIOLATION"), None
         return InvalidArgument([FieldViolation("request", f"{where} refused the request ({status}): {message}")],
                                reason="REMOTE_REJECTED"), None
 

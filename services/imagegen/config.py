@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capmesh.services.diffusion.placement import Offload, check_placement_settings
-from capmesh.services.runtime.settings import MiB, ServerSettings, check, load_settings
+from capmesh.services.runtime.settings import MiB, ServerSettings, check
 from capmesh.services.runtime.tiny import TINY
 
 ENV_PREFIX = "IMAGEGEN"
@@ -72,7 +72,3 @@ def parse_size(text: str) -> tuple[int, int] | None:
     if not sep or not width.isdigit() or not height.isdigit() or int(width) <= 0 or int(height) <= 0:
         return None
     return int(width), int(height)
-
-
-def load_imagegen_settings(overrides: dict | None = None, environ: dict | None = None) -> ImagegenSettings:
-    return load_settings(ImagegenSettings, ENV_PREFIX, overrides, environ)

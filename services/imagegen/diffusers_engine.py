@@ -18,7 +18,7 @@ from capmesh.services.imagegen import tiny
 from capmesh.services.imagegen.config import ImagegenSettings
 from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageChunk, ImageRequest, ImagesResult
 from capmesh.services.imagegen.geometry import ImageGeometry, image_geometry, text_to_image_class_names
-from capmesh.services.imagegen.validation import ImageJob, ImageLimits, validate_request
+from capmesh.services.imagegen.validation import ImageJob, validate_request
 from capmesh.services.runtime.cancellation import CancelToken
 
 log = structlog.get_logger("capmesh.imagegen")
@@ -51,10 +51,6 @@ class RenderedImages:
 
 
 class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
-    def __init__(self, settings: ImagegenSettings) -> None:
-        super().__init__(settings)
-        self._limits = ImageLimits.from_settings(settings)
-
     # -- models --------------------------------------------------------------------------------
     def _read_spec(self, name: str) -> ModelSpec:
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
@@ -95,7 +91,7 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
         """Validates, loads and runs the pipeline: the images before PNG encoding."""
         name = self.models.resolve(request.model)
         spec = self.spec(name)
-        job = validate_request(request, self._limits, spec.geometry, spec.defaults)
+        job = validate_request(request, self._settings, spec.geometry, spec.defaults)
         run = self.run_pipeline(name, _pipeline_call(job), cancel, emit)
         return RenderedImages(to_uint8(np.asarray(run.output.images)), job, run.times, name, run.random_weights,
                               run.steps, run.seconds_per_step)

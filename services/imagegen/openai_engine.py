@@ -17,17 +17,16 @@ import httpx
 import structlog
 from PIL import Image
 
-from capmesh.services.common.remote_http import RemoteApiClient, RemoteApiConfig
+from capmesh.services.common.remote_http import RemoteApiClient
 from capmesh.services.diffusion.checkpoints import GenerationDefaults
 from capmesh.services.diffusion.media import chunks
 from capmesh.services.imagegen.config import ENV_PREFIX, ImagegenSettings, parse_size
 from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageChunk, ImageRequest, ImagesResult
-from capmesh.services.imagegen.validation import ImageLimits, validate_request
+from capmesh.services.imagegen.validation import validate_request
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import Unavailable
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
 from capmesh.services.runtime.progress import ProgressUpdate
-from capmesh.services.runtime.settings import env_name
 
 log = structlog.get_logger("capmesh.imagegen")
 
@@ -39,12 +38,7 @@ class OpenAIImageEngine:
 
     def __init__(self, settings: ImagegenSettings) -> None:
         self._settings = settings
-        self._limits = ImageLimits.from_settings(settings)
-        self._client = RemoteApiClient(RemoteApiConfig(
-            base_url=settings.openai_base_url, api_key=settings.openai_api_key,
-            key_setting=env_name(ENV_PREFIX, "openai_api_key"), timeout_s=settings.openai_timeout_s,
-            max_retries=settings.openai_max_retries, backoff_base_s=settings.openai_backoff_base_s,
-        ))
+        self._client = RemoteApiClient(settings, ENV_PREFIX)
         self._downloads = httpx.Client(timeout=settings.openai_timeout_s, follow_redirects=True)
         # Remote models need no loading; the manager still gives status and the served-model list.
         self.models = ModelManager(self._describe, settings.served_models, residency=settings.residency,
@@ -56,7 +50,7 @@ class OpenAIImageEngine:
 
     def generate(self, request: ImageRequest, cancel: CancelToken, emit) -> ImagesResult:
         name = self.models.resolve(request.model)
-        job = validate_request(request, self._limits, None, GenerationDefaults())
+        job = validate_request(request, self._settings, None, GenerationDefaults())
         default_width, default_height = parse_size(self._settings.openai_default_size)
         size = f"{job.width or default_width}x{job.height or default_height}"
         body: dict[str, object] = {"model": name, "prompt": job.prompt, "n": job.num_images, "size": size}

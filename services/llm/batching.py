@@ -34,7 +34,7 @@ from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult, Fi
 from capmesh.services.llm.engine import Delivery, LlmEngine, Outbox, Sink, Submission
 from capmesh.services.llm.sampling import SamplingParams, choose_tokens
 from capmesh.services.llm.tiny import tiny_path
-from capmesh.services.llm.validation import ChatLimits, prompt_too_long, validate
+from capmesh.services.llm.validation import prompt_too_long, validate
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import CapmeshError, Internal, InvalidArgument, ResourceExhausted, Unavailable
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager, torch_module_bytes
@@ -280,12 +280,9 @@ class TransformersChatEngine(LlmEngine):
         self.models.ensure_loaded(self.model_name)
 
     # -- requests ------------------------------------------------------------------------------
-    def limits(self) -> ChatLimits:
-        return ChatLimits(self._context_window or UNKNOWN_CONTEXT, self.settings.max_stop_sequences)
-
     def submit(self, request: ChatRequest, cancel: CancelToken, sink: Sink) -> Submission:
         model_name = self.models.resolve(request.model)
-        validate(request, self.limits())
+        validate(request, self.settings, self._context_window or UNKNOWN_CONTEXT)
         submission = Submission()
         seq = _Sequence(request, cancel, sink, submission, model_name)
         with self._cond:

@@ -15,11 +15,11 @@ from typing import Any
 
 import structlog
 
-from capmesh.services.common.remote_http import RemoteApiClient, RemoteApiConfig
+from capmesh.services.common.remote_http import RemoteApiClient
 from capmesh.services.llm.config import ENV_PREFIX, LlmSettings
 from capmesh.services.llm.domain import ChatRequest, ChatResult, FinishReason, TextDelta
 from capmesh.services.llm.engine import LlmEngine, Sink, Submission
-from capmesh.services.llm.validation import ChatLimits, validate
+from capmesh.services.llm.validation import validate
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import (
     Cancelled,
@@ -31,7 +31,6 @@ from capmesh.services.runtime.errors import (
     Unavailable,
 )
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
-from capmesh.services.runtime.settings import env_name
 
 log = structlog.get_logger("capmesh.llm")
 
@@ -45,14 +44,7 @@ class OpenAIChatEngine(LlmEngine):
 
     def __init__(self, settings: LlmSettings) -> None:
         self.settings = settings
-        self.client = RemoteApiClient(RemoteApiConfig(
-            base_url=settings.openai_base_url,
-            api_key=settings.openai_api_key,
-            key_setting=env_name(ENV_PREFIX, "openai_api_key"),
-            timeout_s=settings.openai_timeout_s,
-            max_retries=settings.openai_max_retries,
-            backoff_base_s=settings.openai_backoff_base_s,
-        ))
+        self.client = RemoteApiClient(settings, ENV_PREFIX)
         # Nothing to load: the manager still gives the status RPC and NOT_FOUND for unknown names.
         self.models = ModelManager(
             lambda name: LoadedModel(handle=self.client, device="remote", details={
@@ -65,7 +57,7 @@ class OpenAIChatEngine(LlmEngine):
 
     def submit(self, request: ChatRequest, cancel: CancelToken, sink: Sink) -> Submission:
         model = self.models.resolve(request.model)
-        validate(request, ChatLimits(self.settings.openai_context, self.settings.max_stop_sequences))
+        validate(request, self.settings, self.settings.openai_context)
         with self._lock:
             if self._in_flight >= self.settings.max_batch_size + self.settings.max_waiting:
                 raise ResourceExhausted(f"{self._in_flight} remote chat calls are already running", retry_after_s=1.0)

@@ -1,8 +1,9 @@
 """The LlmService servicer: converts, runs the engine's stream, converts back.
 
-Calls bypass the runtime's worker-thread bridge on purpose: the transformers engine already runs
-every request in its own scheduler thread, so a call here only awaits its stream. The runtime's
-admission still bounds the calls in flight, and the engine's queue bounds the waiting requests.
+Calls skip the runtime's worker threads (`Runtime.events`) on purpose: the transformers engine
+already runs every request in its own scheduler thread, so a call here only awaits its stream. The
+runtime's admission still bounds the calls in flight, and the engine's queue bounds the waiting
+requests.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from capmesh.services.llm import convert
 from capmesh.services.llm.domain import ChatEvent, ChatRequest, ChatResult
 from capmesh.services.llm.engine import LlmEngine
 from capmesh.services.runtime.protoconv import model_info_to_proto
-from capmesh.services.runtime.server import CapabilityService
-from capmesh.services.runtime.streaming import token_for
+from capmesh.services.runtime.streaming import Runtime, token_for
 
 
 class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
-    def __init__(self, engine: LlmEngine) -> None:
+    def __init__(self, engine: LlmEngine, runtime: Runtime) -> None:
         self.engine = engine
-        self.service: CapabilityService | None = None  # set by build_service
+        self.runtime = runtime
 
     async def Chat(self, request, context):
         result = None
@@ -43,7 +43,7 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
 
     async def _answer(self, request: ChatRequest, context) -> AsyncIterator[ChatEvent]:
         cancel = token_for(context)
-        async with self.service.admission.slot():
+        async with self.runtime.slot():
             async for event in self.engine.stream(request, cancel):
                 if isinstance(event, ChatResult) and event.finish_reason == "cancelled":
                     cancel.raise_if_cancelled()  # CANCELLED or DEADLINE_EXCEEDED, as the caller caused

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
+from capmesh.services.llm.config import LlmSettings
 from capmesh.services.llm.domain import ROLES, ChatRequest
 from capmesh.services.runtime.errors import InvalidArgument, Violations
 
 MAX_SEED = 2**63 - 1
 
 
-@dataclass(frozen=True)
-class ChatLimits:
-    context_window: int  # tokens the model sees at once: the prompt plus the answer
-    max_stop_sequences: int = 4
-
-
-def validate(request: ChatRequest, limits: ChatLimits) -> None:
-    """Raises InvalidArgument naming every field that breaks a rule."""
+def validate(request: ChatRequest, settings: LlmSettings, context_window: int) -> None:
+    """Raises InvalidArgument naming every field that breaks a rule; `context_window` is the number of
+    tokens the model sees at once (the prompt plus the answer)."""
     v = Violations()
     v.check(bool(request.messages), "messages", "must hold at least one message")
     for i, message in enumerate(request.messages):
@@ -30,10 +25,10 @@ def validate(request: ChatRequest, limits: ChatLimits) -> None:
             "must be greater than 0 and at most 1")
     if request.max_tokens is not None:
         v.check(request.max_tokens > 0, "max_tokens", "must be greater than 0")
-        v.check(request.max_tokens < limits.context_window, "max_tokens",
-                f"must be less than the model's context window of {limits.context_window} tokens")
-    v.check(len(request.stop) <= limits.max_stop_sequences, "stop",
-            f"must hold at most {limits.max_stop_sequences} stop sequences (got {len(request.stop)})")
+        v.check(request.max_tokens < context_window, "max_tokens",
+                f"must be less than the model's context window of {context_window} tokens")
+    v.check(len(request.stop) <= settings.max_stop_sequences, "stop",
+            f"must hold at most {settings.max_stop_sequences} stop sequences (got {len(request.stop)})")
     for i, stop in enumerate(request.stop):
         v.check(bool(stop), f"stop[{i}]", "must not be empty")
     if request.seed is not None:

@@ -22,10 +22,15 @@ class FieldViolation:
 
 
 class CapmeshError(Exception):
-    """Base class: a failure with a canonical code, a machine-readable reason and a message."""
+    """Base class: a failure with a canonical code, a machine-readable reason and a message.
+
+    `retry_after_s` tells the caller when trying again may succeed (sent as RetryInfo); only the
+    kinds of failure that are worth retrying (full, unavailable) set it.
+    """
 
     code = "INTERNAL"
     default_reason = "INTERNAL"
+    default_retry_after_s: float | None = None
 
     def __init__(
         self,
@@ -33,11 +38,13 @@ class CapmeshError(Exception):
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
+        self.retry_after_s = self.default_retry_after_s if retry_after_s is None else retry_after_s
 
 
 class InvalidArgument(CapmeshError):
@@ -61,11 +68,6 @@ class NotFound(CapmeshError):
     default_reason = "NOT_FOUND"
 
 
-class AlreadyExists(CapmeshError):
-    code = "ALREADY_EXISTS"
-    default_reason = "ALREADY_EXISTS"
-
-
 class FailedPrecondition(CapmeshError):
     """A valid request that the current state refuses (no face in the image, a model not loaded)."""
 
@@ -78,10 +80,7 @@ class ResourceExhausted(CapmeshError):
 
     code = "RESOURCE_EXHAUSTED"
     default_reason = "QUEUE_FULL"
-
-    def __init__(self, message: str, *, retry_after_s: float = 1.0, reason: str | None = None, metadata=None):
-        super().__init__(message, reason=reason, metadata=metadata)
-        self.retry_after_s = retry_after_s
+    default_retry_after_s = 1.0
 
 
 class Unavailable(CapmeshError):
@@ -89,10 +88,6 @@ class Unavailable(CapmeshError):
 
     code = "UNAVAILABLE"
     default_reason = "UNAVAILABLE"
-
-    def __init__(self, message: str, *, retry_after_s: float | None = None, reason: str | None = None, metadata=None):
-        super().__init__(message, reason=reason, metadata=metadata)
-        self.retry_after_s = retry_after_s
 
 
 class Unauthenticated(CapmeshError):

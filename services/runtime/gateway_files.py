@@ -11,10 +11,10 @@ from capmesh.services.runtime.settings import ServerSettings
 
 
 class GatewayFiles:
-    def __init__(self, settings: ServerSettings, max_bytes: int = 512 * 1024 * 1024) -> None:
+    def __init__(self, settings: ServerSettings) -> None:
         self._settings = settings
         self._address = settings.gateway
-        self._max_bytes = max_bytes
+        self._max_bytes = settings.max_file_bytes  # the same limit the gateway stores files under
         self._channel: grpc.aio.Channel | None = None
 
     async def fetch(self, file_id: str, field: str) -> bytes:

@@ -14,6 +14,7 @@ import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import structlog
@@ -34,7 +35,8 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
 
 
 class _Call:
-    """What the interceptor does around one call, shared by the four handler shapes."""
+    """What the interceptor does around one call, whatever the handler's shape: `async with _Call(...)`
+    binds the request id to the logs and echoes it, and turns what the handler raises into a status."""
 
     def __init__(self, method: str, context: grpc.aio.ServicerContext, echo: bool) -> None:
         self.method = method
@@ -43,42 +45,40 @@ class _Call:
         self.request_id = request_id_of(context)
         self.started = time.monotonic()
 
-    async def begin(self) -> None:
+    async def __aenter__(self) -> None:
         structlog.contextvars.bind_contextvars(request_id=self.request_id, rpc=self.method)
         if self.echo:
             await self.context.send_initial_metadata(((REQUEST_ID_KEY, self.request_id),))
 
-    async def fail(self, exc: BaseException) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            # An abort the handler chose, and cancellation (BaseException), pass through unchanged.
+            if exc is None or isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+                return False
+            await self._fail(exc)  # aborts the call, which raises
+            return True
+        finally:
+            log.debug("rpc.done", ms=self._elapsed_ms())
+            structlog.contextvars.unbind_contextvars("request_id", "rpc")
+
+    async def _fail(self, exc: Exception) -> None:
         if isinstance(exc, CapmeshError):
-            log.info("rpc.failed", code=exc.code, reason=exc.reason, error=exc.message,
-                     ms=round((time.monotonic() - self.started) * 1000, 1))
+            log.info("rpc.failed", code=exc.code, reason=exc.reason, error=exc.message, ms=self._elapsed_ms())
             await abort_with_error(self.context, exc)
         log.error("rpc.crashed", exc_info=exc)
         await abort_with_error(self.context, Internal(
             f"internal error while handling {self.method}; request id {self.request_id}", reason="INTERNAL"))
 
-    def done(self) -> None:
-        log.debug("rpc.done", ms=round((time.monotonic() - self.started) * 1000, 1))
-        structlog.contextvars.unbind_contextvars("request_id", "rpc")
-
-
-_PASS_THROUGH = (grpc.aio.AbortError,)
+    def _elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 1)
 
 
 def _wrap_coroutine(inner, method: str, echo: bool):
     """Wraps a unary-response handler (its first argument is a request or a request iterator)."""
 
     async def handle(request, context):
-        call = _Call(method, context, echo)
-        await call.begin()
-        try:
+        async with _Call(method, context, echo):
             return await inner(request, context)
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.done()
 
     return handle
 
@@ -90,17 +90,9 @@ def _wrap_stream(inner, method: str, echo: bool):
         return _wrap_coroutine(inner, method, echo)
 
     async def handle(request, context) -> AsyncIterator:
-        call = _Call(method, context, echo)
-        await call.begin()
-        try:
+        async with _Call(method, context, echo):
             async for message in inner(request, context):
                 yield message
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.done()
 
     return handle
 

@@ -1,7 +1,7 @@
-"""Model lifecycle, after the predecessor's ModelManager: lazy or eager load, residency, unload.
+"""Model lifecycle: lazy or eager load, residency, unload.
 
 Engines give the manager a `load(name) -> LoadedModel` function. The manager loads a model on first
-use (or at start with `eager=True`), keeps it while the policy says so (`resident`, or `idle` which
+use (or at start, when the `eager_load` setting asks for it), keeps it while the policy says so (`resident`, or `idle` which
 unloads after `idle_unload_s` seconds without use), unloads on request once no call is using it,
 and reports what is loaded for the status RPC. Unloading drops every reference the manager holds,
 runs the model's own release hook, collects garbage and, on CUDA, empties the allocator cache, so

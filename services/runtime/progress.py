@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -20,21 +19,11 @@ class ProgressUpdate:
     queue_position: int = 0
 
 
-ProgressCallback = Callable[[ProgressUpdate], None]
-
-
-def ignore_progress(_: ProgressUpdate) -> None:
-    """The callback for callers that do not want progress."""
-
-
 class StepTimer:
     """Measures step durations to estimate the time left (ETA) from the mean step time so far."""
 
     def __init__(self, total_steps: int) -> None:
         self.total_steps = total_steps
-        self._start = time.monotonic()
-
-    def restart(self) -> None:
         self._start = time.monotonic()
 
     def eta_after(self, steps_done: int) -> float | None:

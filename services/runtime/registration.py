@@ -36,7 +36,7 @@ def backend_of(running) -> pb.Backend:
     device = str(getattr(settings, "device", "") or "")
     if models is not None:
         device = next((s.device for s in models.status() if s.device), device)
-    from capmesh.services.runtime.server import VERSION
+    from capmesh import __version__
 
     return pb.Backend(
         backend_id=f"{service.capability}-{address}".replace(":", "-").replace("/", "-"),
@@ -48,7 +48,7 @@ def backend_of(running) -> pb.Backend:
         max_concurrency=settings.max_concurrency,
         device=device or "cpu",
         device_group=settings.device_group,
-        version=VERSION,
+        version=__version__,
         labels={"engine": service.engine_name} if service.engine_name else {},
     )
 
@@ -108,7 +108,7 @@ class GatewayRegistration:
         request = pb.HeartbeatRequest(
             backend_id=self._backend_id,
             loaded_models=service.models.loaded_models() if service.models is not None else [],
-            in_flight=service.admission.in_flight,
+            in_flight=service.runtime.admission.in_flight,
         )
         try:
             response = await self._stub.Heartbeat(request, timeout=CALL_TIMEOUT_S, metadata=self._metadata)

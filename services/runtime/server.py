@@ -1,8 +1,8 @@
 """The gRPC server every capability runs: one bootstrap, written once.
 
-A capability describes itself as a `CapabilityService` (its servicers, service names, settings and
-model manager); `create_server` starts a grpc.aio server for it on the configured port (0 picks a
-free one) with
+A capability describes itself as a `CapabilityService` (its servicers, service names, settings,
+model manager and the `Runtime` its servicers call); `create_server` starts a grpc.aio server for
+it on the configured port (0 picks a free one) with
 - the capability's servicers behind `RequestContextInterceptor` (request ids, logs, error mapping),
 - `grpc.health.v1` with one entry per capability service plus the empty name,
 - server reflection, so `grpcurl -plaintext HOST:PORT list` and `describe` work,
@@ -15,95 +15,104 @@ the grace period, unloads the models and exits.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from capmesh import __version__
 from capmesh.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
-from capmesh.services.runtime.admission import Admission
-from capmesh.services.runtime.gateway_files import GatewayFiles
 from capmesh.services.runtime.interceptor import RequestContextInterceptor
 from capmesh.services.runtime.lifecycle import ModelManager
 from capmesh.services.runtime.logging import configure_logging
-from capmesh.services.runtime.protoconv import ArtifactResolver, model_info_to_proto
+from capmesh.services.runtime.protoconv import model_info_to_proto
 from capmesh.services.runtime.settings import ServerSettings
+from capmesh.services.runtime.streaming import Runtime
 
 log = structlog.get_logger("capmesh.server")
 
-VERSION = "0.1.0"
 ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 AddServicer = Callable[[Any, grpc.aio.Server], None]
 
 
-@dataclass
+class Engine(Protocol):
+    """What the runtime needs from every capability's engine, besides the calls its servicer makes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def models(self) -> ModelManager: ...
+
+    def close(self) -> None: ...
+
+
 class CapabilityService:
     """Everything the runtime needs to serve one capability.
 
     `servicers` pairs each generated `add_<X>Servicer_to_server` with the servicer object;
-    `service_names` are the fully qualified names for health and reflection.
+    `service_names` are the fully qualified names for health and reflection. `runtime` is the one the
+    servicers were built with; a service whose servicers need none gets its own.
     """
 
-    capability: str
-    settings: ServerSettings
-    servicers: list[tuple[AddServicer, Any]]
-    service_names: list[str]
-    models: ModelManager | None = None
-    engine_name: str = ""
-    on_start: Callable[[], Awaitable[None]] | None = None
-    on_stop: Callable[[], Awaitable[None]] | None = None
-    admission: Admission = field(init=False)
-    executor: ThreadPoolExecutor = field(init=False)
-    artifacts: ArtifactResolver = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.admission = Admission(self.settings.max_concurrency, self.settings.max_queue)
-        self.executor = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix=f"capmesh-{self.capability}")
-        files = GatewayFiles(self.settings) if self.settings.gateway else None
-        self.artifacts = ArtifactResolver(files.fetch if files else None)
-
-    @classmethod
-    def for_engine(
-        cls,
+    def __init__(
+        self,
         capability: str,
         settings: ServerSettings,
-        engine: Any,
-        servicer: Any,
-        add_servicer: AddServicer,
-        service_descriptor: Any,
+        servicers: list[tuple[AddServicer, Any]],
+        service_names: list[str],
         *,
-        close_engine: bool = False,
-    ) -> "CapabilityService":
-        """The shape every capability has: one engine (with `name` and `models`) behind one
-        servicer, which gets the service back as `servicer.service` to reach the bridge.
-        `close_engine` calls `engine.close()` in a thread when the server stops."""
+        runtime: Runtime | None = None,
+        models: ModelManager | None = None,
+        engine_name: str = "",
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.capability = capability
+        self.settings = settings
+        self.servicers = servicers
+        self.service_names = service_names
+        self.runtime = runtime or Runtime(capability, settings)
+        self.models = models
+        self.engine_name = engine_name
+        self.on_stop = on_stop
 
-        async def stop_engine() -> None:
+    @classmethod
+    def of_engine(cls, engine: Engine, runtime: Runtime, servicer: Any) -> CapabilityService:
+        """The shape every capability has: one engine behind one servicer of one proto service
+        (found from the servicer's generated base class); the engine is closed (in a thread) when the
+        server stops."""
+        add_servicer, service = generated_service(servicer)
+
+        async def close_engine() -> None:
             await asyncio.to_thread(engine.close)
 
-        service = cls(
-            capability=capability,
-            settings=settings,
-            servicers=[(add_servicer, servicer)],
-            service_names=[service_descriptor.full_name],
-            models=engine.models,
-            engine_name=engine.name,
-            on_stop=stop_engine if close_engine else None,
-        )
-        servicer.service = service
-        return service
+        return cls(runtime.capability, runtime.settings, [(add_servicer, servicer)], [service.full_name],
+                   runtime=runtime, models=engine.models, engine_name=engine.name, on_stop=close_engine)
 
-    def bridge(self, context: grpc.aio.ServicerContext | None) -> dict[str, Any]:
-        """Keyword arguments for `engine_events` / `engine_result` bound to this service."""
-        return {"context": context, "admission": self.admission, "executor": self.executor}
+
+def generated_service(servicer: Any) -> tuple[AddServicer, ServiceDescriptor]:
+    """The `add_<X>Servicer_to_server` function and the descriptor of service `<X>` for a servicer.
+
+    grpc's code generator names both after the service: a servicer subclasses `<X>Servicer` from
+    `<file>_pb2_grpc`, which also defines `add_<X>Servicer_to_server`, and `<file>_pb2.DESCRIPTOR`
+    describes service `<X>`.
+    """
+    for base in type(servicer).__mro__:
+        if base.__module__.endswith("_pb2_grpc") and base.__name__.endswith("Servicer"):
+            stubs = importlib.import_module(base.__module__)
+            messages = importlib.import_module(base.__module__.removesuffix("_grpc"))
+            service = messages.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")]
+            return getattr(stubs, f"add_{base.__name__}_to_server"), service
+    raise TypeError(f"{type(servicer).__name__} does not subclass a generated <Service>Servicer")
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
@@ -119,11 +128,11 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return admin_service_pb2.GetServiceStatusResponse(
             capability=s.capability,
             services=s.service_names,
-            version=VERSION,
+            version=__version__,
             engine=s.engine_name,
             models=self._models(),
-            in_flight=s.admission.in_flight,
-            queued=s.admission.queued,
+            in_flight=s.runtime.admission.in_flight,
+            queued=s.runtime.admission.queued,
             max_concurrency=s.settings.max_concurrency,
             residency=s.settings.residency.value,
             device_group=s.settings.device_group,
@@ -141,23 +150,20 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         models = self._service.models
         unloaded: list[str] = []
         if models is not None:
-            unloaded = await asyncio.get_running_loop().run_in_executor(None, models.unload, list(request.models) or None)
+            names = list(request.models) or None
+            unloaded = await asyncio.get_running_loop().run_in_executor(None, models.unload, names)
         return admin_service_pb2.UnloadModelsResponse(unloaded=unloaded, models=self._models())
 
 
 @dataclass
 class RunningServer:
-    """A started server; unpacks as `(server, port)`."""
+    """A started server."""
 
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
     service: CapabilityService
     extra: list[Any] = field(default_factory=list)  # e.g. the gateway registration
-
-    def __iter__(self):
-        yield self.server
-        yield self.port
 
     @property
     def address(self) -> str:
@@ -177,15 +183,15 @@ class RunningServer:
         # Watchers (the gateway) learn NOT_SERVING at once; health watch streams never end by
         # themselves, so wait for the capability calls to drain rather than for every RPC.
         await self.health.enter_graceful_shutdown()
-        drained = await self.service.admission.wait_idle(grace)
-        if not drained:
-            log.warning("server.grace_expired", in_flight=self.service.admission.in_flight)
+        admission = self.service.runtime.admission
+        if not await admission.wait_idle(grace):
+            log.warning("server.grace_expired", in_flight=admission.in_flight)
         await self.server.stop(min(grace, 1.0))
         if self.service.on_stop is not None:
             await self.service.on_stop()
         if self.service.models is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.service.models.close)
-        self.service.executor.shutdown(wait=False, cancel_futures=True)
+        await self.service.runtime.close()
         log.info("server.stopped")
 
 
@@ -218,8 +224,6 @@ async def create_server(service: CapabilityService) -> RunningServer:
     running = RunningServer(server, port, health_servicer, service)
     if settings.eager_load and service.models is not None:
         await asyncio.get_running_loop().run_in_executor(None, service.models.ensure_loaded, "")
-    if service.on_start is not None:
-        await service.on_start()
     await running.set_serving(True)
     if settings.gateway:
         from capmesh.services.runtime.registration import GatewayRegistration
@@ -232,14 +236,12 @@ async def create_server(service: CapabilityService) -> RunningServer:
     return running
 
 
-async def serve(service: CapabilityService, *, ready: Callable[[RunningServer], None] | None = None) -> None:
+async def serve(service: CapabilityService) -> None:
     """Runs the service until SIGTERM or SIGINT, then shuts down gracefully."""
     configure_logging(service.settings.log_level, service.settings.log_json)
     running = await create_server(service)
     # One line on stdout that scripts (and `capmesh up`) read to learn the bound port.
     print(f"capmesh {service.capability} listening on {running.address}", flush=True)
-    if ready is not None:
-        ready(running)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

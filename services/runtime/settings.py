@@ -1,6 +1,9 @@
 """One frozen settings object per service, read once from `CAPMESH_<SERVICE>_*` and CLI flags.
 
-A service declares its settings as a frozen dataclass deriving from `ServerSettings`; each field
+`ProcessSettings` holds what every gRPC process of the mesh has (its address, message and file size
+limits, keepalive, shutdown grace, logging). A capability declares its settings as a frozen
+dataclass deriving from `ServerSettings` (adding concurrency, models and gateway registration);
+the gateway's own class derives from `ProcessSettings` directly. Each field
 is read from the environment variable `CAPMESH_<PREFIX>_<FIELD>` (upper case), and CLI flags
 override it. Values are parsed by the field's type and checked at start: a bad value stops the
 service with a `SettingsError` that names the variable and the value. Engines receive the object;
@@ -20,9 +23,10 @@ from typing import Any, TypeVar
 
 from capmesh.services.runtime.lifecycle import Residency
 
-S = TypeVar("S", bound="ServerSettings")
+S = TypeVar("S", bound="ProcessSettings")
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 class SettingsError(ValueError):
@@ -30,42 +34,53 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class ServerSettings:
-    """Settings every capability server has; capability settings derive from this."""
+class ProcessSettings:
+    """Settings every gRPC process of the mesh has: capability servers and the gateway alike."""
 
     host: str = "127.0.0.1"
     port: int = 0  # 0 picks a free port; the bound port is logged and printed
-    gateway: str = ""  # host:port of a gateway to register with; empty: no registration
-    gateway_api_key: str = ""  # sent to the gateway when it requires API keys
-    gateway_tls_cert_file: str = ""  # the gateway's certificate (or its CA) when its gRPC port uses TLS
-    advertise_address: str = ""  # the address the gateway should dial; default host:port
-    max_concurrency: int = 4  # calls running at once; more wait in the queue
-    max_queue: int = 32  # calls waiting for a slot; beyond it RESOURCE_EXHAUSTED
     grace_period_s: float = 10.0  # SIGTERM: in-flight calls get this long to finish
     max_message_bytes: int = 5 * MiB  # payloads stay under 4 MiB; headroom for framing
+    max_file_bytes: int = GiB  # the largest file the gateway stores and a service fetches from it
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 10.0
-    residency: Residency = Residency.RESIDENT
-    idle_unload_s: float = 300.0
-    eager_load: bool = False  # load the models at start instead of on first use
-    device_group: str = ""  # backends sharing one GPU declare the same group
     log_level: str = "info"
     log_json: bool = True
 
     def __post_init__(self) -> None:
         check(0 <= self.port <= 65535, "port", self.port, "must be between 0 and 65535")
-        check(self.max_concurrency >= 1, "max_concurrency", self.max_concurrency, "must be at least 1")
-        check(self.max_queue >= 0, "max_queue", self.max_queue, "must be 0 or more")
         check(self.grace_period_s >= 0, "grace_period_s", self.grace_period_s, "must be 0 or more")
         check(self.max_message_bytes >= 4 * MiB, "max_message_bytes", self.max_message_bytes,
               "must be at least 4 MiB (4194304), the largest chunk capmesh sends")
-        check(self.idle_unload_s > 0, "idle_unload_s", self.idle_unload_s, "must be greater than 0")
+        check(self.max_file_bytes >= 1, "max_file_bytes", self.max_file_bytes, "must be at least 1")
         check(self.log_level.lower() in {"debug", "info", "warning", "error"}, "log_level", self.log_level,
               "must be one of debug, info, warning, error")
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerSettings(ProcessSettings):
+    """Settings every capability server has; each capability's settings derive from this."""
+
+    gateway: str = ""  # host:port of a gateway to register with; empty: no registration
+    gateway_api_key: str = ""  # sent to the gateway when it requires API keys
+    gateway_tls_cert_file: str = ""  # the gateway's certificate (or its CA) when its gRPC port uses TLS
+    advertise_address: str = ""  # the address the gateway should dial; default host:port
+    max_concurrency: int = 4  # calls running at once; more wait in the queue
+    max_queue: int = 32  # calls waiting for a slot; beyond it RESOURCE_EXHAUSTED
+    residency: Residency = Residency.RESIDENT
+    idle_unload_s: float = 300.0
+    eager_load: bool = False  # load the models at start instead of on first use
+    device_group: str = ""  # backends sharing one GPU declare the same group
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.max_concurrency >= 1, "max_concurrency", self.max_concurrency, "must be at least 1")
+        check(self.max_queue >= 0, "max_queue", self.max_queue, "must be 0 or more")
+        check(self.idle_unload_s > 0, "idle_unload_s", self.idle_unload_s, "must be greater than 0")
 
 
 def check(ok: bool, name: str, value: Any, rule: str) -> None:

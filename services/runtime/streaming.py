@@ -1,27 +1,32 @@
-"""Runs blocking engine work in a worker thread and streams what it emits to an async handler.
+"""What a servicer needs from the server around it: one `Runtime` per service, made before the servicer.
 
-An engine method has the shape `work(cancel: CancelToken, emit: Callable[[object], None]) -> result`.
-`engine_events` runs it in the service's thread pool once a concurrency slot is free, yields every
-emitted item as it arrives and then the returned result, and trips the cancel token when the caller
-cancels, disconnects or runs out of deadline, so that the engine stops at its next step. The slot is
-held until the engine has really stopped.
+A blocking engine method has the shape `work(*args, cancel: CancelToken, emit: Callable[[object], None])
+-> result`. `Runtime.events(context, work, *args)` runs it in the service's thread pool once a
+concurrency slot is free, yields every emitted item as it arrives and then the returned result, and
+trips the cancel token when the caller cancels, disconnects or runs out of deadline, so that the
+engine stops at its next step. The slot is held until the engine has really stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import grpc
 
+from capmesh.common.v1 import artifact_pb2
 from capmesh.services.runtime.admission import Admission
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.gateway_files import GatewayFiles
+from capmesh.services.runtime.protoconv import ArtifactResolver
+from capmesh.services.runtime.settings import ServerSettings
 
 R = TypeVar("R")
 Emit = Callable[[Any], None]
-EngineWork = Callable[[CancelToken, Emit], R]
 
 _ITEM, _DONE, _FAILED = "item", "done", "failed"
 
@@ -32,54 +37,74 @@ def token_for(context: grpc.aio.ServicerContext | None) -> CancelToken:
     return CancelToken.with_timeout(remaining)
 
 
-async def engine_events(
-    work: EngineWork,
-    *,
-    context: grpc.aio.ServicerContext | None,
-    admission: Admission,
-    executor: Executor | None,
-    token: CancelToken | None = None,
-) -> AsyncIterator[Any]:
-    """Yields what `work` emits, then its result; raises what it raises."""
-    token = token or token_for(context)
-    async with admission.slot():
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+class Runtime:
+    """Admission (bounded concurrency and queue), the worker threads that run blocking engine work,
+    and reading the artifacts a request references, for one capability's servicers."""
 
-        def post(kind: str, value: Any) -> None:
+    def __init__(self, capability: str, settings: ServerSettings) -> None:
+        self.capability = capability
+        self.settings = settings
+        self.admission = Admission(settings.max_concurrency, settings.max_queue)
+        self.executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix=f"capmesh-{capability}")
+        # File ids are read from the gateway's file service; without a gateway only inline data works.
+        self._files = GatewayFiles(settings) if settings.gateway else None
+        self._artifacts = ArtifactResolver(self._files.fetch if self._files else None)
+
+    def slot(self) -> AbstractAsyncContextManager[int]:
+        """An admission slot, for calls whose engine runs its own threads (no worker thread needed)."""
+        return self.admission.slot()
+
+    async def read_artifact(self, artifact: artifact_pb2.Artifact, field: str) -> bytes:
+        """The artifact's bytes (inline, or a file id read from the gateway); InvalidArgument names `field`."""
+        return await self._artifacts.read(artifact, field)
+
+    async def events(
+        self, context: grpc.aio.ServicerContext | None, work: Callable[..., Any], *args: Any
+    ) -> AsyncIterator[Any]:
+        """Yields what `work(*args, cancel, emit)` emits, then its result; raises what it raises."""
+        token = token_for(context)
+        async with self.admission.slot():
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+            def post(kind: str, value: Any) -> None:
+                # RuntimeError: the loop closed while the engine still ran, so nobody listens.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+            def run() -> None:
+                try:
+                    post(_DONE, work(*args, token, lambda item: post(_ITEM, item)))
+                except BaseException as exc:  # delivered to the handler, which maps it to a status
+                    post(_FAILED, exc)
+
+            finished = False
+            worker = loop.run_in_executor(self.executor, run)
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-            except RuntimeError:  # the loop closed while the engine still ran: nobody listens
-                pass
-
-        def run() -> None:
-            try:
-                post(_DONE, work(token, lambda item: post(_ITEM, item)))
-            except BaseException as exc:  # delivered to the handler, which maps it to a status
-                post(_FAILED, exc)
-
-        finished = False
-        worker = loop.run_in_executor(executor, run)
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == _ITEM:
+                while True:
+                    kind, value = await queue.get()
+                    if kind == _ITEM:
+                        yield value
+                        continue
+                    finished = True
+                    if kind == _FAILED:
+                        raise value
                     yield value
-                    continue
-                finished = True
-                if kind == _FAILED:
-                    raise value
-                yield value
-                return
-        finally:
-            if not finished:
-                token.cancel("cancelled by the caller")
-            await asyncio.shield(worker)
+                    return
+            finally:
+                if not finished:
+                    token.cancel("cancelled by the caller")
+                await asyncio.shield(worker)
 
+    async def result(self, context: grpc.aio.ServicerContext | None, work: Callable[..., R], *args: Any) -> R:
+        """Runs `work(*args, cancel, emit)` like `events` and returns only its result (for unary RPCs)."""
+        result = None
+        async for item in self.events(context, work, *args):
+            result = item
+        return result  # type: ignore[return-value]  # the last item is the result
 
-async def engine_result(work: EngineWork[R], **kwargs: Any) -> R:
-    """Runs `work` like engine_events and returns only its result (for unary RPCs)."""
-    result = None
-    async for item in engine_events(work, **kwargs):
-        result = item
-    return result
+    async def close(self) -> None:
+        """Takes no more engine work (without waiting for threads still running) and closes the gateway channel."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._files is not None:
+            await self._files.close()

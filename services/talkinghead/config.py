@@ -25,7 +25,7 @@ class TalkingheadSettings(ServerSettings):
     max_height: int = 1280
     max_image_pixels: int = 40_000_000  # reference images above this are refused before decoding fully
     max_steps: int = 200
-    max_cfg: float = 20.0
+    max_guidance_scale: float = 20.0
     video_crf: int = 23
 
     def __post_init__(self) -> None:
@@ -43,5 +43,5 @@ class TalkingheadSettings(ServerSettings):
         check(self.max_image_pixels >= MIN_SIDE * MIN_SIDE, "max_image_pixels", self.max_image_pixels,
               f"must be at least {MIN_SIDE * MIN_SIDE}")
         check(self.max_steps >= 1, "max_steps", self.max_steps, "must be at least 1")
-        check(self.max_cfg > 0, "max_cfg", self.max_cfg, "must be greater than 0")
+        check(self.max_guidance_scale > 0, "max_guidance_scale", self.max_guidance_scale, "must be greater than 0")
         check(0 <= self.video_crf <= 51, "video_crf", self.video_crf, "must be between 0 and 51")

@@ -8,8 +8,8 @@ from capmesh.services.runtime.protoconv import chunked, progress_to_proto, sha25
 from capmesh.services.talkinghead.domain import FaceBox, TalkingHeadRequest, TalkingHeadResult
 from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
 
-DEFAULT_STEPS = 25  # the proto's documented defaults for unset steps / cfg
-DEFAULT_CFG = 2.5
+DEFAULT_STEPS = 25  # the proto's documented defaults for unset steps / guidance_scale
+DEFAULT_GUIDANCE_SCALE = 2.5
 
 Response = pb.StreamGenerateTalkingHeadResponse
 
@@ -21,9 +21,9 @@ def request_from_proto(request: pb.StreamGenerateTalkingHeadRequest, reference_i
         reference_image=reference_image,
         audio=audio,
         steps=request.steps if request.HasField("steps") else DEFAULT_STEPS,
-        cfg=request.cfg if request.HasField("cfg") else DEFAULT_CFG,
+        guidance_scale=request.guidance_scale if request.HasField("guidance_scale") else DEFAULT_GUIDANCE_SCALE,
         seed=request.seed if request.HasField("seed") else None,
-        frames_num=request.frames_num,
+        num_frames=request.num_frames,
         fps=request.fps,
         model=request.model,
         width=request.width,
@@ -47,10 +47,9 @@ def face_box_to_proto(box: FaceBox) -> pb.FaceBox:
 
 def result_response(result: TalkingHeadResult) -> Response:
     return Response(result=pb.TalkingHeadResult(
-        mime_type=result.mime_type,
-        size_bytes=len(result.mp4),
-        sha256=sha256_hex(result.mp4),
-        frame_count=result.frame_count,
+        artifact=artifact_pb2.Artifact(mime_type=result.mime_type, size_bytes=len(result.mp4),
+                                       sha256=sha256_hex(result.mp4)),
+        num_frames=result.frame_count,
         fps=result.fps,
         width=result.width,
         height=result.height,
@@ -58,6 +57,6 @@ def result_response(result: TalkingHeadResult) -> Response:
         face_box=face_box_to_proto(result.face_box),
         faces_found=result.faces_found,
         seed=result.seed,
-        engine=result.engine,
+        model=result.model,
         audio_duration_seconds=result.audio_duration_s,
     ))

@@ -29,9 +29,9 @@ class Viseme:
 class TalkingHeadRequest:
     """A reference portrait plus driving audio, to become an mp4 of that face speaking the audio.
 
-    `fps` 0 means the service's default frame rate; `frames_num` 0 means audio duration x fps;
+    `fps` 0 means the service's default frame rate; `num_frames` 0 means audio duration x fps;
     `width` / `height` 0 keep the reference's aspect (both 0: the service's default size). `seed`
-    None picks a random seed, which the result reports. `steps` and `cfg` are the denoising steps and
+    None picks a random seed, which the result reports. `steps` and `guidance_scale` are the denoising steps and
     classifier-free guidance scale of neural (EchoMimic-family) engines; engines that have no
     denoiser accept and ignore them (see `TalkingHeadEngine.honoured_parameters`).
     """
@@ -39,9 +39,9 @@ class TalkingHeadRequest:
     reference_image: bytes
     audio: bytes
     steps: int = 25
-    cfg: float = 2.5
+    guidance_scale: float = 2.5
     seed: int | None = None
-    frames_num: int = 0
+    num_frames: int = 0
     fps: float = 0.0
     width: int = 0
     height: int = 0
@@ -83,7 +83,6 @@ class TalkingHeadResult:
     frame_face_box: FaceBox
     faces_found: int
     seed: int
-    engine: str
     model: str
     mime_type: str = MP4_MIME
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -1,13 +1,13 @@
 """TalkingHead engines: a portrait and driving audio in, an h264 + aac mp4 of that face speaking out.
 
-Every engine publishes the predecessor's stages in order: `downloading` (resolving and decoding the
+Every engine publishes the same stages in order: `downloading` (resolving and decoding the
 inputs), `face_detecting`, `inference` (per-frame percent), `merging_audio`, then returns the
 result. Cancellation is checked before every frame.
 
 Engines:
 - `portrait` (default, no weights): Haar-cascade face detection, mouth opening from the audio's
   loudness envelope (or from visemes when given), warped mouth, blinks and head sway. It honours
-  `seed` (sway and blink timing); `steps` and `cfg` are validated and ignored because it has no
+  `seed` (sway and blink timing); `steps` and `guidance_scale` are validated and ignored because it has no
   denoiser. Neural engines of the EchoMimic family implement the same `TalkingHeadEngine` protocol
   and honour all three.
 """
@@ -63,10 +63,14 @@ class TalkingHeadEngine(Protocol):
     """What the servicer needs from any TalkingHead engine."""
 
     name: str
-    honoured_parameters: frozenset[str]  # of steps, cfg, seed: the ones this engine acts on
+    honoured_parameters: frozenset[str]  # of steps, guidance_scale, seed: the ones this engine acts on
     models: ModelManager
 
+    def validate(self, request: TalkingHeadRequest) -> None: ...
+
     def generate(self, request: TalkingHeadRequest, cancel: CancelToken, emit: Emit) -> TalkingHeadResult: ...
+
+    def close(self) -> None: ...
 
 
 def validate(request: TalkingHeadRequest, limits: TalkingheadSettings) -> None:
@@ -78,11 +82,12 @@ def validate(request: TalkingHeadRequest, limits: TalkingheadSettings) -> None:
     v.check(bool(request.reference_image), "reference_image", "is required: a PNG, JPEG or WebP portrait")
     v.check(bool(request.audio), "audio", "is required: the driving audio")
     v.check(1 <= request.steps <= limits.max_steps, "steps", f"must be between 1 and {limits.max_steps}")
-    v.check(0.0 <= request.cfg <= limits.max_cfg, "cfg", f"must be between 0 and {limits.max_cfg:g}")
+    v.check(0.0 <= request.guidance_scale <= limits.max_guidance_scale, "guidance_scale",
+            f"must be between 0 and {limits.max_guidance_scale:g}")
     v.check(request.seed is None or 0 <= request.seed <= MAX_SEED, "seed", "must be between 0 and 2^63-1")
     v.check(request.fps == 0 or 1 <= request.fps <= limits.max_fps, "fps",
             f"must be between 1 and {limits.max_fps} (0 for the default of {limits.default_fps})")
-    v.check(0 <= request.frames_num <= limits.max_frames, "frames_num",
+    v.check(0 <= request.num_frames <= limits.max_frames, "num_frames",
             f"must be between 1 and {limits.max_frames} (0 for audio duration x fps)")
     for name, value, limit in (("width", request.width, limits.max_width), ("height", request.height, limits.max_height)):
         if value:
@@ -138,7 +143,13 @@ class PortraitEngine:
     def _load(_: str) -> LoadedModel:
         detector = FaceDetector()
         return LoadedModel(handle=detector, device="cpu", memory_bytes=detector.memory_bytes(),
-                           details={"kind": "opencv haar cascades", "ignores": "steps, cfg"})
+                           details={"kind": "opencv haar cascades", "ignores": "steps, guidance_scale"})
+
+    def validate(self, request: TalkingHeadRequest) -> None:
+        validate(request, self.settings)
+
+    def close(self) -> None:
+        self.models.close()
 
     def generate(self, request: TalkingHeadRequest, cancel: CancelToken, emit: Emit) -> TalkingHeadResult:
         settings = self.settings
@@ -150,8 +161,8 @@ class PortraitEngine:
         clock.enter(STAGE_DOWNLOADING)
         emit(ProgressUpdate(STAGE_DOWNLOADING, 0.0, "decoding the reference image and the audio"))
         image, audio = self._decode_inputs(request)
-        frame_count = request.frames_num or frames_for(audio.duration_s, fps)
-        if frame_count > settings.max_frames:  # frames_num itself was checked: the audio made it too many
+        frame_count = request.num_frames or frames_for(audio.duration_s, fps)
+        if frame_count > settings.max_frames:  # num_frames itself was checked: the audio made it too many
             raise InvalidArgument.single("audio", f"lasts {audio.duration_s:.2f} s, which at {fps:g} fps needs "
                                                   f"{frame_count} frames, more than the limit of {settings.max_frames}")
         emit(ProgressUpdate(STAGE_DOWNLOADING, 100.0, f"{audio.duration_s:.2f} s of audio, {frame_count} frames"))
@@ -197,7 +208,7 @@ class PortraitEngine:
         return TalkingHeadResult(
             mp4=mp4, frame_count=frame_count, fps=fps, width=width, height=height, duration_s=duration,
             audio_duration_s=min(audio.duration_s, duration), face_box=face, frame_face_box=shot.layout.box,
-            faces_found=len(shot.faces), seed=seed, engine=self.name, model=PORTRAIT_MODEL,
+            faces_found=len(shot.faces), seed=seed, model=PORTRAIT_MODEL,
             stage_seconds=stage_seconds,
         )
 

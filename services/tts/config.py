@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from capmesh.services.runtime.settings import ServerSettings, check, load_settings
+from capmesh.services.runtime.settings import ServerSettings, check
 from capmesh.services.runtime.tiny import TINY
 
 ENV_PREFIX = "TTS"
@@ -58,7 +56,3 @@ class TtsSettings(ServerSettings):
         if self.engine == "openai":
             check(bool(self.openai_base_url), "openai_base_url", self.openai_base_url, "must be set for the openai engine")
             check(bool(self.openai_voices), "openai_voices", self.openai_voices, "must list at least one voice")
-
-
-def load_tts_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> TtsSettings:
-    return load_settings(TtsSettings, ENV_PREFIX, overrides, environ)

@@ -7,6 +7,7 @@ of a segment's speech to its end before the pause (the domain's `speech_end_s`).
 
 from __future__ import annotations
 
+from capmesh.common.v1 import artifact_pb2
 from capmesh.services.runtime.errors import InvalidArgument
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.runtime.protoconv import progress_to_proto
@@ -33,13 +34,13 @@ _FORMATS_IN = {
 _FORMATS_OUT = {fmt: value for value, fmt in _FORMATS_IN.items() if value != pb.AUDIO_FORMAT_UNSPECIFIED}
 
 
-def audio_format_from_proto(value: int) -> AudioFormat:
+def audio_format_from_proto(value: pb.AudioFormat) -> AudioFormat:
     if value not in _FORMATS_IN:
         raise InvalidArgument.single("format", f"{value} is not an AudioFormat this server knows")
     return _FORMATS_IN[value]
 
 
-def audio_format_to_proto(audio_format: AudioFormat) -> int:
+def audio_format_to_proto(audio_format: AudioFormat) -> pb.AudioFormat:
     return _FORMATS_OUT[audio_format]
 
 
@@ -82,20 +83,19 @@ def scene_request_from_proto(request: pb.StreamSynthesizeSceneRequest) -> SceneR
     )
 
 
-def chunk_to_proto(chunk: AudioChunk, *, scene: bool = False) -> pb.AudioChunk:
-    """In a scene, `sentence_index` carries the segment index (as the proto documents)."""
-    return pb.AudioChunk(data=chunk.data, sequence=chunk.sequence,
-                         sentence_index=chunk.segment_index if scene else chunk.sentence_index)
+def chunk_to_proto(chunk: AudioChunk, *, scene: bool = False) -> artifact_pb2.DataChunk:
+    """`part_index` is the sentence, or in a scene the segment (as the proto documents); one output: index 0."""
+    return artifact_pb2.DataChunk(data=chunk.data, offset=chunk.offset,
+                                  part_index=chunk.segment_index if scene else chunk.sentence_index)
 
 
 def synthesis_result_to_proto(result: SynthesisResult | SceneResult, voice: str = "") -> pb.SynthesisResult:
     return pb.SynthesisResult(
+        artifact=artifact_pb2.Artifact(mime_type=result.mime_type, size_bytes=result.total_bytes),
         format=audio_format_to_proto(result.format),
         sample_rate=result.sample_rate,
         duration_seconds=result.duration_s,
-        size_bytes=result.total_bytes,
         sentence_count=result.sentences,
-        mime_type=result.mime_type,
         voice=voice,
         seed=result.seed,
         model=result.model,

@@ -51,6 +51,7 @@ class AudioChunk:
 
     data: bytes
     sequence: int
+    offset: int  # the position of the piece's first byte in the file
     sentence_index: int  # the sentence (counted over the whole request) whose audio this holds
     segment_index: int = 0  # scenes: the segment being rendered; 0 for plain synthesis
 

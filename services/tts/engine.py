@@ -38,7 +38,7 @@ from capmesh.services.tts.domain import (
 )
 from capmesh.services.tts.encoders import StreamEncoder, available_formats, make_encoder, nearest_supported_rate
 from capmesh.services.tts.sentences import split_sentences
-from capmesh.services.tts.validation import Limits, validate_scene, validate_synthesis
+from capmesh.services.tts.validation import Abilities, validate_scene, validate_synthesis
 
 log = structlog.get_logger("capmesh.tts")
 
@@ -76,7 +76,7 @@ class TrackWriter:
     def _send(self, data: bytes, sentence_index: int, segment_index: int) -> None:
         for start in range(0, len(data), self._chunk_bytes):
             piece = data[start:start + self._chunk_bytes]
-            self._emit(AudioChunk(piece, self._sequence, sentence_index, segment_index))
+            self._emit(AudioChunk(piece, self._sequence, self.total_bytes, sentence_index, segment_index))
             self._sequence += 1
             self.total_bytes += len(piece)
 
@@ -95,10 +95,7 @@ class TtsEngine:
     def __init__(self, backend: SpeechBackend, settings: TtsSettings) -> None:
         self.backend = backend
         self.settings = settings
-        self.limits = Limits(
-            max_text_chars=settings.max_text_chars,
-            max_scene_segments=settings.max_scene_segments,
-            max_pause_s=settings.max_pause_s,
+        self.abilities = Abilities(
             speed_range=backend.speed_range,
             supports_pitch=backend.supports_pitch,
             engine=backend.name,
@@ -135,7 +132,8 @@ class TtsEngine:
         """Streams the audio of `request.text` sentence by sentence; returns the summary."""
         model_name = self.models.resolve(request.model)
         with self._model(model_name, emit) as model:  # first: a VITS model's voices live in it
-            voice = validate_synthesis(request, self.limits, self.backend.catalog(), self.backend.default_voice())
+            voice = validate_synthesis(request, self.settings, self.abilities, self.backend.catalog(),
+                                       self.backend.default_voice())
             self._check_resolved([voice])
             lines = [_Line(s, voice, request.speed, 0)
                      for s in split_sentences(request.text, self.settings.max_sentence_chars)]
@@ -153,7 +151,8 @@ class TtsEngine:
         """Renders the segments in order into one track; returns each segment's timing."""
         model_name = self.models.resolve(request.model)
         with self._model(model_name, emit) as model:
-            voices = validate_scene(request, self.limits, self.backend.catalog(), self.backend.default_voice())
+            voices = validate_scene(request, self.settings, self.abilities, self.backend.catalog(),
+                                    self.backend.default_voice())
             self._check_resolved(voices)
             lines = [
                 _Line(sentence, voices[index], request.speed if segment.speed is None else segment.speed, index)

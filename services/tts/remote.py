@@ -9,11 +9,10 @@ honouring Retry-After, 401/403 and content rejections not retried).
 
 from __future__ import annotations
 
-from capmesh.services.common.remote_http import RemoteApiClient, RemoteApiConfig
+from capmesh.services.common.remote_http import RemoteApiClient
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import Unavailable
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
-from capmesh.services.runtime.settings import env_name
 from capmesh.services.tts.audio import Pcm, decode_audio
 from capmesh.services.tts.backend import RenderOptions, SpeechBackend, VoiceCatalog
 from capmesh.services.tts.config import ENV_PREFIX, TtsSettings
@@ -33,14 +32,7 @@ class RemoteSpeechBackend(SpeechBackend):
         super().__init__(ModelManager(self._connect, [settings.openai_model]))
 
     def _connect(self, name: str) -> LoadedModel:
-        client = RemoteApiClient(RemoteApiConfig(
-            base_url=self._settings.openai_base_url,
-            api_key=self._settings.openai_api_key,
-            key_setting=env_name(ENV_PREFIX, "openai_api_key"),
-            timeout_s=self._settings.openai_timeout_s,
-            max_retries=self._settings.openai_max_retries,
-            backoff_base_s=self._settings.openai_backoff_base_s,
-        ))
+        client = RemoteApiClient(self._settings, ENV_PREFIX)
         return LoadedModel(handle=client, device="remote", release=client.close,
                            details={"base_url": self._settings.openai_base_url, "model": name})
 

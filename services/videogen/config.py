@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from capmesh.services.diffusion.placement import Offload, check_placement_settings
-from capmesh.services.runtime.settings import MiB, ServerSettings, check, load_settings
+from capmesh.services.runtime.settings import MiB, ServerSettings, check
 from capmesh.services.runtime.tiny import TINY
 
 ENV_PREFIX = "VIDEOGEN"
@@ -53,7 +53,3 @@ class VideogenSettings(ServerSettings):
     @property
     def served_models(self) -> list[str]:
         return [self.model, *(name for name in self.extra_models if name != self.model)]
-
-
-def load_videogen_settings(overrides: dict | None = None, environ: dict | None = None) -> VideogenSettings:
-    return load_settings(VideogenSettings, ENV_PREFIX, overrides, environ)

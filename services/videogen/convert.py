@@ -47,10 +47,8 @@ def response_from_event(event: object) -> pb.StreamGenerateVideoResponse:
 
 def result_to_proto(result: VideoResult) -> pb.VideoResult:
     return pb.VideoResult(
-        mime_type=result.mime_type,
-        size_bytes=result.size_bytes,
-        sha256=result.sha256,
-        frame_count=result.num_frames,
+        artifact=artifact_pb2.Artifact(mime_type=result.mime_type, size_bytes=result.size_bytes, sha256=result.sha256),
+        num_frames=result.num_frames,
         width=result.width,
         height=result.height,
         fps=result.fps,

@@ -28,7 +28,7 @@ from capmesh.services.videogen import tiny
 from capmesh.services.videogen.config import VideogenSettings
 from capmesh.services.videogen.domain import MP4, VideoChunk, VideoRequest, VideoResult
 from capmesh.services.videogen.families import FAMILIES, VideoFamily, VideoGeometry, VideoJob
-from capmesh.services.videogen.validation import VideoLimits, validate_request
+from capmesh.services.videogen.validation import validate_request
 
 log = structlog.get_logger("capmesh.videogen")
 
@@ -72,10 +72,6 @@ class RenderedVideo:
 
 
 class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
-    def __init__(self, settings: VideogenSettings) -> None:
-        super().__init__(settings)
-        self._limits = VideoLimits.from_settings(settings)
-
     # -- models --------------------------------------------------------------------------------
     def _read_spec(self, name: str) -> ModelSpec:
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
@@ -94,7 +90,7 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
     def validate(self, request: VideoRequest) -> VideoJob:
         """Checks the request against the limits and the model's rules; the job to run, defaults filled in."""
         spec = self.spec(self.models.resolve(request.model))
-        return validate_request(request, self._limits, spec.geometry, spec.defaults)
+        return validate_request(request, self._settings, spec.geometry, spec.defaults)
 
     def generate(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> VideoResult:
         rendered = self.render(request, cancel, emit)

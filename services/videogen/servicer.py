@@ -5,27 +5,24 @@ from __future__ import annotations
 import asyncio
 
 from capmesh.services.runtime.errors import InvalidArgument
-from capmesh.services.runtime.server import CapabilityService
-from capmesh.services.runtime.streaming import engine_events
+from capmesh.services.runtime.streaming import Runtime
 from capmesh.services.videogen import convert
 from capmesh.services.videogen.engine import VideoEngine
 from capmesh.videogen.v1 import videogen_service_pb2_grpc
 
 
 class VideoGenServicer(videogen_service_pb2_grpc.VideoGenServiceServicer):
-    def __init__(self, engine: VideoEngine) -> None:
+    def __init__(self, engine: VideoEngine, runtime: Runtime) -> None:
         self.engine = engine
-        self.service: CapabilityService | None = None  # set by build_service once the service exists
+        self.runtime = runtime
 
     async def StreamGenerateVideo(self, request, context):
-        assert self.service is not None, "build_service attaches the service before serving"
         try:
-            image = await self.service.artifacts.read(request.image, "image")
+            image = await self.runtime.read_artifact(request.image, "image")
         except InvalidArgument as missing_image:
             raise await self._with_other_violations(missing_image, request) from None
         domain = convert.request_from_proto(request, image)
-        work = lambda cancel, emit: self.engine.generate(domain, cancel, emit)  # noqa: E731
-        async for event in engine_events(work, **self.service.bridge(context)):
+        async for event in self.runtime.events(context, self.engine.generate, domain):
             yield convert.response_from_event(event)
 
     async def _with_other_violations(self, missing_image: InvalidArgument, request) -> InvalidArgument:

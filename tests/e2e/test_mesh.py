@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from capmesh.services.catalog import CAPABILITIES
+from capmesh.services.catalog import NAMES
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def mesh(tmp_path_factory):
 
 
 def test_every_service_lists_its_contract_health_and_reflection_and_is_serving(mesh):
-    assert set(CAPABILITIES) <= set(mesh), mesh
+    assert set(NAMES) <= set(mesh), mesh
     for capability, service in SERVICE_NAMES.items():
         listed = set(grpcurl(mesh[capability], "list").split())
         assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= listed
@@ -89,7 +89,7 @@ def test_readme_http_examples(mesh):
     base = base if base.startswith("http") else f"http://{base}"
     with httpx.Client(base_url=base, timeout=120) as http:
         capabilities = http.get("/v1/capabilities").json()
-        assert {c["capability"] for c in capabilities["capabilities"]} >= set(CAPABILITIES)
+        assert {c["capability"] for c in capabilities["capabilities"]} >= set(NAMES)
         chat = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
                                                        "max_tokens": 8})
         assert chat.status_code == 200, chat.text
@@ -131,7 +131,7 @@ def test_text_to_talking_head_through_the_gateway(mesh, tmp_path):
     from PIL import Image
     from skimage import data
 
-    from capmesh.services.common.video import probe_mp4
+    from tests.support.video import probe_mp4
 
     face = tmp_path / "face.png"
     Image.fromarray(data.astronaut()).resize((256, 256)).save(face)
@@ -144,7 +144,7 @@ def test_text_to_talking_head_through_the_gateway(mesh, tmp_path):
 def test_video_and_image_commands_through_the_gateway(mesh, tmp_path):
     from PIL import Image
 
-    from capmesh.services.common.video import probe_mp4
+    from tests.support.video import probe_mp4
 
     still = tmp_path / "still.png"
     Image.new("RGB", (64, 64), (120, 80, 40)).save(still)

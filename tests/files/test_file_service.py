@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 
 from capmesh.client import aio_channel, from_rpc_error
-from capmesh.gateway.server.files.detect import detect_content_type
+from capmesh.gateway.server.files.detect import detect_mime_type
 from capmesh.gateway.server.files.index import RedisFileIndex
 from capmesh.gateway.server.files.service import FileServicer
 from capmesh.gateway.server.files.store import FileStore
@@ -80,7 +80,7 @@ async def test_upload_in_1mib_chunks_downloads_byte_identical_by_range(files):
     response = await stub.UploadFile(upload_messages(data, name="blob.bin", labels={"k": "v"}))
     info = response.file
     assert (info.size_bytes, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
-    assert info.content_type == "application/octet-stream" and info.labels["k"] == "v"
+    assert info.mime_type == "application/octet-stream" and info.labels["k"] == "v"
     whole_info, whole = await download(stub, info.file_id)
     assert whole == data and whole_info.file_id == info.file_id
     for offset, length in [(0, 10), (MiB - 5, 10), (MiB + 1, 2 * MiB), (len(data) - 7, 0), (len(data) - 7, 100),
@@ -90,15 +90,15 @@ async def test_upload_in_1mib_chunks_downloads_byte_identical_by_range(files):
     assert (store.root / "blobs" / info.file_id).read_bytes() == data
 
 
-async def test_content_type_is_detected_from_magic_bytes_before_the_declared_type(files):
+async def test_mime_type_is_detected_from_magic_bytes_before_the_declared_type(files):
     stub, _, _ = files
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(100)
-    info = (await stub.UploadFile(upload_messages(png, content_type="text/plain"))).file
-    assert info.content_type == "image/png"
+    info = (await stub.UploadFile(upload_messages(png, mime_type="text/plain"))).file
+    assert info.mime_type == "image/png"
     info = (await stub.UploadFile(upload_messages(b'{"a": [1, 2]}'))).file
-    assert info.content_type == "application/json"
-    info = (await stub.UploadFile(upload_messages(os.urandom(64), content_type="audio/x-custom"))).file
-    assert info.content_type == "audio/x-custom"
+    assert info.mime_type == "application/json"
+    info = (await stub.UploadFile(upload_messages(os.urandom(64), mime_type="audio/x-custom"))).file
+    assert info.mime_type == "audio/x-custom"
 
 
 @pytest.mark.parametrize("head, kind", [
@@ -112,7 +112,7 @@ async def test_content_type_is_detected_from_magic_bytes_before_the_declared_typ
     ("héllo wörld".encode(), "text/plain; charset=utf-8"),
 ])
 def test_detection_table(head, kind):
-    assert detect_content_type(head, complete=True) == kind
+    assert detect_mime_type(head, complete=True) == kind
 
 
 @pytest.mark.parametrize("bad_id", ["../../etc/passwd", "..", "", "a" * 31, "a/" + "b" * 30, "a" * 31 + "\x00"])

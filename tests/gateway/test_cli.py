@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import signal
@@ -43,8 +42,6 @@ async def test_status_names_an_unreachable_gateway():
 @pytest.mark.e2e
 async def test_up_starts_the_gateway_and_a_service_and_ctrl_c_stops_both(tmp_path):
     capability = "tts"
-    if importlib.util.find_spec(f"capmesh.services.{capability}.main") is None:
-        pytest.skip(f"capmesh.services.{capability}.main does not exist yet")
     process = await asyncio.create_subprocess_exec(
         *CLI, "up", "--only", capability, "--port", "0", "--http-port", "0", "--log-dir", str(tmp_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "COLUMNS": "250"})

@@ -3,8 +3,6 @@ for the whole folder; the servers run in the loop's thread, the tests are synchr
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from capmesh.gateway.server.config import GatewaySettings
@@ -26,14 +24,3 @@ def mesh(background_loop, tmp_path_factory):
     running = background_loop.run(start_mesh(settings))
     yield running
     background_loop.run(running.stop())
-
-
-def has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-needs_jobs = pytest.mark.skipif(not has_module("capmesh.gateway.server.jobs.service"),
-                                reason="the gateway's jobs extension (issue 8) is not written yet")

@@ -31,8 +31,6 @@ def _missing() -> str:
 
 @pytest.mark.skipif(bool(_missing()), reason=_missing() or "ready")
 def test_console_in_headless_chromium(mesh, tmp_path):
-    if "videogen" not in mesh.kinds:
-        pytest.skip("the videogen service is not written yet")
     image = tmp_path / "portrait.png"
     image.write_bytes(tiny_png(64, 64, 90))
     screenshot = tmp_path / "console.png"

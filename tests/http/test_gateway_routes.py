@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from tests.http.conftest import needs_jobs
 from tests.http.support import client, sse_events
 
 TTS_METHOD = "/capmesh.tts.v1.TtsService/StreamSynthesize"
@@ -105,7 +104,7 @@ def test_tts_synthesize_voices_and_scene(http):
     events = events_of(stream)
     audio = b"".join(base64.b64decode(e["chunk"]["data"]) for e in events if "chunk" in e)
     assert audio[:4] == b"RIFF"
-    assert events[-1]["result"]["sizeBytes"] == str(len(audio))  # int64 is a string in proto3 JSON
+    assert events[-1]["result"]["artifact"]["sizeBytes"] == str(len(audio))  # int64 is a string in proto3 JSON
     assert http.get("/v1/tts/voices").json()["voices"]
     scene = http.post("/v1/tts:synthesizeScene", json={"segments": [{"speaker": "a", "text": "One."},
                                                                      {"speaker": "b", "text": "Two."}]})
@@ -178,7 +177,6 @@ def submit(http, text: str, labels: dict[str, str]) -> dict:
     return operation
 
 
-@needs_jobs
 def test_jobs_submit_get_list_events_and_cancel(http):
     operation = submit(http, "A job to watch.", {"characterId": "char_001"})
     job_id = operation["metadata"]["jobId"]
@@ -196,7 +194,6 @@ def test_jobs_submit_get_list_events_and_cancel(http):
     assert http.get("/v1/operations/does-not-exist").status_code == 404
 
 
-@needs_jobs
 def test_job_events_resume_after_a_dropped_connection(http):
     job_id = submit(http, "First sentence. Second sentence. Third sentence.", {"test": "resume"})["metadata"]["jobId"]
     with http.stream("GET", f"/v1/jobs/{job_id}/events") as first:

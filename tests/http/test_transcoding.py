@@ -1,4 +1,4 @@
-"""The transcoder against one capability server (the runtime's stepper), no gateway in between:
+"""The annotated routes against one capability server (the runtime's stepper) behind a gateway:
 annotation-derived routes, SSE and NDJSON, error mapping, limits, keep-alives, disconnects."""
 
 from __future__ import annotations
@@ -8,32 +8,39 @@ import json
 import httpx
 import pytest
 
+from capmesh.gateway.server.app import start_gateway
 from capmesh.gateway.server.config import GatewaySettings
-from capmesh.gateway.server.http.app import build_bridge_app
 from capmesh.gateway.server.http.bindings import PathTemplate, find_binding
 from capmesh.gateway.server.http.files import parse_range
 from capmesh.services.runtime.server import create_server
 from capmesh.services.runtime.settings import ServerSettings
-from tests.http.support import HttpServer, client, sse_events
+from tests.http.support import client, sse_events, wait_available
 from tests.runtime.stepper import build_stepper_service
 
 SYNTHESIZE = "/v1/tts:synthesize"
 
 
 @pytest.fixture(scope="module")
-def stepper_bridge(background_loop):
+def stepper_bridge(background_loop, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("transcoding")
+
     async def start():
         service, engine = build_stepper_service(ServerSettings(max_concurrency=1, max_queue=0, grace_period_s=0),
                                                 step_s=0.05)
         backend = await create_server(service)
-        settings = GatewaySettings(port=0, http_port=0, sse_keepalive_s=0.02, max_body_bytes=1024)
-        http = HttpServer(build_bridge_app(settings, f"127.0.0.1:{backend.port}"))
-        await http.start()
-        return backend, engine, http
+        # No max_concurrency in the record: the backend itself refuses what it cannot take.
+        backends = folder / "backends.json"
+        backends.write_text(json.dumps({"backends": [{"address": f"127.0.0.1:{backend.port}", "capability": "tts"}]}))
+        settings = GatewaySettings(port=0, http_port=0, host="127.0.0.1", sse_keepalive_s=0.02, max_body_bytes=1024,
+                                   backends_file=str(backends), files_dir=str(folder / "files"), grace_period_s=0,
+                                   log_level="warning")
+        gateway = await start_gateway(settings)
+        await wait_available(gateway.grpc_address, {"tts"})
+        return backend, engine, gateway
 
-    backend, engine, http = background_loop.run(start())
-    yield http.url, engine
-    background_loop.run(http.stop())
+    backend, engine, gateway = background_loop.run(start())
+    yield gateway.http_url, engine
+    background_loop.run(gateway.stop(grace_s=0))
     background_loop.run(backend.shutdown(grace_s=0))
 
 

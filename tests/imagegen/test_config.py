@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from capmesh.services.imagegen.config import load_imagegen_settings
-from capmesh.services.runtime.settings import SettingsError
+from capmesh.services.imagegen.config import ENV_PREFIX, ImagegenSettings
+from capmesh.services.runtime.settings import SettingsError, load_settings
 
 
 def test_openai_settings_and_served_model():
-    settings = load_imagegen_settings(environ={
+    settings = load_settings(ImagegenSettings, ENV_PREFIX, environ={
         "CAPMESH_IMAGEGEN_ENGINE": "openai", "CAPMESH_IMAGEGEN_OPENAI_API_KEY": "sk-secret",
         "CAPMESH_IMAGEGEN_OPENAI_MODEL": "dall-e-3", "CAPMESH_IMAGEGEN_OPENAI_RESPONSE_FORMAT": "url",
     })
@@ -25,4 +25,4 @@ def test_openai_settings_and_served_model():
 ])
 def test_bad_values_are_refused_naming_them(name, value, message):
     with pytest.raises(SettingsError, match=message):
-        load_imagegen_settings(environ={f"CAPMESH_IMAGEGEN_{name}": value})
+        load_settings(ImagegenSettings, ENV_PREFIX, environ={f"CAPMESH_IMAGEGEN_{name}": value})

@@ -48,8 +48,8 @@ async def test_n_pngs_stream_in_chunks_then_one_result(serve, tiny_sd):
     assert (result.seed, result.steps, result.model) == (9, 2, "tiny")
     for image in result.images:
         data = b"".join(m.chunk.data for m in messages if m.WhichOneof("event") == "chunk"
-                        and m.chunk.image_index == image.index)
-        assert len(data) == image.size_bytes
+                        and m.chunk.index == image.index)
+        assert len(data) == image.artifact.size_bytes
         assert Image.open(io.BytesIO(data)).size == (40, 32) == (image.width, image.height)
     await channel.close()
 
@@ -94,7 +94,7 @@ async def test_cancel_reaches_the_pipeline_at_the_next_step(serve, tiny_sd):
             if message.WhichOneof("event") == "progress" and message.progress.stage == "denoising":
                 break
         call.cancel()
-        assert await running.service.admission.wait_idle(5.0)
+        assert await running.service.runtime.admission.wait_idle(5.0)
         assert len(calls) <= 3
     finally:
         hook.remove()

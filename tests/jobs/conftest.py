@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
+from capmesh.gateway.server.app import start_gateway
+from capmesh.gateway.server.config import GatewaySettings
+from capmesh.gateway.server.jobs.service import backend_capacity
 from capmesh.services.runtime.server import create_server
 from capmesh.services.runtime.settings import ServerSettings
 from tests.jobs.support import Client, eventually, write_backends
 from tests.runtime.stepper import build_stepper_service
-
-GATEWAY_APP = "capmesh.gateway.server.app"
-
-
-def require_gateway() -> None:
-    if importlib.util.find_spec(GATEWAY_APP) is None:
-        pytest.skip(f"{GATEWAY_APP} (issue 7, the gateway app) does not exist yet")
-
 
 FAST_JOBS = dict(job_lease_s=1.5, job_backoff_base_s=0.05, job_backoff_max_s=0.2, heartbeat_interval_s=0.5,
                  lease_s=3.0, grace_period_s=0, http_port=0, log_level="warning")
@@ -47,11 +40,6 @@ async def steppers():
 async def gateways(tmp_path, redis_server):
     """`await gateways(store, addresses, max_concurrency=1, **settings)` -> (running, Client); the
     gateways of one test share one files folder and, for "redis", one Redis."""
-    require_gateway()
-    from capmesh.gateway.server.app import start_gateway
-    from capmesh.gateway.server.config import GatewaySettings
-    from capmesh.gateway.server.jobs.service import backend_capacity
-
     redis_server.flush()
     started = []
 

@@ -9,13 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from capmesh.cli.main import app
-from tests.jobs.conftest import FAST_JOBS, require_gateway
+from tests.jobs.conftest import FAST_JOBS
 from tests.jobs.support import SYNTHESIZE, start_gateway_process, start_stepper_process, write_backends
 
 
 @pytest.fixture(scope="module")
 def gateway_address(tmp_path_factory):
-    require_gateway()
     folder = tmp_path_factory.mktemp("cli")
     stepper, backend = start_stepper_process(step_s=0.01)
     settings = {k: v for k, v in FAST_JOBS.items() if k != "log_level"}

@@ -8,7 +8,7 @@ from google.longrunning import operations_pb2
 from google.rpc import code_pb2
 
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
-from tests.jobs.conftest import FAST_JOBS, require_gateway
+from tests.jobs.conftest import FAST_JOBS
 from tests.jobs.support import Client, event_types, eventually, start_gateway_process, start_stepper_process, \
     write_backends
 
@@ -26,7 +26,6 @@ def processes():
 @pytest.fixture
 def gateway_process(tmp_path, redis_server, processes):
     """`start(backend_addresses)` -> Client of a new gateway process on the shared Redis and files."""
-    require_gateway()
     redis_server.flush()
 
     async def start(addresses: list[str]):

@@ -72,7 +72,8 @@ async def test_the_same_request_id_returns_the_same_job(store, steppers, gateway
     await client.wait(first.operation.name.split("/")[1])
     later = await client.jobs.SubmitJob(submit_request("steps:2", request_id="req-42"))
     assert later.operation.name == first.operation.name and later.operation.done
-    listed = await client.operations.ListOperations(operations_pb2.ListOperationsRequest(filter='request_id = "req-42"'))
+    by_request_id = operations_pb2.ListOperationsRequest(filter='request_id = "req-42"')
+    listed = await client.operations.ListOperations(by_request_id)
     assert [o.name for o in listed.operations] == [first.operation.name]
 
 

@@ -11,13 +11,14 @@ import threading
 import time
 from dataclasses import dataclass
 
+from capmesh.common.v1 import artifact_pb2
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import FailedPrecondition, Violations
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.runtime.protoconv import progress_to_proto
 from capmesh.services.runtime.server import CapabilityService
 from capmesh.services.runtime.settings import ServerSettings
-from capmesh.services.runtime.streaming import engine_events
+from capmesh.services.runtime.streaming import Runtime
 from capmesh.tts.v1 import tts_service_pb2, tts_service_pb2_grpc
 
 
@@ -52,9 +53,9 @@ class SteppingEngine:
 class SteppingServicer(tts_service_pb2_grpc.TtsServiceServicer):
     """Text "steps:N" runs N steps; "crash" raises a bug; "refuse" raises FailedPrecondition."""
 
-    def __init__(self, engine: SteppingEngine, service_ref: list[CapabilityService]) -> None:
+    def __init__(self, engine: SteppingEngine, runtime: Runtime) -> None:
         self.engine = engine
-        self.service_ref = service_ref
+        self.runtime = runtime
 
     async def StreamSynthesize(self, request, context):
         violations = Violations()
@@ -65,29 +66,30 @@ class SteppingServicer(tts_service_pb2_grpc.TtsServiceServicer):
         if request.text == "refuse":
             raise FailedPrecondition("the state refuses this", reason="REFUSED_FOR_TEST")
         steps = int(request.text.split(":")[1])
-        service = self.service_ref[0]
-        work = lambda cancel, emit: self.engine.run(steps, cancel, emit)  # noqa: E731
-        async for item in engine_events(work, **service.bridge(context)):
+        async for item in self.runtime.events(context, self.engine.run, steps):
             if isinstance(item, ProgressUpdate):
                 yield tts_service_pb2.StreamSynthesizeResponse(progress=progress_to_proto(item))
             elif isinstance(item, StepChunk):
                 yield tts_service_pb2.StreamSynthesizeResponse(
-                    chunk=tts_service_pb2.AudioChunk(data=b"x", sequence=item.index))
+                    chunk=artifact_pb2.DataChunk(data=b"x", offset=item.index))
             else:
                 yield tts_service_pb2.StreamSynthesizeResponse(
                     result=tts_service_pb2.SynthesisResult(sentence_count=item))
 
 
-def build_stepper_service(settings: ServerSettings | None = None, step_s: float = 0.02):
+def build_stepper_service(
+    settings: ServerSettings | None = None, step_s: float = 0.02
+) -> tuple[CapabilityService, SteppingEngine]:
+    settings = settings or ServerSettings(max_concurrency=2, max_queue=1, grace_period_s=5)
     engine = SteppingEngine(step_s)
-    ref: list[CapabilityService] = []
-    servicer = SteppingServicer(engine, ref)
+    runtime = Runtime("stepper", settings)
+    servicer = SteppingServicer(engine, runtime)
     service = CapabilityService(
         capability="stepper",
-        settings=settings or ServerSettings(max_concurrency=2, max_queue=1, grace_period_s=5),
+        settings=settings,
         servicers=[(tts_service_pb2_grpc.add_TtsServiceServicer_to_server, servicer)],
         service_names=[tts_service_pb2.DESCRIPTOR.services_by_name["TtsService"].full_name],
+        runtime=runtime,
         engine_name="stepper",
     )
-    ref.append(service)
     return service, engine

@@ -9,10 +9,10 @@ import typer
 from typer.testing import CliRunner
 
 from capmesh.cli import talk
-from capmesh.services.common.video import probe_mp4
 from capmesh.services.runtime.server import create_server
 from capmesh.services.talkinghead.config import TalkingheadSettings
 from capmesh.services.talkinghead.main import build_service
+from tests.support.video import probe_mp4
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from capmesh.services.common.video import probe_mp4
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import Cancelled, FailedPrecondition, InvalidArgument
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.talkinghead.config import TalkingheadSettings
 from capmesh.services.talkinghead.domain import TalkingHeadRequest
 from capmesh.services.talkinghead.engine import STAGES, PortraitEngine
+from tests.support.video import probe_mp4
 from tests.talkinghead.conftest import SILENCE_S
 from tests.talkinghead.media_fixtures import astronaut, encode_audio, encode_image
 
@@ -82,15 +82,15 @@ def test_mouth_moves_with_loudness(engine, portrait_png, silence_then_speech):
 
 
 def test_same_seed_same_video_and_other_seed_other_motion(engine, portrait_png, speech_wav):
-    first, _ = run(engine, small(portrait_png, speech_wav, frames_num=8, seed=11))
-    again, _ = run(engine, small(portrait_png, speech_wav, frames_num=8, seed=11))
-    other, _ = run(engine, small(portrait_png, speech_wav, frames_num=8, seed=12))
+    first, _ = run(engine, small(portrait_png, speech_wav, num_frames=8, seed=11))
+    again, _ = run(engine, small(portrait_png, speech_wav, num_frames=8, seed=11))
+    other, _ = run(engine, small(portrait_png, speech_wav, num_frames=8, seed=12))
     assert first.mp4 == again.mp4
     assert first.mp4 != other.mp4
 
 
-def test_frames_num_overrides_the_audio_length_and_trims_the_track(engine, portrait_png, speech_wav):
-    result, _ = run(engine, small(portrait_png, speech_wav, frames_num=6))
+def test_num_frames_overrides_the_audio_length_and_trims_the_track(engine, portrait_png, speech_wav):
+    result, _ = run(engine, small(portrait_png, speech_wav, num_frames=6))
     probe, _ = probe_mp4(result.mp4, decode_frames=False)
     assert probe.frame_count == result.frame_count == 6
     assert probe.audio_seconds == pytest.approx(6 / FPS, abs=0.1)
@@ -98,9 +98,9 @@ def test_frames_num_overrides_the_audio_length_and_trims_the_track(engine, portr
 
 def test_size_follows_the_reference_aspect_and_default_size(portrait_png, speech_wav):
     engine = PortraitEngine(TalkingheadSettings(default_size=128))
-    result, _ = run(engine, TalkingHeadRequest(portrait_png, speech_wav, fps=FPS, frames_num=2))
+    result, _ = run(engine, TalkingHeadRequest(portrait_png, speech_wav, fps=FPS, num_frames=2))
     assert (result.width, result.height) == (128, 128)
-    wide, _ = run(engine, small(portrait_png, speech_wav, width=256, height=128, frames_num=2))
+    wide, _ = run(engine, small(portrait_png, speech_wav, width=256, height=128, num_frames=2))
     probe, _ = probe_mp4(wide.mp4, decode_frames=False)
     assert (probe.width, probe.height) == (256, 128)
     box = wide.frame_face_box  # the crop keeps the face inside the frame
@@ -112,7 +112,7 @@ def test_accepts_jpeg_webp_and_compressed_audio(engine, speech, image_format, au
     samples, rate = speech
     image = encode_image(astronaut(), image_format)
     audio = encode_audio(samples, rate, *audio_format)
-    result, _ = run(engine, small(image, audio, frames_num=3))
+    result, _ = run(engine, small(image, audio, num_frames=3))
     assert result.frame_count == 3 and result.faces_found == 1
 
 
@@ -121,7 +121,7 @@ def test_uses_the_largest_of_several_faces(engine, speech_wav):
     canvas = np.full((512, 800, 3), 235, dtype=np.uint8)
     canvas[:, :512] = big
     canvas[128:384, 530:786] = cv2.resize(big, (256, 256), interpolation=cv2.INTER_AREA)
-    result, _ = run(engine, TalkingHeadRequest(encode_image(canvas), speech_wav, fps=FPS, frames_num=2,
+    result, _ = run(engine, TalkingHeadRequest(encode_image(canvas), speech_wav, fps=FPS, num_frames=2,
                                                width=200, height=128))
     assert result.faces_found == 2
     assert result.face_box.x < 512 and result.face_box.width > 70
@@ -156,10 +156,10 @@ def test_undecodable_inputs_name_both_fields(engine):
 
 
 def test_out_of_range_numbers_are_field_violations(engine, portrait_png, speech_wav):
-    request = small(portrait_png, speech_wav, fps=500, frames_num=10**6, width=255, steps=0, cfg=-1.0)
+    request = small(portrait_png, speech_wav, fps=500, num_frames=10**6, width=255, steps=0, guidance_scale=-1.0)
     with pytest.raises(InvalidArgument) as caught:
         run(engine, request)
-    assert {v.field for v in caught.value.violations} == {"fps", "frames_num", "width", "steps", "cfg"}
+    assert {v.field for v in caught.value.violations} == {"fps", "num_frames", "width", "steps", "guidance_scale"}
 
 
 def test_audio_longer_than_the_limit_is_refused(portrait_png, speech_wav):
@@ -178,13 +178,13 @@ def test_audio_needing_too_many_frames_is_refused(portrait_png, speech_wav):
 
 
 def test_status_reports_the_cascades_as_real_weights(engine, portrait_png, speech_wav):
-    run(engine, small(portrait_png, speech_wav, frames_num=1))
+    run(engine, small(portrait_png, speech_wav, num_frames=1))
     [status] = engine.models.status()
     assert status.state.value == "loaded" and status.device == "cpu" and not status.random_weights
 
 
 @pytest.mark.parametrize(("width", "height"), [(64, 512), (512, 64), (64, 64)])
 def test_extreme_frames_that_crop_the_face_still_render(engine, portrait_png, speech_wav, width, height):
-    result, _ = run(engine, small(portrait_png, speech_wav, width=width, height=height, frames_num=4))
+    result, _ = run(engine, small(portrait_png, speech_wav, width=width, height=height, num_frames=4))
     probe, _ = probe_mp4(result.mp4, decode_frames=False)
     assert (probe.width, probe.height, probe.frame_count) == (width, height, 4)

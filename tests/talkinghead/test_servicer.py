@@ -11,7 +11,6 @@ import pytest
 
 from capmesh.client import from_rpc_error
 from capmesh.common.v1 import artifact_pb2
-from capmesh.services.common.video import probe_mp4
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.runtime.server import create_server
 from capmesh.services.talkinghead.config import TalkingheadSettings
@@ -19,6 +18,7 @@ from capmesh.services.talkinghead.engine import STAGES
 from capmesh.services.talkinghead.main import build_service
 from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
 from capmesh.talkinghead.v1 import talkinghead_service_pb2_grpc as pb_grpc
+from tests.support.video import probe_mp4
 from tests.talkinghead.media_fixtures import encode_image, wav_bytes
 
 
@@ -27,9 +27,11 @@ class RecordingEngine:
 
     def __init__(self, engine) -> None:
         self._engine = engine
-        self.name, self.honoured_parameters, self.models = engine.name, engine.honoured_parameters, engine.models
         self.frames_done = 0
         self.stopped = threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)  # everything but `generate` is the real engine's
 
     def generate(self, request, cancel, emit):
         self.frames_done = 0
@@ -83,19 +85,20 @@ async def test_streams_stages_then_the_mp4_then_one_result(server, portrait_png,
     assert stages == list(STAGES)
     mp4 = b"".join(m.chunk.data for m in messages if m.HasField("chunk"))
     result = messages[-1].result
-    assert (result.size_bytes, result.mime_type, result.seed, result.engine) == (len(mp4), "video/mp4", 5, "portrait")
+    assert (result.artifact.size_bytes, result.artifact.mime_type, result.seed, result.model) == (
+        len(mp4), "video/mp4", 5, "portrait-haar")
     probe, _ = probe_mp4(mp4, decode_frames=False)
-    assert (probe.frame_count, probe.width, probe.height) == (result.frame_count, 256, 256)
+    assert (probe.frame_count, probe.width, probe.height) == (result.num_frames, 256, 256)
     assert probe.fps == pytest.approx(12) == pytest.approx(result.fps)
     assert result.faces_found == 1 and result.face_box.width > 50
 
 
 async def test_missing_inputs_and_bad_numbers_are_field_violations(server):
     stub, _ = server
-    request = pb.StreamGenerateTalkingHeadRequest(fps=1000, frames_num=-1, steps=0)
+    request = pb.StreamGenerateTalkingHeadRequest(fps=1000, num_frames=-1, steps=0)
     error = await failure(stub, request)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert {field for field, _ in error.field_violations} == {"reference_image", "audio", "fps", "frames_num", "steps"}
+    assert {field for field, _ in error.field_violations} == {"reference_image", "audio", "fps", "num_frames", "steps"}
 
 
 async def test_inputs_that_do_not_decode_are_field_violations(server):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from capmesh.services.runtime.settings import SettingsError
-from capmesh.services.tts.config import TtsSettings, load_tts_settings
+from capmesh.services.runtime.settings import SettingsError, load_settings
+from capmesh.services.tts.config import ENV_PREFIX, TtsSettings
 
 
 def test_defaults_are_the_offline_profile():
-    settings = load_tts_settings(environ={})
+    settings = load_settings(TtsSettings, ENV_PREFIX, environ={})
     assert (settings.engine, settings.model, settings.max_text_chars) == ("espeak", "tiny", 5000)
 
 
 def test_environment_and_flags_are_parsed_and_flags_win():
-    settings = load_tts_settings(
+    settings = load_settings(TtsSettings, ENV_PREFIX, 
         {"engine": "openai"},
         environ={"CAPMESH_TTS_ENGINE": "transformers", "CAPMESH_TTS_OPENAI_VOICES": "alloy, nova",
                  "CAPMESH_TTS_MAX_TEXT_CHARS": "100", "CAPMESH_TTS_OPENAI_API_KEY": "sk-secret"},
@@ -42,4 +42,4 @@ def test_bad_values_stop_the_service_naming_the_setting(overrides, named):
 
 def test_bad_environment_value_names_the_variable():
     with pytest.raises(SettingsError, match="CAPMESH_TTS_MAX_TEXT_CHARS"):
-        load_tts_settings(environ={"CAPMESH_TTS_MAX_TEXT_CHARS": "many"})
+        load_settings(TtsSettings, ENV_PREFIX, environ={"CAPMESH_TTS_MAX_TEXT_CHARS": "many"})

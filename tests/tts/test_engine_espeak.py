@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import wave
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -163,11 +164,11 @@ def test_text_over_the_limit_is_rejected():
 
 
 def test_formats_without_an_encoder_and_rates_a_format_cannot_carry_are_rejected(espeak_engine):
-    limits = espeak_engine.limits.__class__(**{**espeak_engine.limits.__dict__,
-                                               "formats": (AudioFormat.WAV, AudioFormat.PCM)})
+    abilities = replace(espeak_engine.abilities, formats=(AudioFormat.WAV, AudioFormat.PCM))
     catalog = espeak_engine.backend.catalog()
     with pytest.raises(InvalidArgument) as caught:
-        validate_synthesis(SynthesisRequest(text="Hi.", format=AudioFormat.MP3), limits, catalog, "en-us")
+        validate_synthesis(SynthesisRequest(text="Hi.", format=AudioFormat.MP3), espeak_engine.settings, abilities,
+                           catalog, "en-us")
     assert fields_of(caught.value) == {"format": "mp3 has no encoder on this server; available: wav, pcm"}
     rates = supported_sample_rates(AudioFormat.MP3)
     if AudioFormat.MP3 in available_formats() and rates:

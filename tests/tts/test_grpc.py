@@ -94,14 +94,15 @@ async def test_stream_synthesize_streams_sentences_then_one_result(tts):
     request = pb.StreamSynthesizeRequest(text="Hello there. How are you today? Fine, thanks.", seed=3)
     kinds, chunks, progress, result = await collect(stub.StreamSynthesize(request))
     assert kinds.count("result") == 1 and kinds[-1] == "result"
-    assert [c.sentence_index for c in chunks] == [0, 1, 2] and [c.sequence for c in chunks] == [0, 1, 2]
+    assert [c.part_index for c in chunks] == [0, 1, 2]
+    assert [c.offset for c in chunks] == [0, len(chunks[0].data), len(chunks[0].data) + len(chunks[1].data)]
     assert [(p.step, p.total_steps) for p in progress if p.stage == "synthesizing"] == [(1, 3), (2, 3), (3, 3)]
     data = b"".join(c.data for c in chunks)
     with wave.open(io.BytesIO(data)) as reader:
         frames = len(reader.readframes(10**9)) // 2
         assert reader.getframerate() == result.sample_rate == 22050
-    assert result.format == pb.AUDIO_FORMAT_WAV and result.mime_type == "audio/wav"
-    assert result.size_bytes == len(data) and result.sentence_count == 3
+    assert result.format == pb.AUDIO_FORMAT_WAV and result.artifact.mime_type == "audio/wav"
+    assert result.artifact.size_bytes == len(data) and result.sentence_count == 3
     assert result.duration_seconds == pytest.approx(frames / 22050)
     assert (result.voice, result.seed) == ("en-us", 3)
 
@@ -112,7 +113,7 @@ async def test_compressed_format_speed_and_rate_through_grpc(tts):
                                          speed=1.2, volume=0.8, sample_rate=16000)
     _, chunks, _, result = await collect(stub.StreamSynthesize(request))
     decoded = decode_with_pyav(b"".join(c.data for c in chunks))
-    assert result.mime_type == "audio/mpeg" and result.sample_rate == decoded.sample_rate == 16000
+    assert result.artifact.mime_type == "audio/mpeg" and result.sample_rate == decoded.sample_rate == 16000
     assert decoded.duration_s == pytest.approx(result.duration_seconds, abs=0.1)
 
 
@@ -163,7 +164,7 @@ async def test_scene_timings_and_segment_chunks(tts):
     for before, after, pause in zip(timings, timings[1:], pauses):
         assert after.start_seconds == pytest.approx(before.end_seconds + pause, abs=1e-4)
     assert timings[-1].end_seconds + pauses[-1] == pytest.approx(duration, abs=1e-4)
-    assert sorted({c.sentence_index for c in chunks}) == [0, 1, 2], "scene chunks carry the segment index"
+    assert sorted({c.part_index for c in chunks}) == [0, 1, 2], "scene chunks carry the segment index"
     steps = [(p.step, p.total_steps) for p in progress if p.stage == "synthesizing"]
     assert steps[-1] == (3, 3) and audio.sentence_count == 4
 
@@ -175,7 +176,7 @@ async def test_cancel_reaches_the_engine_before_the_next_sentence(tts):
         if message.WhichOneof("event") == "chunk":
             break
     call.cancel()
-    assert await service.admission.wait_idle(5.0), "the engine stopped and gave its slot back"
+    assert await service.runtime.admission.wait_idle(5.0), "the engine stopped and gave its slot back"
     assert counting.rendered < 50, f"rendered {counting.rendered} of 200 sentences after the cancel"
 
 
@@ -183,7 +184,7 @@ async def test_deadline_reaches_the_engine(tts):
     stub, counting, service = tts.stub, tts.counting, tts.service
     error = await rpc_error(lambda: stub.StreamSynthesize(pb.StreamSynthesizeRequest(text=LONG_TEXT), timeout=0.3))
     assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert await service.admission.wait_idle(5.0)
+    assert await service.runtime.admission.wait_idle(5.0)
     assert counting.rendered < 200
 
 

@@ -7,10 +7,10 @@ import asyncio
 from typer.testing import CliRunner
 
 from capmesh.cli.main import app
-from capmesh.services.common.video import probe_mp4
 from capmesh.services.runtime.server import create_server
 from capmesh.services.videogen.config import VideogenSettings
 from capmesh.services.videogen.main import build_service
+from tests.support.video import probe_mp4
 from tests.videogen.conftest import png_bytes
 
 

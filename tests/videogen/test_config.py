@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from capmesh.services.diffusion.placement import Offload, resolve_placement
-from capmesh.services.runtime.settings import SettingsError
-from capmesh.services.videogen.config import load_videogen_settings
+from capmesh.services.runtime.settings import SettingsError, load_settings
+from capmesh.services.videogen.config import ENV_PREFIX, VideogenSettings
 
 
 def test_settings_come_from_the_environment():
-    settings = load_videogen_settings(environ={
+    settings = load_settings(VideogenSettings, ENV_PREFIX, environ={
         "CAPMESH_VIDEOGEN_DEVICE": "cpu", "CAPMESH_VIDEOGEN_DTYPE": "float32", "CAPMESH_VIDEOGEN_CPU_OFFLOAD": "none",
         "CAPMESH_VIDEOGEN_MAX_FRAMES": "33", "CAPMESH_VIDEOGEN_EXTRA_MODELS": "a,b", "CAPMESH_VIDEOGEN_MODEL": "a",
     })
@@ -29,7 +29,7 @@ def test_settings_come_from_the_environment():
 ])
 def test_bad_values_are_refused_naming_them(name, value, message):
     with pytest.raises(SettingsError, match=message):
-        load_videogen_settings(environ={f"CAPMESH_VIDEOGEN_{name}": value})
+        load_settings(VideogenSettings, ENV_PREFIX, environ={f"CAPMESH_VIDEOGEN_{name}": value})
 
 
 def test_placement_auto_is_float32_on_cpu_and_offload_needs_cuda():

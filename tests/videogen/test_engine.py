@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from capmesh.services.common.video import probe_mp4
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import Cancelled, DeadlineExceeded, InvalidArgument, ModelLoadError
 from capmesh.services.runtime.lifecycle import ModelState
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.videogen.domain import MP4, VideoChunk, VideoRequest
+from tests.support.video import probe_mp4
 from tests.videogen.conftest import png_bytes
 
 

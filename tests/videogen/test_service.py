@@ -12,11 +12,11 @@ from capmesh.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from capmesh.client import from_rpc_error
 from capmesh.client.videogen import VideoGenClient, video_request
 from capmesh.common.v1 import artifact_pb2
-from capmesh.services.common.video import probe_mp4
 from capmesh.services.runtime.server import create_server
 from capmesh.services.videogen.config import VideogenSettings
 from capmesh.services.videogen.main import build_service
 from capmesh.videogen.v1 import videogen_service_pb2_grpc
+from tests.support.video import probe_mp4
 from tests.videogen.conftest import png_bytes
 
 
@@ -51,8 +51,8 @@ async def test_stream_sends_progress_then_the_mp4_then_one_result(server):
     probe, _ = probe_mp4(mp4, decode_frames=False)
     result = messages[-1].result
     assert (probe.frame_count, probe.width, probe.height, probe.fps) == (9, 48, 32, 12.0)
-    assert (result.frame_count, result.width, result.height, result.fps) == (9, 48, 32, 12.0)
-    assert (result.mime_type, result.size_bytes, result.seed, result.steps, result.model) == (
+    assert (result.num_frames, result.width, result.height, result.fps) == (9, 48, 32, 12.0)
+    assert (result.artifact.mime_type, result.artifact.size_bytes, result.seed, result.steps, result.model) == (
         "video/mp4", len(mp4), 1, 2, "tiny")
 
 
@@ -68,7 +68,7 @@ async def test_the_client_helper_checks_the_mp4_against_the_result(server):
             return video, progress
 
     video, progress = await asyncio.to_thread(call)
-    assert video.result.frame_count == 5 and video.mp4[4:8] == b"ftyp"
+    assert video.result.num_frames == 5 and video.mp4[4:8] == b"ftyp"
     assert progress[-1].percent == 100
 
 
@@ -125,12 +125,12 @@ async def test_cancel_reaches_the_pipeline_at_the_next_step_and_the_service_stay
             if message.WhichOneof("event") == "progress" and message.progress.stage == "denoising":
                 break
         call.cancel()
-        assert await running.service.admission.wait_idle(5.0)
+        assert await running.service.runtime.admission.wait_idle(5.0)
         assert slow.calls <= 3  # the step running when the cancel arrived, at most one more
     finally:
         slow.remove()
     messages = [m async for m in stub.StreamGenerateVideo(small())]
-    assert messages[-1].result.frame_count == 5
+    assert messages[-1].result.num_frames == 5
 
 
 async def test_a_deadline_stops_the_pipeline(server):
@@ -141,7 +141,7 @@ async def test_a_deadline_stops_the_pipeline(server):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             [m async for m in stub.StreamGenerateVideo(small(steps=100, guidance_scale=1.0), timeout=0.5)]
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert await running.service.admission.wait_idle(5.0)
+        assert await running.service.runtime.admission.wait_idle(5.0)
         assert slow.calls < 50
     finally:
         slow.remove()

@@ -32,7 +32,7 @@ def _fail(error) -> None:
 
 
 def _describe(info) -> str:
-    return (f"{info.file_id}  {info.size_bytes} bytes  {info.content_type}  sha256 {info.sha256}  "
+    return (f"{info.file_id}  {info.size_bytes} bytes  {info.mime_type}  sha256 {info.sha256}  "
             f"expires {info.expire_time.ToDatetime():%Y-%m-%d %H:%M:%S}Z  {info.name}")
 
 
@@ -40,7 +40,7 @@ def _describe(info) -> str:
 def upload(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, help="The file to upload."),
     ttl: float = typer.Option(0.0, help="Seconds until it expires; 0: the gateway default (24 h)."),
-    content_type: str = typer.Option("", help="The declared type; the stored type is detected when possible."),
+    mime_type: str = typer.Option("", help="The declared media type; the stored type is detected when possible."),
     label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE (repeatable)."),
     address: str = ADDRESS,
 ) -> None:
@@ -58,7 +58,7 @@ def upload(
 
         def messages():
             yield file_service_pb2.UploadFileRequest(header=file_service_pb2.UploadHeader(
-                name=path.name, content_type=content_type, ttl_seconds=ttl, labels=labels))
+                name=path.name, mime_type=mime_type, ttl_seconds=ttl, labels=labels))
             with path.open("rb") as handle:
                 while chunk := handle.read(CHUNK_BYTES):
                     bar.advance(task, len(chunk))

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    import asyncio
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 STATE_STYLES = {"AVAILABLE": "green", "UNKNOWN": "yellow", "UNAVAILABLE": "red", "ERROR": "red"}
@@ -137,10 +140,7 @@ def up(
     profile; wait until all serve; Ctrl-C stops them all."""
     import asyncio
 
-    capabilities, missing = available_capabilities(only)
-    for name, why in missing:
-        typer.secho(f"capmesh up: skipping {name}: {why}", fg="yellow", err=True)
-    mesh = Mesh(capabilities=capabilities, host=host, port=port, http_port=http_port, redis_url=redis or "",
+    mesh = Mesh(capabilities=chosen_capabilities(only), host=host, port=port, http_port=http_port, redis_url=redis or "",
                 timeout_s=timeout, log_dir=log_dir)
     try:
         code = asyncio.run(mesh.run())
@@ -161,26 +161,15 @@ class MeshError(RuntimeError):
     """The mesh could not start; the message says which process and where its log is."""
 
 
-def available_capabilities(only: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The capabilities to start (those whose service module exists) and those skipped, with why."""
-    import importlib.util
+def chosen_capabilities(only: list[str]) -> list[str]:
+    """The capabilities to start: those named with --only, else every row of the catalogue."""
+    from capmesh.services.catalog import NAMES
 
-    from capmesh.services.catalog import CAPABILITIES
-
-    unknown = [name for name in only if name not in CAPABILITIES]
+    unknown = [name for name in only if name not in NAMES]
     if unknown:
-        raise typer.BadParameter(f"unknown capabilities {', '.join(unknown)}; known: {', '.join(CAPABILITIES)}")
-    chosen, missing = [], []
-    for name in only or list(CAPABILITIES):
-        try:
-            found = importlib.util.find_spec(CAPABILITIES[name]) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            chosen.append(name)
-        else:
-            missing.append((name, f"{CAPABILITIES[name]} does not exist yet"))
-    return chosen, missing
+        raise typer.BadParameter(f"unknown capabilities {', '.join(unknown)}; known: {', '.join(NAMES)}",
+                                 param_hint="--only")
+    return list(only) or list(NAMES)
 
 
 class _Child:
@@ -190,10 +179,23 @@ class _Child:
         self.name = name
         self.args = args
         self.log_path = log_path
-        self.process = None
+        self.process: asyncio.subprocess.Process | None = None
         self.address = ""
         self.banner = ""
-        self._drain = None
+        self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def proc(self) -> asyncio.subprocess.Process:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self.process
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        stdout = self.proc.stdout
+        if stdout is None:
+            raise RuntimeError(f"{self.name} was started without a stdout pipe")
+        return stdout
 
     async def start(self, env: dict[str, str], timeout_s: float) -> None:
         import asyncio
@@ -213,10 +215,10 @@ class _Child:
 
     async def _listening_line(self) -> str:
         while True:
-            raw = await self.process.stdout.readline()
+            raw = await self.stdout.readline()
             if not raw:
-                await self.process.wait()
-                raise MeshError(f"{self.name} exited with code {self.process.returncode} during start-up; "
+                await self.proc.wait()
+                raise MeshError(f"{self.name} exited with code {self.proc.returncode} during start-up; "
                                 f"log: {self.log_path}\n{_tail(self.log_path)}")
             line = raw.decode(errors="replace").strip()
             if " listening on " in line:
@@ -224,11 +226,11 @@ class _Child:
 
     async def _copy_rest(self) -> None:
         with self.log_path.open("ab") as log:
-            while raw := await self.process.stdout.readline():
+            while raw := await self.stdout.readline():
                 log.write(raw)
 
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        return self.process is not None and self.proc.returncode is None
 
     async def stop(self) -> None:
         import asyncio
@@ -236,12 +238,12 @@ class _Child:
 
         if not self.running():
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
+            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
         except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+            self.proc.kill()
+            await self.proc.wait()
         if self._drain is not None:
             self._drain.cancel()
 
@@ -329,7 +331,7 @@ class Mesh:
                     return view
                 for child in self.children:
                     if not child.running():
-                        raise MeshError(f"{child.name} exited with code {child.process.returncode}; "
+                        raise MeshError(f"{child.name} exited with code {child.proc.returncode}; "
                                         f"log: {child.log_path}\n{_tail(child.log_path)}")
                 if time.monotonic() > deadline:
                     waiting = sorted(set(self.capabilities) - serving)
@@ -358,7 +360,7 @@ class Mesh:
         """Runs until Ctrl-C / SIGTERM (0) or until a process exits on its own (1)."""
         import asyncio
 
-        waits = {asyncio.ensure_future(child.process.wait()): child for child in self.children}
+        waits = {asyncio.ensure_future(child.proc.wait()): child for child in self.children}
         stopper = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({stopper, *waits}, return_when=asyncio.FIRST_COMPLETED)
         for future in [stopper, *waits]:
@@ -367,7 +369,7 @@ class Mesh:
             return 0
         for future in done:
             child = waits[future]
-            console.print(f"[red]{child.name} exited with code {child.process.returncode}; log: {child.log_path}[/]")
+            console.print(f"[red]{child.name} exited with code {child.proc.returncode}; log: {child.log_path}[/]")
         return 1
 
     async def _stop_all(self, console) -> None:

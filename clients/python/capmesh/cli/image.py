@@ -49,5 +49,5 @@ def image(
     for info, png in zip(r.images, generated.pngs):
         path = output if len(generated.pngs) == 1 else output.with_name(f"{output.stem}-{info.index}{output.suffix}")
         path.write_bytes(png)
-        typer.echo(f"{path}: {info.width}x{info.height}, {info.size_bytes} bytes")
+        typer.echo(f"{path}: {info.width}x{info.height}, {info.artifact.size_bytes} bytes")
     typer.echo(f"{len(generated.pngs)} image(s), {r.steps} steps, seed {r.seed}, model {r.model}")

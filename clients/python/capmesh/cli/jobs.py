@@ -10,16 +10,12 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import typer
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-CONTRACT_MODULES = ("capmesh.tts.v1.tts_service_pb2", "capmesh.llm.v1.llm_service_pb2",
-                    "capmesh.videogen.v1.videogen_service_pb2", "capmesh.imagegen.v1.imagegen_service_pb2",
-                    "capmesh.talkinghead.v1.talkinghead_service_pb2")
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Durable asynchronous jobs (google.longrunning operations).")
 ADDRESS = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway.")
@@ -41,15 +37,13 @@ def _labels(items: list[str]) -> dict[str, str]:
 
 def _request_message(method: str, data: str):
     """The method's request message from JSON (a string, or @file)."""
-    from google.protobuf import descriptor_pool, json_format, message_factory
+    from google.protobuf import json_format, message_factory
 
-    for name in CONTRACT_MODULES:
-        importlib.import_module(name)
-    service, _, name = method.lstrip("/").rpartition("/")
-    try:
-        descriptor = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
-    except KeyError:
-        raise typer.BadParameter(f"{method} is not a capability method", param_hint="METHOD") from None
+    from capmesh.services.catalog import find_method
+
+    descriptor = find_method(method)
+    if descriptor is None:
+        raise typer.BadParameter(f"{method} is not a capability method", param_hint="METHOD")
     text = Path(data[1:]).read_text() if data.startswith("@") else data
     message = message_factory.GetMessageClass(descriptor.input_type)()
     try:
@@ -81,6 +75,7 @@ def _operation_dict(operation) -> dict:
     from google.protobuf import json_format
 
     from capmesh.gateway.v1 import job_service_pb2
+    from capmesh.services.catalog import load_contracts
 
     out = {"name": operation.name, "done": operation.done,
            "metadata": json_format.MessageToDict(_metadata(operation))}
@@ -89,8 +84,7 @@ def _operation_dict(operation) -> dict:
         operation.response.Unpack(result)
         out["result"] = {"artifacts": [json_format.MessageToDict(a) for a in result.artifacts],
                          "response_type": result.response.TypeName()}
-        for name in CONTRACT_MODULES:
-            importlib.import_module(name)
+        load_contracts()  # the response's type must be in the descriptor pool to print it
         try:
             out["result"]["response"] = json_format.MessageToDict(result.response)
         except TypeError:

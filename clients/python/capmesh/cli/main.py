@@ -1,19 +1,19 @@
 """The `capmesh` command: serve capabilities, run the gateway or the whole mesh, call everything.
 
-Sub-command modules in this package that define `register(app)` are added automatically, so each
-capability's client commands live beside the others without editing this file.
+The gateway, jobs and files commands are listed here; each capability's own commands come from the
+`cli` module its catalogue row names (services/catalog.py).
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-import capmesh.cli as cli_package
+from capmesh.cli import files, gateway, jobs
+from capmesh.services.catalog import CAPABILITIES, NAMES, capability
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="capmesh: generative-AI capabilities over gRPC.")
 models_app = typer.Typer(no_args_is_help=True, help="Model checkpoints.")
@@ -32,7 +32,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 
 @app.command()
 def serve(
-    capability: str = typer.Argument(..., help="tts, llm, videogen, imagegen or talkinghead"),
+    name: str = typer.Argument(..., metavar="CAPABILITY", help=", ".join(NAMES)),
     host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port to bind; 0 picks a free one."),
     gateway: Optional[str] = typer.Option(None, help="host:port of a gateway to register with."),
@@ -41,24 +41,26 @@ def serve(
     setting: list[str] = typer.Option([], "--set", help="Any other setting as KEY=VALUE (repeatable)."),
 ) -> None:
     """Run one capability's gRPC server until SIGTERM or Ctrl-C."""
-    from capmesh.services.catalog import service_module
     from capmesh.services.runtime.server import run
     from capmesh.services.runtime.settings import SettingsError, load_settings
 
-    module = service_module(capability)
-    overrides: dict[str, object] = {"host": host, "port": port, "gateway": gateway, **parse_assignments(setting)}
-    field_names = set(module.Settings.__dataclass_fields__)
-    for name, value in (("engine", engine), ("model", model)):
-        if value is not None:
-            if name not in field_names:
-                raise typer.BadParameter(f"{capability} has no {name} setting")
-            overrides[name] = value
     try:
-        settings = load_settings(module.Settings, module.ENV_PREFIX, overrides)
+        row = capability(name)
+    except KeyError as exc:
+        raise typer.BadParameter(exc.args[0], param_hint="CAPABILITY") from None
+    overrides: dict[str, object] = {"host": host, "port": port, "gateway": gateway, **parse_assignments(setting)}
+    field_names = set(row.settings_class.__dataclass_fields__)
+    for key, value in (("engine", engine), ("model", model)):
+        if value is not None:
+            if key not in field_names:
+                raise typer.BadParameter(f"{name} has no {key} setting")
+            overrides[key] = value
+    try:
+        settings = load_settings(row.settings_class, row.env_prefix, overrides)
     except SettingsError as exc:
-        typer.secho(f"capmesh {capability}: {exc}", fg="red", err=True)
+        typer.secho(f"capmesh {name}: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    run(module.build_service(settings))
+    run(row.build_service(settings))
 
 
 @models_app.command("make-tiny")
@@ -67,26 +69,20 @@ def make_tiny(
     only: list[str] = typer.Option([], help="Build only these capabilities' checkpoints."),
 ) -> None:
     """Build tiny random checkpoints for every model-backed engine (offline tests and demos)."""
-    from capmesh.services.catalog import TINY_CHECKPOINTS, tiny_module
     from capmesh.services.runtime.tiny import ensure_tiny
 
-    for capability in only or TINY_CHECKPOINTS:
-        module = tiny_module(capability)
+    rows = [capability(name) for name in only] if only else [c for c in CAPABILITIES if c.tiny_checkpoint]
+    for row in rows:
+        module = row.tiny_module()
         path = ensure_tiny(module.TINY_NAME, module.build_tiny, cache_dir=directory)
-        typer.echo(f"{capability}: {path} (random weights)")
+        typer.echo(f"{row.name}: {path} (random weights)")
 
 
-def _register_subcommands() -> None:
-    for info in sorted(pkgutil.iter_modules(cli_package.__path__), key=lambda m: m.name):
-        if info.name == "main":
-            continue
-        module = importlib.import_module(f"capmesh.cli.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-
-
-_register_subcommands()
+for commands in (gateway, jobs, files):
+    commands.register(app)
+for row in CAPABILITIES:
+    if row.cli:
+        importlib.import_module(row.cli).register(app)
 
 if __name__ == "__main__":
     app()

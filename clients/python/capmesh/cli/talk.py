@@ -37,10 +37,11 @@ def talk(
     voice: str = typer.Option("", help="TTS voice (with --text)."),
     language: str = typer.Option("", help="TTS language (with --text)."),
     fps: float = typer.Option(0.0, help="Frames per second; 0 takes the service default."),
-    frames_num: int = typer.Option(0, help="Number of frames; 0 follows the audio length."),
+    num_frames: int = typer.Option(0, "--frames", help="Number of frames; 0 follows the audio length."),
     seed: Optional[int] = typer.Option(None, help="Seed of the head motion and blinks."),
     steps: Optional[int] = typer.Option(None, help="Inference steps (neural engines)."),
-    cfg: Optional[float] = typer.Option(None, help="Guidance scale (neural engines)."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance",
+                                                   help="Classifier-free guidance scale (neural engines)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds before each call gives up."),
 ) -> None:
     """Make a talking-head video: FACE speaks AUDIO, or --text spoken by TTS."""
@@ -62,14 +63,14 @@ def talk(
                 with sync_channel(tts_address or address) as channel:
                     audio_bytes = _synthesize(channel, text, voice, language, stages, timeout)
                 audio_name = "tts.wav"
-            else:
+            elif audio is not None:  # exactly one of the two was given (checked above)
                 audio_bytes, audio_name = audio.read_bytes(), audio.name
             for stage in TALKINGHEAD_STAGES:
                 stages.task(stage)
             with sync_channel(talkinghead_address or address) as channel:
                 video = TalkingHeadClient(channel).generate(
                     artifact(face.read_bytes(), name=face.name), artifact(audio_bytes, name=audio_name),
-                    fps=fps, frames_num=frames_num, seed=seed, steps=steps, cfg=cfg,
+                    fps=fps, num_frames=num_frames, seed=seed, steps=steps, guidance_scale=guidance_scale,
                     on_progress=stages.update, timeout=timeout,
                 )
             stages.finish()
@@ -78,7 +79,7 @@ def talk(
     output.write_bytes(video.mp4)
     result = video.result
     box = result.face_box
-    typer.echo(f"{output}: {result.frame_count} frames at {result.fps:g} fps, {result.width}x{result.height}, "
+    typer.echo(f"{output}: {result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
                f"{result.duration_seconds:.2f} s; face {box.width}x{box.height} at {box.x},{box.y} "
                f"(of {result.faces_found} found); seed {result.seed}")
 

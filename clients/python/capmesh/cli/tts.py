@@ -63,7 +63,7 @@ def tts(
                                  param_hint="--format")
     target = output or Path(f"out.{chosen_format}")
     lines, scene_options = _read_scene(scene) if scene is not None else ([], {})
-    spoken_text = typer.get_text_stream("stdin").read() if text == "-" else text
+    spoken_text = typer.get_text_stream("stdin").read() if text == "-" else text or ""
     try:
         with sync_channel(address) as channel:
             client = TtsClient(channel)

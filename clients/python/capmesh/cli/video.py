@@ -48,7 +48,7 @@ def video(
         )
     output.write_bytes(generated.mp4)
     r = generated.result
-    typer.echo(f"{output}: {r.frame_count} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
+    typer.echo(f"{output}: {r.num_frames} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
                f"{r.steps} steps, seed {r.seed}, model {r.model}")
 
 

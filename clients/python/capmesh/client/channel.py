@@ -32,7 +32,7 @@ def tls_trusting(cert_file: str) -> tuple[grpc.ChannelCredentials, list[tuple[st
     option that verifies the server by the certificate's first DNS name (or CN): services usually
     dial the gateway by a loopback or private address that the certificate does not name."""
     pem = Path(cert_file).read_bytes()
-    decoded = ssl._ssl._test_decode_cert(cert_file)  # noqa: SLF001 - the stdlib's only PEM reader
+    decoded = ssl._ssl._test_decode_cert(cert_file)  # type: ignore[attr-defined]  # the stdlib's only PEM reader
     names = [value for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"]
     names += [value for rdn in decoded.get("subject", ()) for key, value in rdn if key == "commonName"]
     options = [("grpc.ssl_target_name_override", names[0])] if names else []

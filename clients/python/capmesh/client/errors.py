@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from capmesh.services.runtime.status import read_details, status_of
 
 
 @dataclass
@@ -76,21 +76,8 @@ _BY_CODE: dict[grpc.StatusCode, type[CapmeshClientError]] = {
 def from_rpc_error(error: grpc.RpcError) -> CapmeshClientError:
     """Converts a failed call into the matching CapmeshClientError subclass."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    message = error.details() if hasattr(error, "details") else str(error)
-    cls = _BY_CODE.get(code, ServerError)
-    result = cls(code=code, message=message or "")
-    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            result.reason, result.domain = info.reason, info.domain
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            result.field_violations = [(v.field, v.description) for v in bad.field_violations]
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            detail.Unpack(retry)
-            result.retry_after_s = retry.retry_delay.ToNanoseconds() / 1e9
-    return result
+    status = status_of(error)
+    details = read_details(status)
+    return _BY_CODE.get(code, ServerError)(
+        code=code, message=status.message, reason=details.reason, domain=details.domain,
+        field_violations=details.field_violations, retry_after_s=details.retry_after_s)

@@ -26,7 +26,7 @@ __all__ = ["ImageGenClient", "GeneratedImages", "images_request"]
 
 @dataclass(frozen=True)
 class GeneratedImages:
-    """The PNG files in index order (each checked against its size and sha256) and the result."""
+    """The PNG files in index order (each checked against its artifact's size and sha256) and the result."""
 
     pngs: list[bytes]
     result: pb.ImagesResult
@@ -75,6 +75,6 @@ class ImageGenClient:
             return files.setdefault(index, StreamedFile("imagegen", f"image {index}"))
 
         result = receive(self._stub.StreamGenerateImages(request, timeout=timeout, metadata=metadata), "imagegen",
-                         lambda chunk: file(chunk.image_index).add(chunk.offset, chunk.data), on_progress)
-        pngs = [file(image.index).verified(image.size_bytes, image.sha256) for image in result.images]
+                         lambda chunk: file(chunk.index).add(chunk.offset, chunk.data), on_progress)
+        pngs = [file(image.index).verified(image.artifact) for image in result.images]
         return GeneratedImages(pngs, result)

@@ -1,8 +1,8 @@
-"""Reading a generation stream: progress events, offset-tagged chunks of files, then the result.
+"""Reading a generation stream: progress events, DataChunk pieces of files, then the result.
 
 Every streamed file is checked as it arrives (each chunk starts where the previous one ended) and
-once complete (its size and sha256 against the result's), so a broken stream never yields a file
-that merely looks right; a broken stream is a DATA_LOSS `ServerError`.
+once complete (its size and sha256 against the result's Artifact), so a broken stream never yields
+a file that merely looks right; a broken stream is a DATA_LOSS `ServerError`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import grpc
 
 from capmesh.client.errors import ServerError, from_rpc_error
-from capmesh.common.v1 import progress_pb2
+from capmesh.common.v1 import artifact_pb2, progress_pb2
 
 
 def stream_broken(service: str, what: str) -> ServerError:
@@ -33,10 +33,11 @@ class StreamedFile:
             raise stream_broken(self._service, f"{self._prefix}chunk at offset {offset}, expected {len(self._data)}")
         self._data += data
 
-    def verified(self, size_bytes: int, sha256: str) -> bytes:
-        """The file's bytes, once they match the size and sha256 the result announces."""
+    def verified(self, artifact: artifact_pb2.Artifact) -> bytes:
+        """The file's bytes, once they match the size and sha256 (where given) the result's Artifact announces."""
         data = bytes(self._data)
-        if len(data) != size_bytes or hashlib.sha256(data).hexdigest() != sha256:
+        if len(data) != artifact.size_bytes or (artifact.sha256
+                                                and hashlib.sha256(data).hexdigest() != artifact.sha256):
             raise stream_broken(self._service, f"{self._prefix}received {len(data)} bytes that do not match "
                                                "the result's size and sha256")
         return data
@@ -45,7 +46,7 @@ class StreamedFile:
 def receive(
     responses: Iterable,
     service: str,
-    on_chunk: Callable[[object], None],
+    on_chunk: Callable[[artifact_pb2.DataChunk], None],
     on_progress: Callable[[progress_pb2.Progress], None] | None,
 ):
     """The stream's result message, passing each `chunk` to `on_chunk` and each `progress` to `on_progress`.

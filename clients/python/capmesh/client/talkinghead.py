@@ -27,7 +27,7 @@ Input = bytes | artifact_pb2.Artifact  # inline bytes, or an Artifact (e.g. a ga
 
 @dataclass(frozen=True)
 class TalkingHeadVideo:
-    """The mp4 (checked against the result's size and sha256) and the server's description of it."""
+    """The mp4 (checked against the size and sha256 of the result's artifact) and the server's description of it."""
 
     mp4: bytes
     result: pb.TalkingHeadResult
@@ -53,10 +53,10 @@ class TalkingHeadClient:
         audio: Input,
         *,
         fps: float = 0.0,
-        frames_num: int = 0,
+        num_frames: int = 0,
         seed: int | None = None,
         steps: int | None = None,
-        cfg: float | None = None,
+        guidance_scale: float | None = None,
         model: str = "",
         on_progress: Callable[[progress_pb2.Progress], None] | None = None,
         timeout: float | None = None,
@@ -65,12 +65,12 @@ class TalkingHeadClient:
         """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure."""
         request = pb.StreamGenerateTalkingHeadRequest(
             reference_image=_as_artifact(reference_image), audio=_as_artifact(audio),
-            fps=fps, frames_num=frames_num, model=model, steps=steps, cfg=cfg, seed=seed,
+            fps=fps, num_frames=num_frames, model=model, steps=steps, guidance_scale=guidance_scale, seed=seed,
         )
         video = StreamedFile("talkinghead")
         result = receive(self._stub.StreamGenerateTalkingHead(request, timeout=timeout, metadata=metadata),
                          "talkinghead", lambda chunk: video.add(chunk.offset, chunk.data), on_progress)
-        return TalkingHeadVideo(video.verified(result.size_bytes, result.sha256), result)
+        return TalkingHeadVideo(video.verified(result.artifact), result)
 
 
 def _as_artifact(value: Input) -> artifact_pb2.Artifact:

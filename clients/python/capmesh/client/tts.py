@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from capmesh.client.errors import ServerError, from_rpc_error
-from capmesh.common.v1 import progress_pb2
+from capmesh.client.errors import from_rpc_error
+from capmesh.client.streams import StreamedFile, receive
+from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.tts.v1 import tts_service_pb2 as pb
 from capmesh.tts.v1 import tts_service_pb2_grpc as pb_grpc
 
@@ -39,7 +40,7 @@ AUDIO_FORMATS = {
 }
 
 ProgressCallback = Callable[[progress_pb2.Progress], None]
-ChunkCallback = Callable[[pb.AudioChunk], None]
+ChunkCallback = Callable[[artifact_pb2.DataChunk], None]
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def finalize_wav(data: bytes) -> bytes:
     return data[:4] + struct.pack("<I", 36 + payload) + data[8:40] + struct.pack("<I", payload) + data[44:]
 
 
-def _format(name: str) -> int:
+def _format(name: str) -> pb.AudioFormat:
     try:
         return AUDIO_FORMATS[name.lower()]
     except KeyError:
@@ -147,30 +148,17 @@ def _format(name: str) -> int:
 
 
 def _collect(stream, on_progress: ProgressCallback | None, on_chunk: ChunkCallback | None):
-    parts: list[bytes] = []
-    try:
-        for message in stream:
-            kind = message.WhichOneof("event")
-            if kind == "progress" and on_progress is not None:
-                on_progress(message.progress)
-            elif kind == "chunk":
-                if message.chunk.sequence != len(parts):
-                    raise _broken(f"chunk {message.chunk.sequence} arrived, expected {len(parts)}")
-                parts.append(message.chunk.data)
-                if on_chunk is not None:
-                    on_chunk(message.chunk)
-            elif kind == "result":
-                return b"".join(parts), message.result
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from exc
-    raise _broken("the stream ended without a result")
+    """(the audio file as streamed, the result message)."""
+    audio = StreamedFile("tts")
+
+    def add(chunk: artifact_pb2.DataChunk) -> None:
+        audio.add(chunk.offset, chunk.data)
+        if on_chunk is not None:
+            on_chunk(chunk)
+
+    return audio, receive(stream, "tts", add, on_progress)
 
 
-def _finished(audio: bytes, result: pb.SynthesisResult) -> bytes:
-    if len(audio) != result.size_bytes:
-        raise _broken(f"received {len(audio)} bytes, the result says {result.size_bytes}")
-    return finalize_wav(audio) if result.format == pb.AUDIO_FORMAT_WAV else audio
-
-
-def _broken(what: str) -> ServerError:
-    return ServerError(code=grpc.StatusCode.DATA_LOSS, message=f"tts stream broken: {what}")
+def _finished(audio: StreamedFile, result: pb.SynthesisResult) -> bytes:
+    data = audio.verified(result.artifact)
+    return finalize_wav(data) if result.format == pb.AUDIO_FORMAT_WAV else data

@@ -25,7 +25,7 @@ __all__ = ["VideoGenClient", "GeneratedVideo", "video_request"]
 
 @dataclass(frozen=True)
 class GeneratedVideo:
-    """The mp4 (checked against the result's size and sha256) and the server's description of it."""
+    """The mp4 (checked against the size and sha256 of the result's artifact) and the server's description of it."""
 
     mp4: bytes
     result: pb.VideoResult
@@ -76,4 +76,4 @@ class VideoGenClient:
         video = StreamedFile("videogen")
         result = receive(self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata), "videogen",
                          lambda chunk: video.add(chunk.offset, chunk.data), on_progress)
-        return GeneratedVideo(video.verified(result.size_bytes, result.sha256), result)
+        return GeneratedVideo(video.verified(result.artifact), result)

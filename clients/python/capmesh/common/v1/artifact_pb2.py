@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/common/v1/artifact.proto\x12\x11\x63\x61pmesh.common.v1\"\x83\x01\n\x08\x41rtifact\x12\x15\n\x0binline_data\x18\x01 \x01(\x0cH\x00\x12\x11\n\x07\x66ile_id\x18\x02 \x01(\tH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\tB\x08\n\x06source\")\n\tDataChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/common/v1/artifact.proto\x12\x11\x63\x61pmesh.common.v1\"\x83\x01\n\x08\x41rtifact\x12\x15\n\x0binline_data\x18\x01 \x01(\x0cH\x00\x12\x11\n\x07\x66ile_id\x18\x02 \x01(\tH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\tB\x08\n\x06source\"L\n\tDataChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\r\n\x05index\x18\x03 \x01(\x05\x12\x12\n\npart_index\x18\x04 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARTIFACT']._serialized_start=56
   _globals['_ARTIFACT']._serialized_end=187
   _globals['_DATACHUNK']._serialized_start=189
-  _globals['_DATACHUNK']._serialized_end=230
+  _globals['_DATACHUNK']._serialized_end=265
 # @@protoc_insertion_point(module_scope)

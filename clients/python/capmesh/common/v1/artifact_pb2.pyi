@@ -21,9 +21,13 @@ class Artifact(_message.Message):
     def __init__(self, inline_data: _Optional[bytes] = ..., file_id: _Optional[str] = ..., mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class DataChunk(_message.Message):
-    __slots__ = ("data", "offset")
+    __slots__ = ("data", "offset", "index", "part_index")
     DATA_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PART_INDEX_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     offset: int
-    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
+    index: int
+    part_index: int
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., index: _Optional[int] = ..., part_index: _Optional[int] = ...) -> None: ...

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%capmesh/gateway/v1/file_service.proto\x12\x12\x63\x61pmesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n\x08\x46ileInfo\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.capmesh.gateway.v1.FileInfo.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb4\x01\n\x0cUploadHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x01\x12<\n\x06labels\x18\x04 \x03(\x0b\x32,.capmesh.gateway.v1.UploadHeader.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x11UploadFileRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .capmesh.gateway.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"@\n\x12UploadFileResponse\x12*\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\"F\n\x13\x44ownloadFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"`\n\x14\x44ownloadFileResponse\x12*\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"=\n\x0fGetFileResponse\x12*\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\"9\n\x10ListFilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x11ListFilesResponse\x12+\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteFileResponse2\xd0\x04\n\x0b\x46ileService\x12]\n\nUploadFile\x12%.capmesh.gateway.v1.UploadFileRequest\x1a&.capmesh.gateway.v1.UploadFileResponse(\x01\x12\x89\x01\n\x0c\x44ownloadFile\x12\'.capmesh.gateway.v1.DownloadFileRequest\x1a(.capmesh.gateway.v1.DownloadFileResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/files/{file_id}:download0\x01\x12o\n\x07GetFile\x12\".capmesh.gateway.v1.GetFileRequest\x1a#.capmesh.gateway.v1.GetFileResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/files/{file_id}\x12k\n\tListFiles\x12$.capmesh.gateway.v1.ListFilesRequest\x1a%.capmesh.gateway.v1.ListFilesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/files\x12x\n\nDeleteFile\x12%.capmesh.gateway.v1.DeleteFileRequest\x1a&.capmesh.gateway.v1.DeleteFileResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/files/{file_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%capmesh/gateway/v1/file_service.proto\x12\x12\x63\x61pmesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n\x08\x46ileInfo\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\tmime_type\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.capmesh.gateway.v1.FileInfo.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x01\n\x0cUploadHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x01\x12<\n\x06labels\x18\x04 \x03(\x0b\x32,.capmesh.gateway.v1.UploadHeader.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x11UploadFileRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .capmesh.gateway.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"@\n\x12UploadFileResponse\x12*\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\"F\n\x13\x44ownloadFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"`\n\x14\x44ownloadFileResponse\x12*\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"=\n\x0fGetFileResponse\x12*\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\"9\n\x10ListFilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x11ListFilesResponse\x12+\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x1c.capmesh.gateway.v1.FileInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteFileResponse2\xd0\x04\n\x0b\x46ileService\x12]\n\nUploadFile\x12%.capmesh.gateway.v1.UploadFileRequest\x1a&.capmesh.gateway.v1.UploadFileResponse(\x01\x12\x89\x01\n\x0c\x44ownloadFile\x12\'.capmesh.gateway.v1.DownloadFileRequest\x1a(.capmesh.gateway.v1.DownloadFileResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/files/{file_id}:download0\x01\x12o\n\x07GetFile\x12\".capmesh.gateway.v1.GetFileRequest\x1a#.capmesh.gateway.v1.GetFileResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/files/{file_id}\x12k\n\tListFiles\x12$.capmesh.gateway.v1.ListFilesRequest\x1a%.capmesh.gateway.v1.ListFilesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/files\x12x\n\nDeleteFile\x12%.capmesh.gateway.v1.DeleteFileRequest\x1a&.capmesh.gateway.v1.DeleteFileResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/files/{file_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,33 +46,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILESERVICE'].methods_by_name['DeleteFile']._loaded_options = None
   _globals['_FILESERVICE'].methods_by_name['DeleteFile']._serialized_options = b'\202\323\344\223\002\025*\023/v1/files/{file_id}'
   _globals['_FILEINFO']._serialized_start=125
-  _globals['_FILEINFO']._serialized_end=427
-  _globals['_FILEINFO_LABELSENTRY']._serialized_start=382
-  _globals['_FILEINFO_LABELSENTRY']._serialized_end=427
-  _globals['_UPLOADHEADER']._serialized_start=430
-  _globals['_UPLOADHEADER']._serialized_end=610
-  _globals['_UPLOADHEADER_LABELSENTRY']._serialized_start=382
-  _globals['_UPLOADHEADER_LABELSENTRY']._serialized_end=427
-  _globals['_UPLOADFILEREQUEST']._serialized_start=612
-  _globals['_UPLOADFILEREQUEST']._serialized_end=708
-  _globals['_UPLOADFILERESPONSE']._serialized_start=710
-  _globals['_UPLOADFILERESPONSE']._serialized_end=774
-  _globals['_DOWNLOADFILEREQUEST']._serialized_start=776
-  _globals['_DOWNLOADFILEREQUEST']._serialized_end=846
-  _globals['_DOWNLOADFILERESPONSE']._serialized_start=848
-  _globals['_DOWNLOADFILERESPONSE']._serialized_end=944
-  _globals['_GETFILEREQUEST']._serialized_start=946
-  _globals['_GETFILEREQUEST']._serialized_end=979
-  _globals['_GETFILERESPONSE']._serialized_start=981
-  _globals['_GETFILERESPONSE']._serialized_end=1042
-  _globals['_LISTFILESREQUEST']._serialized_start=1044
-  _globals['_LISTFILESREQUEST']._serialized_end=1101
-  _globals['_LISTFILESRESPONSE']._serialized_start=1103
-  _globals['_LISTFILESRESPONSE']._serialized_end=1192
-  _globals['_DELETEFILEREQUEST']._serialized_start=1194
-  _globals['_DELETEFILEREQUEST']._serialized_end=1230
-  _globals['_DELETEFILERESPONSE']._serialized_start=1232
-  _globals['_DELETEFILERESPONSE']._serialized_end=1252
-  _globals['_FILESERVICE']._serialized_start=1255
-  _globals['_FILESERVICE']._serialized_end=1847
+  _globals['_FILEINFO']._serialized_end=424
+  _globals['_FILEINFO_LABELSENTRY']._serialized_start=379
+  _globals['_FILEINFO_LABELSENTRY']._serialized_end=424
+  _globals['_UPLOADHEADER']._serialized_start=427
+  _globals['_UPLOADHEADER']._serialized_end=604
+  _globals['_UPLOADHEADER_LABELSENTRY']._serialized_start=379
+  _globals['_UPLOADHEADER_LABELSENTRY']._serialized_end=424
+  _globals['_UPLOADFILEREQUEST']._serialized_start=606
+  _globals['_UPLOADFILEREQUEST']._serialized_end=702
+  _globals['_UPLOADFILERESPONSE']._serialized_start=704
+  _globals['_UPLOADFILERESPONSE']._serialized_end=768
+  _globals['_DOWNLOADFILEREQUEST']._serialized_start=770
+  _globals['_DOWNLOADFILEREQUEST']._serialized_end=840
+  _globals['_DOWNLOADFILERESPONSE']._serialized_start=842
+  _globals['_DOWNLOADFILERESPONSE']._serialized_end=938
+  _globals['_GETFILEREQUEST']._serialized_start=940
+  _globals['_GETFILEREQUEST']._serialized_end=973
+  _globals['_GETFILERESPONSE']._serialized_start=975
+  _globals['_GETFILERESPONSE']._serialized_end=1036
+  _globals['_LISTFILESREQUEST']._serialized_start=1038
+  _globals['_LISTFILESREQUEST']._serialized_end=1095
+  _globals['_LISTFILESRESPONSE']._serialized_start=1097
+  _globals['_LISTFILESRESPONSE']._serialized_end=1186
+  _globals['_DELETEFILEREQUEST']._serialized_start=1188
+  _globals['_DELETEFILEREQUEST']._serialized_end=1224
+  _globals['_DELETEFILERESPONSE']._serialized_start=1226
+  _globals['_DELETEFILERESPONSE']._serialized_end=1246
+  _globals['_FILESERVICE']._serialized_start=1249
+  _globals['_FILESERVICE']._serialized_end=1841
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class FileServiceStub:
-    """FileService stores files for capability inputs and outputs, referenced by opaque ids. Files
-    expire after a while (24 hours by default), like the predecessor's temporary files.
+    """FileService stores files for capability inputs and outputs, referenced by opaque ids. Files are
+    temporary: each expires after its time to live (24 hours by default).
     """
 
     def __init__(self, channel):
@@ -64,8 +64,8 @@ class FileServiceStub:
 
 
 class FileServiceServicer:
-    """FileService stores files for capability inputs and outputs, referenced by opaque ids. Files
-    expire after a while (24 hours by default), like the predecessor's temporary files.
+    """FileService stores files for capability inputs and outputs, referenced by opaque ids. Files are
+    temporary: each expires after its time to live (24 hours by default).
     """
 
     def UploadFile(self, request_iterator, context):
@@ -140,8 +140,8 @@ def add_FileServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class FileService:
-    """FileService stores files for capability inputs and outputs, referenced by opaque ids. Files
-    expire after a while (24 hours by default), like the predecessor's temporary files.
+    """FileService stores files for capability inputs and outputs, referenced by opaque ids. Files are
+    temporary: each expires after its time to live (24 hours by default).
     """
 
     @staticmethod

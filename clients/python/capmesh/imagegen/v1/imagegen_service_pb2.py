@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from capmesh.common.v1 import artifact_pb2 as capmesh_dot_common_dot_v1_dot_artifact__pb2
 from capmesh.common.v1 import progress_pb2 as capmesh_dot_common_dot_v1_dot_progress__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*capmesh/imagegen/v1/imagegen_service.proto\x12\x13\x63\x61pmesh.imagegen.v1\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"\xf2\x01\n\x1bStreamGenerateImagesRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nnum_images\x18\x08 \x01(\x05\x12\r\n\x05model\x18\t \x01(\tB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seed\"?\n\nImageChunk\x12\x13\n\x0bimage_index\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\x83\x01\n\x0eGeneratedImage\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x03\"\x87\x01\n\x0cImagesResult\x12\x33\n\x06images\x18\x01 \x03(\x0b\x32#.capmesh.imagegen.v1.GeneratedImage\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x16\n\x0erandom_weights\x18\x05 \x01(\x08\"\xbf\x01\n\x1cStreamGenerateImagesResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12\x30\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1f.capmesh.imagegen.v1.ImageChunkH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.capmesh.imagegen.v1.ImagesResultH\x00\x42\x07\n\x05\x65vent2\xb3\x01\n\x0fImageGenService\x12\x9f\x01\n\x14StreamGenerateImages\x12\x30.capmesh.imagegen.v1.StreamGenerateImagesRequest\x1a\x31.capmesh.imagegen.v1.StreamGenerateImagesResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/imagegen:generate:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*capmesh/imagegen/v1/imagegen_service.proto\x12\x13\x63\x61pmesh.imagegen.v1\x1a capmesh/common/v1/artifact.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"\xf2\x01\n\x1bStreamGenerateImagesRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nnum_images\x18\x08 \x01(\x05\x12\r\n\x05model\x18\t \x01(\tB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seed\"{\n\x0eGeneratedImage\x12\r\n\x05index\x18\x01 \x01(\x05\x12-\n\x08\x61rtifact\x18\x02 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\"\x87\x01\n\x0cImagesResult\x12\x33\n\x06images\x18\x01 \x03(\x0b\x32#.capmesh.imagegen.v1.GeneratedImage\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x16\n\x0erandom_weights\x18\x05 \x01(\x08\"\xbc\x01\n\x1cStreamGenerateImagesResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.capmesh.common.v1.DataChunkH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.capmesh.imagegen.v1.ImagesResultH\x00\x42\x07\n\x05\x65vent2\xb3\x01\n\x0fImageGenService\x12\x9f\x01\n\x14StreamGenerateImages\x12\x30.capmesh.imagegen.v1.StreamGenerateImagesRequest\x1a\x31.capmesh.imagegen.v1.StreamGenerateImagesResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/imagegen:generate:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGEGENSERVICE'].methods_by_name['StreamGenerateImages']._loaded_options = None
   _globals['_IMAGEGENSERVICE'].methods_by_name['StreamGenerateImages']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/imagegen:generate:\001*'
-  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_start=132
-  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_end=374
-  _globals['_IMAGECHUNK']._serialized_start=376
-  _globals['_IMAGECHUNK']._serialized_end=439
-  _globals['_GENERATEDIMAGE']._serialized_start=442
-  _globals['_GENERATEDIMAGE']._serialized_end=573
-  _globals['_IMAGESRESULT']._serialized_start=576
-  _globals['_IMAGESRESULT']._serialized_end=711
-  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_start=714
-  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_end=905
-  _globals['_IMAGEGENSERVICE']._serialized_start=908
-  _globals['_IMAGEGENSERVICE']._serialized_end=1087
+  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_start=166
+  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_end=408
+  _globals['_GENERATEDIMAGE']._serialized_start=410
+  _globals['_GENERATEDIMAGE']._serialized_end=533
+  _globals['_IMAGESRESULT']._serialized_start=536
+  _globals['_IMAGESRESULT']._serialized_end=671
+  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_start=674
+  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_end=862
+  _globals['_IMAGEGENSERVICE']._serialized_start=865
+  _globals['_IMAGEGENSERVICE']._serialized_end=1044
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from capmesh.common.v1 import artifact_pb2 as _artifact_pb2
 from capmesh.common.v1 import progress_pb2 as _progress_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
@@ -30,33 +31,19 @@ class StreamGenerateImagesRequest(_message.Message):
     model: str
     def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
-class ImageChunk(_message.Message):
-    __slots__ = ("image_index", "data", "offset")
-    IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    OFFSET_FIELD_NUMBER: _ClassVar[int]
-    image_index: int
-    data: bytes
-    offset: int
-    def __init__(self, image_index: _Optional[int] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
-
 class GeneratedImage(_message.Message):
-    __slots__ = ("index", "mime_type", "size_bytes", "sha256", "width", "height", "seed")
+    __slots__ = ("index", "artifact", "width", "height", "seed")
     INDEX_FIELD_NUMBER: _ClassVar[int]
-    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     index: int
-    mime_type: str
-    size_bytes: int
-    sha256: str
+    artifact: _artifact_pb2.Artifact
     width: int
     height: int
     seed: int
-    def __init__(self, index: _Optional[int] = ..., mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ImagesResult(_message.Message):
     __slots__ = ("images", "seed", "model", "steps", "random_weights")
@@ -78,6 +65,6 @@ class StreamGenerateImagesResponse(_message.Message):
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     progress: _progress_pb2.Progress
-    chunk: ImageChunk
+    chunk: _artifact_pb2.DataChunk
     result: ImagesResult
-    def __init__(self, progress: _Optional[_Union[_progress_pb2.Progress, _Mapping]] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ..., result: _Optional[_Union[ImagesResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, progress: _Optional[_Union[_progress_pb2.Progress, _Mapping]] = ..., chunk: _Optional[_Union[_artifact_pb2.DataChunk, _Mapping]] = ..., result: _Optional[_Union[ImagesResult, _Mapping]] = ...) -> None: ...

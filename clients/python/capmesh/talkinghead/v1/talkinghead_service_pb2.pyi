@@ -9,13 +9,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamGenerateTalkingHeadRequest(_message.Message):
-    __slots__ = ("reference_image", "audio", "steps", "cfg", "seed", "frames_num", "fps", "model", "width", "height")
+    __slots__ = ("reference_image", "audio", "steps", "guidance_scale", "seed", "num_frames", "fps", "model", "width", "height")
     REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
-    CFG_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
-    FRAMES_NUM_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -23,14 +23,14 @@ class StreamGenerateTalkingHeadRequest(_message.Message):
     reference_image: _artifact_pb2.Artifact
     audio: _artifact_pb2.Artifact
     steps: int
-    cfg: float
+    guidance_scale: float
     seed: int
-    frames_num: int
+    num_frames: int
     fps: float
     model: str
     width: int
     height: int
-    def __init__(self, reference_image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., audio: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., steps: _Optional[int] = ..., cfg: _Optional[float] = ..., seed: _Optional[int] = ..., frames_num: _Optional[int] = ..., fps: _Optional[float] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    def __init__(self, reference_image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., audio: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class FaceBox(_message.Message):
     __slots__ = ("x", "y", "width", "height")
@@ -45,11 +45,9 @@ class FaceBox(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class TalkingHeadResult(_message.Message):
-    __slots__ = ("mime_type", "size_bytes", "sha256", "frame_count", "fps", "width", "height", "duration_seconds", "face_box", "faces_found", "seed", "engine", "audio_duration_seconds")
-    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
-    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("artifact", "num_frames", "fps", "width", "height", "duration_seconds", "face_box", "faces_found", "seed", "model", "audio_duration_seconds")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -57,12 +55,10 @@ class TalkingHeadResult(_message.Message):
     FACE_BOX_FIELD_NUMBER: _ClassVar[int]
     FACES_FOUND_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
-    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     AUDIO_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    mime_type: str
-    size_bytes: int
-    sha256: str
-    frame_count: int
+    artifact: _artifact_pb2.Artifact
+    num_frames: int
     fps: float
     width: int
     height: int
@@ -70,9 +66,9 @@ class TalkingHeadResult(_message.Message):
     face_box: FaceBox
     faces_found: int
     seed: int
-    engine: str
+    model: str
     audio_duration_seconds: float
-    def __init__(self, mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., frame_count: _Optional[int] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., seed: _Optional[int] = ..., engine: _Optional[str] = ..., audio_duration_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., audio_duration_seconds: _Optional[float] = ...) -> None: ...
 
 class StreamGenerateTalkingHeadResponse(_message.Message):
     __slots__ = ("progress", "chunk", "result")

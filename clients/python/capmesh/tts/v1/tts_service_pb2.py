@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from capmesh.common.v1 import artifact_pb2 as capmesh_dot_common_dot_v1_dot_artifact__pb2
 from capmesh.common.v1 import progress_pb2 as capmesh_dot_common_dot_v1_dot_progress__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/tts/v1/tts_service.proto\x12\x0e\x63\x61pmesh.tts.v1\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"\x91\x02\n\x17StreamSynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\x05speed\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06volume\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05pitch\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12+\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x1b.capmesh.tts.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x08 \x01(\x05\x12\x11\n\x04seed\x18\t \x01(\x03H\x03\x88\x01\x01\x12\r\n\x05model\x18\n \x01(\tB\x08\n\x06_speedB\t\n\x07_volumeB\x08\n\x06_pitchB\x07\n\x05_seed\"D\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x05\x12\x16\n\x0esentence_index\x18\x03 \x01(\x05\"\xf0\x01\n\x0fSynthesisResult\x12+\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1b.capmesh.tts.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x16\n\x0esentence_count\x18\x05 \x01(\x05\x12\x11\n\tmime_type\x18\x06 \x01(\t\x12\r\n\x05voice\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\r\n\x05model\x18\t \x01(\t\x12\x16\n\x0erandom_weights\x18\n \x01(\x08\"\xb4\x01\n\x18StreamSynthesizeResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.capmesh.tts.v1.AudioChunkH\x00\x12\x31\n\x06result\x18\x03 \x01(\x0b\x32\x1f.capmesh.tts.v1.SynthesisResultH\x00\x42\x07\n\x05\x65vent\"w\n\x0cSceneSegment\x12\x0f\n\x07speaker\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x1b\n\x13pause_after_seconds\x18\x04 \x01(\x01\x12\x12\n\x05speed\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x08\n\x06_speed\"\xcd\x01\n\x1cStreamSynthesizeSceneRequest\x12.\n\x08segments\x18\x01 \x03(\x0b\x32\x1c.capmesh.tts.v1.SceneSegment\x12+\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1b.capmesh.tts.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05model\x18\x06 \x01(\tB\x07\n\x05_seed\"[\n\rSegmentTiming\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07speaker\x18\x02 \x01(\t\x12\x15\n\rstart_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x04 \x01(\x01\"m\n\x0bSceneResult\x12.\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1f.capmesh.tts.v1.SynthesisResult\x12.\n\x07timings\x18\x02 \x03(\x0b\x32\x1d.capmesh.tts.v1.SegmentTiming\"\xb5\x01\n\x1dStreamSynthesizeSceneResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.capmesh.tts.v1.AudioChunkH\x00\x12-\n\x06result\x18\x03 \x01(\x0b\x32\x1b.capmesh.tts.v1.SceneResultH\x00\x42\x07\n\x05\x65vent\"%\n\x11ListVoicesRequest\x12\x10\n\x08language\x18\x01 \x01(\t\"D\n\x05Voice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x0e\n\x06gender\x18\x04 \x01(\t\";\n\x12ListVoicesResponse\x12%\n\x06voices\x18\x01 \x03(\x0b\x32\x15.capmesh.tts.v1.Voice*\x9a\x01\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x01\x12\x14\n\x10\x41UDIO_FORMAT_PCM\x10\x02\x12\x14\n\x10\x41UDIO_FORMAT_MP3\x10\x03\x12\x14\n\x10\x41UDIO_FORMAT_OGG\x10\x04\x12\x15\n\x11\x41UDIO_FORMAT_FLAC\x10\x05\x32\x9f\x03\n\nTtsService\x12\x86\x01\n\x10StreamSynthesize\x12\'.capmesh.tts.v1.StreamSynthesizeRequest\x1a(.capmesh.tts.v1.StreamSynthesizeResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/tts:synthesize:\x01*0\x01\x12\x9a\x01\n\x15StreamSynthesizeScene\x12,.capmesh.tts.v1.StreamSynthesizeSceneRequest\x1a-.capmesh.tts.v1.StreamSynthesizeSceneResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/tts:synthesizeScene:\x01*0\x01\x12k\n\nListVoices\x12!.capmesh.tts.v1.ListVoicesRequest\x1a\".capmesh.tts.v1.ListVoicesResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/tts/voicesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/tts/v1/tts_service.proto\x12\x0e\x63\x61pmesh.tts.v1\x1a capmesh/common/v1/artifact.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"\x91\x02\n\x17StreamSynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\x05speed\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06volume\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05pitch\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12+\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x1b.capmesh.tts.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x08 \x01(\x05\x12\x11\n\x04seed\x18\t \x01(\x03H\x03\x88\x01\x01\x12\r\n\x05model\x18\n \x01(\tB\x08\n\x06_speedB\t\n\x07_volumeB\x08\n\x06_pitchB\x07\n\x05_seed\"\xf8\x01\n\x0fSynthesisResult\x12-\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12+\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1b.capmesh.tts.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\x12\x16\n\x0esentence_count\x18\x05 \x01(\x05\x12\r\n\x05voice\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\r\n\x05model\x18\x08 \x01(\t\x12\x16\n\x0erandom_weights\x18\t \x01(\x08\"\xb6\x01\n\x18StreamSynthesizeResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.capmesh.common.v1.DataChunkH\x00\x12\x31\n\x06result\x18\x03 \x01(\x0b\x32\x1f.capmesh.tts.v1.SynthesisResultH\x00\x42\x07\n\x05\x65vent\"w\n\x0cSceneSegment\x12\x0f\n\x07speaker\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x1b\n\x13pause_after_seconds\x18\x04 \x01(\x01\x12\x12\n\x05speed\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x08\n\x06_speed\"\xcd\x01\n\x1cStreamSynthesizeSceneRequest\x12.\n\x08segments\x18\x01 \x03(\x0b\x32\x1c.capmesh.tts.v1.SceneSegment\x12+\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1b.capmesh.tts.v1.AudioFormat\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05model\x18\x06 \x01(\tB\x07\n\x05_seed\"[\n\rSegmentTiming\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07speaker\x18\x02 \x01(\t\x12\x15\n\rstart_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x04 \x01(\x01\"m\n\x0bSceneResult\x12.\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1f.capmesh.tts.v1.SynthesisResult\x12.\n\x07timings\x18\x02 \x03(\x0b\x32\x1d.capmesh.tts.v1.SegmentTiming\"\xb7\x01\n\x1dStreamSynthesizeSceneResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.capmesh.common.v1.DataChunkH\x00\x12-\n\x06result\x18\x03 \x01(\x0b\x32\x1b.capmesh.tts.v1.SceneResultH\x00\x42\x07\n\x05\x65vent\"%\n\x11ListVoicesRequest\x12\x10\n\x08language\x18\x01 \x01(\t\"D\n\x05Voice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x0e\n\x06gender\x18\x04 \x01(\t\";\n\x12ListVoicesResponse\x12%\n\x06voices\x18\x01 \x03(\x0b\x32\x15.capmesh.tts.v1.Voice*\x9a\x01\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x01\x12\x14\n\x10\x41UDIO_FORMAT_PCM\x10\x02\x12\x14\n\x10\x41UDIO_FORMAT_MP3\x10\x03\x12\x14\n\x10\x41UDIO_FORMAT_OGG\x10\x04\x12\x15\n\x11\x41UDIO_FORMAT_FLAC\x10\x05\x32\x9f\x03\n\nTtsService\x12\x86\x01\n\x10StreamSynthesize\x12\'.capmesh.tts.v1.StreamSynthesizeRequest\x1a(.capmesh.tts.v1.StreamSynthesizeResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/tts:synthesize:\x01*0\x01\x12\x9a\x01\n\x15StreamSynthesizeScene\x12,.capmesh.tts.v1.StreamSynthesizeSceneRequest\x1a-.capmesh.tts.v1.StreamSynthesizeSceneResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/tts:synthesizeScene:\x01*0\x01\x12k\n\nListVoices\x12!.capmesh.tts.v1.ListVoicesRequest\x1a\".capmesh.tts.v1.ListVoicesResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/tts/voicesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,32 +40,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TTSSERVICE'].methods_by_name['StreamSynthesizeScene']._serialized_options = b'\202\323\344\223\002\034\"\027/v1/tts:synthesizeScene:\001*'
   _globals['_TTSSERVICE'].methods_by_name['ListVoices']._loaded_options = None
   _globals['_TTSSERVICE'].methods_by_name['ListVoices']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/tts/voices'
-  _globals['_AUDIOFORMAT']._serialized_start=1776
-  _globals['_AUDIOFORMAT']._serialized_end=1930
-  _globals['_STREAMSYNTHESIZEREQUEST']._serialized_start=117
-  _globals['_STREAMSYNTHESIZEREQUEST']._serialized_end=390
-  _globals['_AUDIOCHUNK']._serialized_start=392
-  _globals['_AUDIOCHUNK']._serialized_end=460
-  _globals['_SYNTHESISRESULT']._serialized_start=463
-  _globals['_SYNTHESISRESULT']._serialized_end=703
-  _globals['_STREAMSYNTHESIZERESPONSE']._serialized_start=706
-  _globals['_STREAMSYNTHESIZERESPONSE']._serialized_end=886
-  _globals['_SCENESEGMENT']._serialized_start=888
-  _globals['_SCENESEGMENT']._serialized_end=1007
-  _globals['_STREAMSYNTHESIZESCENEREQUEST']._serialized_start=1010
-  _globals['_STREAMSYNTHESIZESCENEREQUEST']._serialized_end=1215
-  _globals['_SEGMENTTIMING']._serialized_start=1217
-  _globals['_SEGMENTTIMING']._serialized_end=1308
-  _globals['_SCENERESULT']._serialized_start=1310
-  _globals['_SCENERESULT']._serialized_end=1419
-  _globals['_STREAMSYNTHESIZESCENERESPONSE']._serialized_start=1422
-  _globals['_STREAMSYNTHESIZESCENERESPONSE']._serialized_end=1603
-  _globals['_LISTVOICESREQUEST']._serialized_start=1605
-  _globals['_LISTVOICESREQUEST']._serialized_end=1642
-  _globals['_VOICE']._serialized_start=1644
-  _globals['_VOICE']._serialized_end=1712
-  _globals['_LISTVOICESRESPONSE']._serialized_start=1714
-  _globals['_LISTVOICESRESPONSE']._serialized_end=1773
-  _globals['_TTSSERVICE']._serialized_start=1933
-  _globals['_TTSSERVICE']._serialized_end=2348
+  _globals['_AUDIOFORMAT']._serialized_start=1752
+  _globals['_AUDIOFORMAT']._serialized_end=1906
+  _globals['_STREAMSYNTHESIZEREQUEST']._serialized_start=151
+  _globals['_STREAMSYNTHESIZEREQUEST']._serialized_end=424
+  _globals['_SYNTHESISRESULT']._serialized_start=427
+  _globals['_SYNTHESISRESULT']._serialized_end=675
+  _globals['_STREAMSYNTHESIZERESPONSE']._serialized_start=678
+  _globals['_STREAMSYNTHESIZERESPONSE']._serialized_end=860
+  _globals['_SCENESEGMENT']._serialized_start=862
+  _globals['_SCENESEGMENT']._serialized_end=981
+  _globals['_STREAMSYNTHESIZESCENEREQUEST']._serialized_start=984
+  _globals['_STREAMSYNTHESIZESCENEREQUEST']._serialized_end=1189
+  _globals['_SEGMENTTIMING']._serialized_start=1191
+  _globals['_SEGMENTTIMING']._serialized_end=1282
+  _globals['_SCENERESULT']._serialized_start=1284
+  _globals['_SCENERESULT']._serialized_end=1393
+  _globals['_STREAMSYNTHESIZESCENERESPONSE']._serialized_start=1396
+  _globals['_STREAMSYNTHESIZESCENERESPONSE']._serialized_end=1579
+  _globals['_LISTVOICESREQUEST']._serialized_start=1581
+  _globals['_LISTVOICESREQUEST']._serialized_end=1618
+  _globals['_VOICE']._serialized_start=1620
+  _globals['_VOICE']._serialized_end=1688
+  _globals['_LISTVOICESRESPONSE']._serialized_start=1690
+  _globals['_LISTVOICESRESPONSE']._serialized_end=1749
+  _globals['_TTSSERVICE']._serialized_start=1909
+  _globals['_TTSSERVICE']._serialized_end=2324
 # @@protoc_insertion_point(module_scope)

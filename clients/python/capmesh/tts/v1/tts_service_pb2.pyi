@@ -1,3 +1,4 @@
+from capmesh.common.v1 import artifact_pb2 as _artifact_pb2
 from capmesh.common.v1 import progress_pb2 as _progress_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
@@ -48,39 +49,27 @@ class StreamSynthesizeRequest(_message.Message):
     model: str
     def __init__(self, text: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., speed: _Optional[float] = ..., volume: _Optional[float] = ..., pitch: _Optional[float] = ..., format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
-class AudioChunk(_message.Message):
-    __slots__ = ("data", "sequence", "sentence_index")
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
-    SENTENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
-    data: bytes
-    sequence: int
-    sentence_index: int
-    def __init__(self, data: _Optional[bytes] = ..., sequence: _Optional[int] = ..., sentence_index: _Optional[int] = ...) -> None: ...
-
 class SynthesisResult(_message.Message):
-    __slots__ = ("format", "sample_rate", "duration_seconds", "size_bytes", "sentence_count", "mime_type", "voice", "seed", "model", "random_weights")
+    __slots__ = ("artifact", "format", "sample_rate", "duration_seconds", "sentence_count", "voice", "seed", "model", "random_weights")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SENTENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
-    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    artifact: _artifact_pb2.Artifact
     format: AudioFormat
     sample_rate: int
     duration_seconds: float
-    size_bytes: int
     sentence_count: int
-    mime_type: str
     voice: str
     seed: int
     model: str
     random_weights: bool
-    def __init__(self, format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., size_bytes: _Optional[int] = ..., sentence_count: _Optional[int] = ..., mime_type: _Optional[str] = ..., voice: _Optional[str] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., random_weights: _Optional[bool] = ...) -> None: ...
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., sentence_count: _Optional[int] = ..., voice: _Optional[str] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., random_weights: _Optional[bool] = ...) -> None: ...
 
 class StreamSynthesizeResponse(_message.Message):
     __slots__ = ("progress", "chunk", "result")
@@ -88,9 +77,9 @@ class StreamSynthesizeResponse(_message.Message):
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     progress: _progress_pb2.Progress
-    chunk: AudioChunk
+    chunk: _artifact_pb2.DataChunk
     result: SynthesisResult
-    def __init__(self, progress: _Optional[_Union[_progress_pb2.Progress, _Mapping]] = ..., chunk: _Optional[_Union[AudioChunk, _Mapping]] = ..., result: _Optional[_Union[SynthesisResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, progress: _Optional[_Union[_progress_pb2.Progress, _Mapping]] = ..., chunk: _Optional[_Union[_artifact_pb2.DataChunk, _Mapping]] = ..., result: _Optional[_Union[SynthesisResult, _Mapping]] = ...) -> None: ...
 
 class SceneSegment(_message.Message):
     __slots__ = ("speaker", "text", "voice", "pause_after_seconds", "speed")
@@ -148,9 +137,9 @@ class StreamSynthesizeSceneResponse(_message.Message):
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     progress: _progress_pb2.Progress
-    chunk: AudioChunk
+    chunk: _artifact_pb2.DataChunk
     result: SceneResult
-    def __init__(self, progress: _Optional[_Union[_progress_pb2.Progress, _Mapping]] = ..., chunk: _Optional[_Union[AudioChunk, _Mapping]] = ..., result: _Optional[_Union[SceneResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, progress: _Optional[_Union[_progress_pb2.Progress, _Mapping]] = ..., chunk: _Optional[_Union[_artifact_pb2.DataChunk, _Mapping]] = ..., result: _Optional[_Union[SceneResult, _Mapping]] = ...) -> None: ...
 
 class ListVoicesRequest(_message.Message):
     __slots__ = ("language",)

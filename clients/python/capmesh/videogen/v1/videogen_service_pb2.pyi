@@ -35,11 +35,9 @@ class StreamGenerateVideoRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class VideoResult(_message.Message):
-    __slots__ = ("mime_type", "size_bytes", "sha256", "frame_count", "width", "height", "fps", "duration_seconds", "seed", "model", "steps", "random_weights")
-    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
-    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("artifact", "num_frames", "width", "height", "fps", "duration_seconds", "seed", "model", "steps", "random_weights")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
@@ -48,10 +46,8 @@ class VideoResult(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
-    mime_type: str
-    size_bytes: int
-    sha256: str
-    frame_count: int
+    artifact: _artifact_pb2.Artifact
+    num_frames: int
     width: int
     height: int
     fps: float
@@ -60,7 +56,7 @@ class VideoResult(_message.Message):
     model: str
     steps: int
     random_weights: bool
-    def __init__(self, mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., frame_count: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., random_weights: _Optional[bool] = ...) -> None: ...
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., num_frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., random_weights: _Optional[bool] = ...) -> None: ...
 
 class StreamGenerateVideoResponse(_message.Message):
     __slots__ = ("progress", "chunk", "result")

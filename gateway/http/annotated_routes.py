@@ -1,4 +1,4 @@
-"""The catch-all HTTP handler: finds the annotated RPC for a request and relays it over gRPC.
+"""The catch-all HTTP handler: finds the annotated RPC for a request and runs it as a gRPC call.
 
 Unary RPCs answer JSON; server-streaming RPCs answer SSE (or NDJSON on
 `Accept: application/x-ndjson`). Per-method HTTP conventions that the annotation cannot say are
@@ -25,9 +25,10 @@ from capmesh.gateway.server.http.context import (
     read_body,
 )
 from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, make_error
-from capmesh.gateway.server.http.transcode import build_request, render_response
+from capmesh.gateway.server.http.jobs import SUBMIT_JOB, infer_request_type, locate_operation
+from capmesh.gateway.server.http.json_codec import build_request, render_response
 
-SUCCESS_STATUS = {"capmesh.gateway.v1.JobService.SubmitJob": 202}
+SUCCESS_STATUS = {SUBMIT_JOB: 202}
 
 
 class Resume:
@@ -49,8 +50,8 @@ RESUMABLE = {"capmesh.gateway.v1.JobService.WatchJob": Resume("after_event_id", 
 # Per-method conveniences: adjust the parsed JSON body before transcoding, or the response after.
 RequestHook = Callable[[object], object]
 ResponseHook = Callable[[Message, Response], None]
-REQUEST_HOOKS: dict[str, RequestHook] = {}
-RESPONSE_HOOKS: dict[str, ResponseHook] = {}
+REQUEST_HOOKS: dict[str, RequestHook] = {SUBMIT_JOB: infer_request_type}
+RESPONSE_HOOKS: dict[str, ResponseHook] = {SUBMIT_JOB: locate_operation}
 
 
 async def dispatch(request: Request) -> Response:
@@ -82,8 +83,8 @@ async def call_binding(request: Request, binding: Binding, variables: dict[str, 
     if binding.server_streaming:
         return await stream_binding(request, context, binding, message, resume)
     try:
-        raw = await context.upstream.unary(binding.grpc_path, message.SerializeToString(),
-                                           metadata=context.metadata(request))
+        raw = await context.calls.unary(binding.grpc_path, message.SerializeToString(),
+                                        metadata=context.metadata(request))
     except grpc.aio.AioRpcError as exc:
         return error_response(from_rpc_error(exc))
     reply = binding.output_class.FromString(raw)
@@ -96,7 +97,7 @@ async def call_binding(request: Request, binding: Binding, variables: dict[str, 
 
 async def stream_binding(request: Request, context: BridgeContext, binding: Binding, message: Message,
                          resume: Resume | None) -> Response:
-    call = context.upstream.stream(binding.grpc_path, message.SerializeToString(), metadata=context.metadata(request))
+    call = context.calls.stream(binding.grpc_path, message.SerializeToString(), metadata=context.metadata(request))
     decode = binding.output_class.FromString
 
     def event_id(reply: Message, index: int) -> str | int:

@@ -1,4 +1,5 @@
-"""HTTP request parts -> protobuf request, protobuf response -> JSON, as the annotation says.
+"""JSON <-> protobuf messages: HTTP request parts -> request message, response message -> JSON,
+as a `google.api.http` annotation says.
 
 - path variables and query parameters set fields by their (dotted) proto field path, typed by the
   field's descriptor; repeated fields take repeated query parameters;
