@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -101,15 +102,14 @@ class _EmbeddedUvicorn:
                 await super().startup(sockets)
                 self._ready.set()
 
-        ssl = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file} \
-            if settings.tls_cert_file else {}
         self._ready = asyncio.Event()
         self._server = Server(uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
                                              lifespan="on", access_log=False,
                                              # open SSE streams and kept-alive connections get the
-                                             # grace period, not forever
-                                             timeout_graceful_shutdown=max(1.0, settings.grace_period_s),
-                                             **ssl), self._ready)
+                                             # grace period (whole seconds), not forever
+                                             timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+                                             ssl_certfile=settings.tls_cert_file or None,
+                                             ssl_keyfile=settings.tls_key_file or None), self._ready)
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they
         # are TCP; without it every response on a kept-alive connection waits ~40 ms for an ACK.

@@ -103,24 +103,25 @@ async def stream_binding(request: Request, context: BridgeContext, binding: Bind
     def event_id(reply: Message, index: int) -> str | int:
         return resume.event_id(reply) if resume is not None else index
 
-    if streams.wants_ndjson(request.headers.get("accept", "")):
-        started = await streams.start_stream(
-            call,
-            encode_message=lambda raw, index: streams.ndjson_line(render_response(binding, decode(raw))),
-            encode_error=lambda error: streams.ndjson_line({"error": error.body()}),
-            keepalive=streams.NDJSON_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s)
-        media_type = streams.NDJSON
-    else:
-        def encode(raw: bytes, index: int) -> bytes:
-            reply = decode(raw)
-            return streams.sse_event(render_response(binding, reply), event_id=event_id(reply, index))
+    try:
+        if streams.wants_ndjson(request.headers.get("accept", "")):
+            body = await streams.start_stream(
+                call,
+                encode_message=lambda raw, index: streams.ndjson_line(render_response(binding, decode(raw))),
+                encode_error=lambda error: streams.ndjson_line({"error": error.body()}),
+                keepalive=streams.NDJSON_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s)
+            media_type = streams.NDJSON
+        else:
+            def encode(raw: bytes, index: int) -> bytes:
+                reply = decode(raw)
+                return streams.sse_event(render_response(binding, reply), event_id=event_id(reply, index))
 
-        started = await streams.start_stream(
-            call, encode_message=encode,
-            encode_error=lambda error: streams.sse_event(error.body(), event="error"),
-            keepalive=streams.SSE_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s)
-        media_type = streams.SSE
-    if started.error is not None:
-        return error_response(started.error)
-    return StreamingResponse(started.body, media_type=media_type, headers=streams.SSE_HEADERS)
+            body = await streams.start_stream(
+                call, encode_message=encode,
+                encode_error=lambda error: streams.sse_event(error.body(), event="error"),
+                keepalive=streams.SSE_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s)
+            media_type = streams.SSE
+    except HttpError as error:
+        return error_response(error)
+    return StreamingResponse(body, media_type=media_type, headers=streams.SSE_HEADERS)
 

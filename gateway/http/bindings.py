@@ -15,6 +15,7 @@ from functools import cache
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, message_factory
+from google.protobuf.message import Message
 
 from google.longrunning import operations_pb2
 
@@ -124,9 +125,9 @@ class Binding:
     http_method: str  # GET, POST, PUT, PATCH, DELETE
     template: PathTemplate
     body: str  # "", "*" or a top-level field name
+    input_class: type[Message] = field(repr=False)
+    output_class: type[Message] = field(repr=False)
     response_body: str = ""
-    input_class: type = field(default=None, repr=False)
-    output_class: type = field(default=None, repr=False)
 
     @property
     def grpc_path(self) -> str:
@@ -161,7 +162,7 @@ def api_file_descriptors() -> tuple[descriptor.FileDescriptor, ...]:
     return tuple(module.DESCRIPTOR for module in (*load_contracts(), *GATEWAY_CONTRACTS))
 
 
-def message_class(message_descriptor: descriptor.Descriptor) -> type:
+def message_class(message_descriptor: descriptor.Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(message_descriptor)
 
 

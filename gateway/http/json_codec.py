@@ -10,6 +10,8 @@ as a `google.api.http` annotation says.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +22,7 @@ from google.protobuf.message import Message
 from capmesh.gateway.server.http.bindings import Binding
 from capmesh.gateway.server.http.errors import invalid_field
 
-FD = descriptor.FieldDescriptor
+FD: TypeAlias = descriptor.FieldDescriptor
 
 _INTEGER_TYPES = {FD.TYPE_INT32, FD.TYPE_INT64, FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_SINT32,
                   FD.TYPE_SINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64, FD.TYPE_SFIXED32, FD.TYPE_SFIXED64}

@@ -136,7 +136,7 @@ def chat_request(payload: dict, message_type):
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise invalid_field(f"messages[{index}]", "must be an object with role and content")
-        role = ROLES.get(message.get("role"))
+        role = ROLES.get(str(message.get("role")))
         if role is None:
             raise invalid_field(f"messages[{index}].role", f"must be one of {', '.join(sorted(ROLES))}")
         request.messages.add(role=role, content=_message_text(message.get("content"), index))
@@ -236,14 +236,12 @@ async def _stream_chat(request: Request, context: BridgeContext, payload: dict) 
         return b"".join(streams.sse_event(event) for event in events)
 
     call = context.calls.stream(STREAM_CHAT, chat.SerializeToString(), metadata=context.metadata(request))
-    started = await streams.start_stream(
+    body = await streams.start_stream(
         call, encode_message=encode,
         encode_error=lambda error: streams.sse_event(openai_error_body(error)) + b"data: [DONE]\n\n",
         keepalive=streams.SSE_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s,
         end=b"data: [DONE]\n\n")
-    if started.error is not None:
-        raise started.error
-    return StreamingResponse(started.body, media_type=streams.SSE, headers=streams.SSE_HEADERS)
+    return StreamingResponse(body, media_type=streams.SSE, headers=streams.SSE_HEADERS)
 
 
 # -------------------------------------------------------------------------------------- speech
@@ -286,11 +284,12 @@ async def audio_speech(request: Request) -> Response:
         return reply.chunk.data if reply.WhichOneof("event") == "chunk" else b""
 
     # Audio cannot carry an error after it started: a failure then just ends the body early.
-    started = await streams.start_stream(call, encode_message=encode, encode_error=lambda error: b"",
-                                         keepalive=b"", keepalive_s=context.settings.sse_keepalive_s)
-    if started.error is not None:
-        return openai_error(started.error)
-    return StreamingResponse(started.body, media_type=media_type)
+    try:
+        body = await streams.start_stream(call, encode_message=encode, encode_error=lambda error: b"",
+                                          keepalive=b"", keepalive_s=context.settings.sse_keepalive_s)
+    except HttpError as error:
+        return openai_error(error)
+    return StreamingResponse(body, media_type=media_type)
 
 
 # -------------------------------------------------------------------------------------- images

@@ -9,6 +9,8 @@ operations) are described by hand in `EXTRA_PATHS`.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from functools import cache
 
 from google.protobuf import descriptor
@@ -18,14 +20,14 @@ from capmesh.gateway.server.http.bindings import Binding, load_bindings
 from capmesh.gateway.server.http.comments import proto_comments
 from capmesh.gateway.server.http.annotated_routes import SUCCESS_STATUS
 
-FD = descriptor.FieldDescriptor
+FD: TypeAlias = descriptor.FieldDescriptor
 
 ERROR_SCHEMA = "capmesh.http.Error"
 OPENAI_ERROR_SCHEMA = "capmesh.http.OpenAIError"
 INT64_PATTERN = r"^-?[0-9]{1,19}$"
 UINT64_PATTERN = r"^[0-9]{1,20}$"
 
-_SCALARS = {
+_SCALARS: dict[int, dict[str, object]] = {
     FD.TYPE_DOUBLE: {"type": "number", "format": "double"},
     FD.TYPE_FLOAT: {"type": "number", "format": "float"},
     FD.TYPE_INT32: {"type": "integer", "format": "int32"},
@@ -43,7 +45,7 @@ _SCALARS = {
     FD.TYPE_BYTES: {"type": "string", "format": "byte"},
 }
 
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict[str, object]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
     "google.protobuf.FieldMask": {"type": "string"},

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
 
 import grpc
 
@@ -27,14 +26,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 
 def wants_ndjson(accept: str) -> bool:
     return NDJSON in (accept or "") or "application/jsonl" in (accept or "")
-
-
-@dataclass
-class Started:
-    """A stream whose first step is known: either it failed at once (`error`) or it runs."""
-
-    error: HttpError | None
-    body: AsyncIterator[bytes] | None
 
 
 class _Pump:
@@ -72,20 +63,21 @@ class _Pump:
 
 async def start_stream(
     call: AsyncGenerator[bytes, None],
-    encode_message: Callable[[object, int], bytes],
+    encode_message: Callable[[bytes, int], bytes],
     encode_error: Callable[[HttpError], bytes],
     keepalive: bytes,
     keepalive_s: float,
     end: bytes = b"",
-) -> Started:
-    """Waits briefly for the first message; returns the error or a body that streams the rest.
+) -> AsyncIterator[bytes]:
+    """Waits briefly for the first message, so that the HTTP status is decided before the first
+    byte: raises the call's HttpError if it failed at once, else returns a body that streams it.
 
     `encode_message(message, index)` renders one message (index counts from 1)."""
     pump = _Pump(call)
     kind, value = await pump.next(FIRST_MESSAGE_WAIT_S)
     if kind == "error":
         await pump.close()
-        return Started(value, None)
+        raise value
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal kind, value
@@ -108,7 +100,7 @@ async def start_stream(
         finally:
             await pump.close()
 
-    return Started(None, body())
+    return body()
 
 
 def sse_event(data: object, *, event_id: str | int | None = None, event: str | None = None) -> bytes:

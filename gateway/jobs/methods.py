@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from google.protobuf import message_factory
+from google.protobuf.message import Message
 
 from capmesh.services.catalog import find_method
 from capmesh.services.runtime.errors import InvalidArgument
@@ -14,7 +15,7 @@ from capmesh.services.runtime.errors import InvalidArgument
 class JobMethod:
     path: str
     request_type: str  # full name, matched against the Any's type
-    response_class: type
+    response_class: type[Message]
     server_streaming: bool
 
 

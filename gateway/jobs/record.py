@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, timestamp_pb2
@@ -119,7 +120,7 @@ class JobRecord:
 
     def metadata(self) -> jobs_pb2.JobMetadata:
         meta = jobs_pb2.JobMetadata(
-            job_id=self.job_id, capability=self.capability, method=self.method, state=self.state,
+            job_id=self.job_id, capability=self.capability, method=self.method, state=_job_state(self.state),
             attempt=self.attempt, max_attempts=self.max_attempts, priority=self.priority, labels=self.labels,
             request_id=self.request_id, create_time=timestamp(self.create_time), backend_id=self.backend_id,
             queue_position=self.queue_position if self.state == QUEUED else 0,
@@ -153,10 +154,16 @@ def cancelled_status(message: str = "the job was cancelled") -> status_pb2.Statu
     return status_pb2.Status(code=code_pb2.CANCELLED, message=message)
 
 
+def _job_state(state: int) -> jobs_pb2.JobState:
+    # The generated stubs type enum fields by their enum class; the values are plain ints.
+    return cast(jobs_pb2.JobState, state)
+
+
 def make_event(job_id: str, type_: int, state: int, *, attempt: int = 0, message: str = "",
                progress: progress_pb2.Progress | None = None, error: status_pb2.Status | None = None,
                result: jobs_pb2.JobResult | None = None, when: float | None = None) -> jobs_pb2.JobEvent:
-    event = jobs_pb2.JobEvent(job_id=job_id, type=type_, state=state, attempt=attempt, message=message,
+    event = jobs_pb2.JobEvent(job_id=job_id, type=cast(jobs_pb2.JobEventType, type_), state=_job_state(state),
+                              attempt=attempt, message=message,
                               time=timestamp(time.time() if when is None else when))
     if progress is not None:
         event.progress.CopyFrom(progress)

@@ -293,7 +293,9 @@ class JobScheduler:
 
     # -- running one attempt --------------------------------------------------------------------
     async def _run(self, record: JobRecord) -> None:
-        attempt = _Attempt(record, asyncio.current_task())
+        task = asyncio.current_task()
+        assert task is not None, "attempts run as tasks"
+        attempt = _Attempt(record, task)
         self._attempts[record.job_id] = attempt
         heartbeat = asyncio.create_task(self._heartbeat(attempt))
         try:

@@ -13,6 +13,7 @@ import enum
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
+from typing import cast
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -47,6 +48,10 @@ class State(enum.IntEnum):
     AVAILABLE = pb.BACKEND_STATE_AVAILABLE
     UNAVAILABLE = pb.BACKEND_STATE_UNAVAILABLE
     ERROR = pb.BACKEND_STATE_ERROR
+
+    def to_proto(self) -> pb.BackendState:
+        # The generated stubs type enum fields by their enum class; the values are plain ints.
+        return cast(pb.BackendState, int(self))
 
 
 def backend_id_for(capability: str, address: str) -> str:
@@ -185,7 +190,7 @@ class BackendEntry:
         record.loaded_models.extend(sorted(self.loaded))
         return pb.BackendStatus(
             backend=record,
-            state=int(self.state),
+            state=self.state.to_proto(),
             last_success_time=_timestamp(self.last_success_wall),
             last_error=self.last_error,
             last_error_time=_timestamp(self.last_error_wall),

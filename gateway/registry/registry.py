@@ -221,7 +221,7 @@ class Registry:
             services = sorted({s for e in entries for s in self.services_of(e.record)})
             view.append(pb.CapabilityStatus(
                 capability=capability,
-                state=int(summarise([e.state for e in entries])),
+                state=summarise([e.state for e in entries]).to_proto(),
                 backends=[e.to_proto(now) for e in entries],
                 services=services,
                 queued=self.queued.get(capability, 0),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -85,7 +86,7 @@ class RedisRegistrations:
         self._ids_key = self.PREFIX + "backends"
         self._channel = self.PREFIX + "changes"
         self._tasks: list[asyncio.Task] = []
-        self._pubsub = None
+        self._pubsub: Any = None  # redis.asyncio PubSub, opened by start()
 
     def _key(self, backend_id: str) -> str:
         return f"{self.PREFIX}backend:{backend_id}"

@@ -19,7 +19,7 @@ or cancelling the task that reads it, cancels the backend call and frees the slo
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -138,7 +138,7 @@ class BackendCall:
     def _time_left(self) -> bool:
         return self._deadline is None or time.monotonic() < self._deadline
 
-    async def _run(self) -> AsyncIterator[bytes]:
+    async def _run(self) -> AsyncGenerator[bytes, None]:
         info, request = self.info, self._request
         # Only a request that is whole bytes can be sent again; the router may also read its model.
         retry = isinstance(request, bytes)
@@ -149,7 +149,8 @@ class BackendCall:
         try:
             while True:
                 try:
-                    slot = await self._router.acquire(info, request if retry else None, deadline=self._deadline,
+                    slot = await self._router.acquire(info, request if isinstance(request, bytes) else None,
+                                                      deadline=self._deadline,
                                                       exclude=exclude)
                 except CapmeshError as error:
                     if last is not None:  # the backends tried all failed: the caller sees the last real failure
