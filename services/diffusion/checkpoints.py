@@ -79,9 +79,10 @@ def read_component_config(source: str, subfolder: str) -> dict[str, Any]:
     from diffusers.configuration_utils import ConfigMixin
 
     class _AnyComponent(ConfigMixin):
-        config_name = "config.json"
+        config_name = "config.json"  # type: ignore[assignment]  # diffusers declares it `= None`, unannotated
 
-    return _AnyComponent.load_config(source, subfolder=subfolder)
+    # diffusers annotates a tuple, but without return_unused_kwargs / return_commit_hash it returns the dict alone.
+    return _AnyComponent.load_config(source, subfolder=subfolder)  # type: ignore[return-value]
 
 
 def pipeline_class_name(model_index: dict[str, Any]) -> str:

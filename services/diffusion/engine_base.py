@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 
@@ -31,6 +31,9 @@ from capmesh.services.diffusion.stepping import (
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import ModelLoadError, ResourceExhausted
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager, Residency, release_memory
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline  # the real class, see loading.py
 
 
 class DiffusersSettings(Protocol):
@@ -112,7 +115,7 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
     def _read_spec(self, name: str) -> SpecT:
         raise NotImplementedError
 
-    def _from_pretrained(self) -> Callable[..., object] | None:
+    def _from_pretrained(self) -> Callable[..., DiffusionPipeline] | None:
         """The `from_pretrained` that loads a pipeline; None: the class named in `model_index.json`."""
         return None
 

@@ -7,6 +7,7 @@ supports; anything else fails to load with a message naming the supported classe
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 import structlog
 import torch
@@ -14,6 +15,11 @@ import torch
 from capmesh.services.diffusion.checkpoints import Checkpoint, pipeline_class_name, read_model_index
 from capmesh.services.diffusion.placement import Offload, Placement
 from capmesh.services.runtime.lifecycle import LoadedModel, torch_module_bytes
+
+if TYPE_CHECKING:
+    # The defining module: mypy reads `diffusers.DiffusionPipeline` as the placeholder diffusers exports
+    # when torch is missing.
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 log = structlog.get_logger("capmesh.diffusion")
 
@@ -33,7 +39,9 @@ def supported_class_name(checkpoint: Checkpoint, supported: Collection[str]) -> 
     return class_name
 
 
-def load_pipeline(checkpoint: Checkpoint, placement: Placement, load: Callable[..., object] | None = None):
+def load_pipeline(
+    checkpoint: Checkpoint, placement: Placement, load: Callable[..., DiffusionPipeline] | None = None
+) -> DiffusionPipeline:
     """`from_pretrained` with the placement's dtype, then device or CPU offload; progress bars off.
 
     `load` is the `from_pretrained` to call (a pipeline class's or an auto-pipeline's); by default the

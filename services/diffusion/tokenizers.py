@@ -40,4 +40,5 @@ def tiny_clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
                 merges.append((merged, piece))
             merged = merged + piece
             vocab.setdefault(merged, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    # transformers annotates `merges` as list[str], but hands it to tokenizers' BPE, which takes (left, right) pairs.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)  # type: ignore[arg-type]

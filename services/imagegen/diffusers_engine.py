@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
@@ -20,6 +21,9 @@ from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageChunk, Im
 from capmesh.services.imagegen.geometry import ImageGeometry, image_geometry, text_to_image_class_names
 from capmesh.services.imagegen.validation import ImageJob, validate_request
 from capmesh.services.runtime.cancellation import CancelToken
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline  # the real class, see diffusion/loading.py
 
 log = structlog.get_logger("capmesh.imagegen")
 
@@ -60,7 +64,7 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
         defaults = GenerationDefaults.load(checkpoint.source).overridden_by(configured)
         return ModelSpec(checkpoint, class_name, image_geometry(checkpoint.source), defaults)
 
-    def _from_pretrained(self) -> Callable[..., object]:
+    def _from_pretrained(self) -> Callable[..., DiffusionPipeline]:
         from diffusers import AutoPipelineForText2Image
 
         return AutoPipelineForText2Image.from_pretrained

@@ -51,7 +51,10 @@ class OpenAIImageEngine:
     def generate(self, request: ImageRequest, cancel: CancelToken, emit) -> ImagesResult:
         name = self.models.resolve(request.model)
         job = validate_request(request, self._settings, None, GenerationDefaults())
-        default_width, default_height = parse_size(self._settings.openai_default_size)
+        default_size = parse_size(self._settings.openai_default_size)
+        if default_size is None:  # the settings' own check rejects such a size when they are read
+            raise ValueError(f"openai_default_size {self._settings.openai_default_size!r} is not WIDTHxHEIGHT")
+        default_width, default_height = default_size
         size = f"{job.width or default_width}x{job.height or default_height}"
         body: dict[str, object] = {"model": name, "prompt": job.prompt, "n": job.num_images, "size": size}
         if self._settings.openai_response_format:

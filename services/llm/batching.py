@@ -21,8 +21,10 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 import torch
@@ -49,6 +51,20 @@ SMALL_MODEL_PARAMETERS = 100_000_000
 
 
 # -- the loaded model ------------------------------------------------------------------------------
+class _KVLayer(Protocol):
+    """One layer of a prefilled KV cache: transformers' DynamicLayer once it holds tokens (it types
+    keys and values Optional only because a layer is empty until the first forward)."""
+
+    keys: torch.Tensor  # [rows, heads, tokens, head dim]
+    values: torch.Tensor
+
+
+class _KVCache(Protocol):
+    """What the batch uses of the `DynamicCache` a forward fills: its per-layer keys and values."""
+
+    layers: Sequence[_KVLayer]
+
+
 class ChatModel:
     """A causal LM with its tokenizer, and the two forwards the scheduler needs."""
 
@@ -67,7 +83,7 @@ class ChatModel:
         )
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prefill(self, prompt: list[int]):
+    def prefill(self, prompt: list[int]) -> tuple[torch.Tensor, _KVCache]:
         """Runs one prompt alone; returns its last logits [1, vocab] and its cache."""
         from transformers import DynamicCache
 
@@ -79,12 +95,13 @@ class ChatModel:
     def decode_step(self, batch: "_Batch") -> torch.Tensor:
         """One token for every row of the batch; returns logits [rows, vocab]."""
         rows = len(batch.rows)
+        cache, mask = batch.shared()
         ids = torch.tensor(batch.last_tokens, device=self.device).unsqueeze(1)
         positions = torch.tensor(batch.positions, device=self.device).unsqueeze(1)
-        mask = torch.cat([batch.mask, torch.ones(rows, 1, dtype=batch.mask.dtype, device=self.device)], dim=1)
+        mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=self.device)], dim=1)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
-            past_key_values=batch.cache, use_cache=True, logits_to_keep=1,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
         )
         batch.mask = mask
         return out.logits[:, -1, :].float()
@@ -122,6 +139,15 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
 
 
 # -- one request -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Decoding:
+    """How a request's tokens are chosen and turned into text; made once its prompt is tokenized."""
+
+    sampling: SamplingParams
+    detokenizer: IncrementalDetokenizer
+    stops: StopScanner
+
+
 @dataclass(eq=False)
 class _Sequence:
     request: ChatRequest
@@ -133,9 +159,7 @@ class _Sequence:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     max_new_tokens: int = 0
-    sampling: SamplingParams | None = None
-    detokenizer: IncrementalDetokenizer | None = None
-    stops: StopScanner | None = None
+    decoding: _Decoding | None = None  # set by `_prepare`, before the request's first token
     text_parts: list[str] = field(default_factory=list)
     finished: bool = False
     outbox: Outbox | None = None  # set once the scheduler thread owns the request
@@ -150,6 +174,13 @@ class _Sequence:
     def should_stop(self) -> bool:
         return self.cancel.cancelled or self.submission.abandoned
 
+    @property
+    def prepared(self) -> _Decoding:
+        """The decoding state of a request that generates tokens (only prepared requests do)."""
+        if self.decoding is None:
+            raise RuntimeError("a request generates tokens before its prompt was prepared")
+        return self.decoding
+
     def emit(self, text: str) -> None:
         if text:
             self.text_parts.append(text)
@@ -162,22 +193,29 @@ class _Batch:
 
     def __init__(self) -> None:
         self.rows: list[_Sequence] = []
-        self.cache = None
+        self.cache: _KVCache | None = None
         self.mask: torch.Tensor | None = None  # [rows, cached length]: 1 real, 0 padding
         self.positions: list[int] = []  # each row's position id for its next token
         self.last_tokens: list[int] = []
 
-    def add(self, seq: _Sequence, cache, prompt_len: int, first_token: int) -> None:
+    def shared(self) -> tuple[_KVCache, torch.Tensor]:
+        """The cache and mask of a batch with rows (both are set while any row runs)."""
+        if self.cache is None or self.mask is None:
+            raise RuntimeError("the batch has rows but no KV cache")
+        return self.cache, self.mask
+
+    def add(self, seq: _Sequence, cache: _KVCache, prompt_len: int, first_token: int) -> None:
         device = cache.layers[0].keys.device
         row_mask = torch.ones(1, prompt_len, dtype=torch.long, device=device)
         if not self.rows:
             self.cache, self.mask = cache, row_mask
         else:
-            length = max(self.mask.shape[1], prompt_len)
-            for mine, theirs in zip(self.cache.layers, cache.layers):
+            own_cache, mask = self.shared()
+            length = max(mask.shape[1], prompt_len)
+            for mine, theirs in zip(own_cache.layers, cache.layers):
                 mine.keys = torch.cat([_pad_left(mine.keys, length), _pad_left(theirs.keys, length)], dim=0)
                 mine.values = torch.cat([_pad_left(mine.values, length), _pad_left(theirs.values, length)], dim=0)
-            self.mask = torch.cat([_pad_left(self.mask, length), _pad_left(row_mask, length)], dim=0)
+            self.mask = torch.cat([_pad_left(mask, length), _pad_left(row_mask, length)], dim=0)
         self.rows.append(seq)
         self.positions.append(prompt_len)
         self.last_tokens.append(first_token)
@@ -192,11 +230,12 @@ class _Batch:
         if not keep:
             self.cache = self.mask = None
             return
-        index = torch.tensor(keep, device=self.mask.device)
-        self.mask = self.mask.index_select(0, index)
-        start = int((self.mask.sum(dim=0) > 0).nonzero()[0].item())
-        self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
+        cache, mask = self.shared()
+        index = torch.tensor(keep, device=mask.device)
+        mask = mask.index_select(0, index)
+        start = int((mask.sum(dim=0) > 0).nonzero()[0].item())
+        self.mask = mask[:, start:]
+        for layer in cache.layers:
             layer.keys = layer.keys.index_select(0, index)[:, :, start:, :]
             layer.values = layer.values.index_select(0, index)[:, :, start:, :]
 
@@ -253,7 +292,8 @@ class TransformersChatEngine(LlmEngine):
         tokenizer = AutoTokenizer.from_pretrained(path)
         if not tokenizer.chat_template:
             raise ValueError(f"the tokenizer of {path} has no chat template")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        # transformers wraps `to` with functools.wraps(torch.nn.Module.to), so mypy sees an unbound signature.
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         own_window = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 2048
         window = min(self.settings.max_context, own_window) if self.settings.max_context else own_window
         self._context_window = window
@@ -389,7 +429,7 @@ class TransformersChatEngine(LlmEngine):
                 self._fail([seq], exc)
                 continue
             logits, cache = model.prefill(prompt)
-            token = choose_tokens(logits, [seq.sampling])[0]
+            token = choose_tokens(logits, [seq.prepared.sampling])[0]
             self._accept(seq, token, model)
             if seq.finished:
                 continue
@@ -410,15 +450,17 @@ class TransformersChatEngine(LlmEngine):
         seq.prompt_tokens = len(prompt)
         # An answer stops at the end of the context window (finish reason "length").
         seq.max_new_tokens = min(request.max_tokens or self.settings.default_max_tokens, window - len(prompt))
-        seq.sampling = SamplingParams.create(request.temperature, request.top_p, request.seed, model.device)
-        seq.detokenizer = IncrementalDetokenizer(model.decode)
-        seq.stops = StopScanner(request.stop)
+        seq.decoding = _Decoding(
+            sampling=SamplingParams.create(request.temperature, request.top_p, request.seed, model.device),
+            detokenizer=IncrementalDetokenizer(model.decode),
+            stops=StopScanner(request.stop),
+        )
         return prompt
 
     def _decode(self, model: ChatModel, batch: _Batch) -> None:
         started = time.perf_counter()
         logits = model.decode_step(batch)
-        tokens = choose_tokens(logits, [seq.sampling for seq in batch.rows])
+        tokens = choose_tokens(logits, [seq.prepared.sampling for seq in batch.rows])
         done: list[int] = []
         for i, (seq, token) in enumerate(zip(batch.rows, tokens)):
             self._accept(seq, token, model)
@@ -442,8 +484,9 @@ class TransformersChatEngine(LlmEngine):
         if token in model.eos_ids:
             self._finish(seq, "stop")
             return
-        seq.emit(seq.stops.feed(seq.detokenizer.push(token)))
-        if seq.stops.stopped:
+        decoding = seq.prepared
+        seq.emit(decoding.stops.feed(decoding.detokenizer.push(token)))
+        if decoding.stops.stopped:
             self._finish(seq, "stop")
         elif seq.completion_tokens >= seq.max_new_tokens:
             self._finish(seq, "length")
@@ -460,10 +503,11 @@ class TransformersChatEngine(LlmEngine):
         if seq.finished:
             return
         seq.finished = True
-        if reason != "cancelled" and seq.detokenizer is not None and not seq.stops.stopped:
-            seq.emit(seq.stops.feed(seq.detokenizer.flush()))
-            if not seq.stops.stopped:
-                seq.emit(seq.stops.flush())
+        decoding = seq.decoding  # None when the request ends before its prompt was prepared
+        if reason != "cancelled" and decoding is not None and not decoding.stops.stopped:
+            seq.emit(decoding.stops.feed(decoding.detokenizer.flush()))
+            if not decoding.stops.stopped:
+                seq.emit(decoding.stops.flush())
         result = ChatResult(
             text="".join(seq.text_parts),
             finish_reason=reason,

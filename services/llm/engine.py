@@ -170,18 +170,19 @@ class LlmEngine(abc.ABC):
                     if wait > 0:
                         await asyncio.sleep(wait)
                     parts, tokens = [item.text], item.completion_tokens
-                    item = None
+                    ending: ChatResult | BaseException | None = None  # what followed the joined deltas
                     while not sink.queue.empty():
                         following = sink.queue.get_nowait()
                         if not isinstance(following, TextDelta):
-                            item = following
+                            ending = following
                             break
                         parts.append(following.text)
                         tokens = following.completion_tokens
                     yield TextDelta("".join(parts), tokens)
                     next_send = loop.time() + interval
-                    if item is None:
+                    if ending is None:
                         continue
+                    item = ending
                 finished = True
                 if isinstance(item, BaseException):
                     raise item

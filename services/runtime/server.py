@@ -34,7 +34,7 @@ from capmesh.services.runtime.interceptor import RequestContextInterceptor
 from capmesh.services.runtime.lifecycle import ModelManager
 from capmesh.services.runtime.logging import configure_logging
 from capmesh.services.runtime.protoconv import model_info_to_proto
-from capmesh.services.runtime.settings import ServerSettings
+from capmesh.services.runtime.settings import ProcessSettings, ServerSettings
 from capmesh.services.runtime.streaming import Runtime
 
 log = structlog.get_logger("capmesh.server")
@@ -123,7 +123,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         models = self._service.models
         return [model_info_to_proto(s) for s in models.status()] if models else []
 
-    async def GetServiceStatus(self, request, context):
+    async def GetServiceStatus(
+        self, request: admin_service_pb2.GetServiceStatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_service_pb2.GetServiceStatusResponse:
         s = self._service
         return admin_service_pb2.GetServiceStatusResponse(
             capability=s.capability,
@@ -138,7 +140,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             device_group=s.settings.device_group,
         )
 
-    async def LoadModels(self, request, context):
+    async def LoadModels(
+        self, request: admin_service_pb2.LoadModelsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_service_pb2.LoadModelsResponse:
         models = self._service.models
         if models is not None:
             names = list(request.models) or [models.default_model]
@@ -146,7 +150,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
                 await asyncio.get_running_loop().run_in_executor(None, models.ensure_loaded, name)
         return admin_service_pb2.LoadModelsResponse(models=self._models())
 
-    async def UnloadModels(self, request, context):
+    async def UnloadModels(
+        self, request: admin_service_pb2.UnloadModelsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_service_pb2.UnloadModelsResponse:
         models = self._service.models
         unloaded: list[str] = []
         if models is not None:
@@ -195,7 +201,7 @@ class RunningServer:
         log.info("server.stopped")
 
 
-def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+def server_options(settings: ProcessSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),

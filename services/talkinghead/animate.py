@@ -242,7 +242,8 @@ class PortraitAnimator:
         v = (area.grid_y - cy) / half_h
         radius = np.sqrt(u * u + v * v)
         inside = smoothstep(1.0, 0.55, radius)[..., None] * 0.9
-        teeth = (smoothstep(-0.2, -0.55, v) * smoothstep(0.25, 0.6, np.float32(opening)))[..., None] * 0.55
+        by_opening = smoothstep(0.25, 0.6, np.asarray(opening, dtype=np.float32))
+        teeth = (smoothstep(-0.2, -0.55, v) * by_opening)[..., None] * 0.55
         colour = MOUTH_INTERIOR_RGB * (1.0 - teeth) + TEETH_RGB * teeth
         patch = frame[area.slices].astype(np.float32)
         frame[area.slices] = np.clip(patch * (1.0 - inside) + colour * inside, 0, 255).astype(np.uint8)

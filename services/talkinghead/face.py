@@ -8,10 +8,12 @@ eye cascade refining the eyes when it finds both.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import cv2.data  # the folder of the bundled cascades; opencv's stubs do not declare it on `cv2`
 import numpy as np
 
 from capmesh.services.talkinghead.domain import FaceBox
@@ -75,7 +77,7 @@ class FaceDetector:
         """
         gray, scale = _detection_gray(rgb)
         min_side = max(24, int(min(gray.shape) * 0.06))
-        boxes: np.ndarray | tuple = ()
+        boxes: Sequence[Sequence[int]] = ()
         with self._lock:
             for cascade in self._faces:
                 boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))

@@ -44,7 +44,7 @@ def decode_image(data: bytes, *, max_pixels: int, field_name: str = "reference_i
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise InvalidArgument.single(

@@ -6,8 +6,9 @@ from capmesh.services.runtime.errors import InvalidArgument, Violations
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.runtime.streaming import Runtime
 from capmesh.services.talkinghead import convert
-from capmesh.services.talkinghead.domain import TalkingHeadResult
+from capmesh.services.talkinghead.domain import TalkingHeadRequest, TalkingHeadResult
 from capmesh.services.talkinghead.engine import STAGE_DOWNLOADING, TalkingHeadEngine
+from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
 from capmesh.talkinghead.v1 import talkinghead_service_pb2_grpc
 
 ARTIFACT_FIELDS = ("reference_image", "audio")
@@ -29,7 +30,7 @@ class TalkingHeadServicer(talkinghead_service_pb2_grpc.TalkingHeadServiceService
                     yield chunk
                 yield convert.result_response(item)
 
-    async def _resolve(self, request):
+    async def _resolve(self, request: pb.StreamGenerateTalkingHeadRequest) -> TalkingHeadRequest:
         """Reads both artifacts and checks every field, reporting all bad fields in one error."""
         violations = Violations()
         data: dict[str, bytes] = {}

@@ -93,7 +93,8 @@ def read_wav(data: bytes) -> Pcm:
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise ValueError("not a RIFF/WAVE file")
     offset = 12
-    channels = sample_rate = bits = fmt_tag = None
+    channels: int | None = None  # None until the fmt chunk is read, which sets the other three too
+    sample_rate = bits = fmt_tag = 0
     while offset + 8 <= len(data):
         chunk_id, size = struct.unpack_from("<4sI", data, offset)
         body = offset + 8
@@ -121,7 +122,7 @@ def decode_audio(data: bytes) -> Pcm:
             return read_wav(data)
         except ValueError:
             pass
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
         parts: list[np.ndarray] = []

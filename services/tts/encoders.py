@@ -148,7 +148,10 @@ class PyAvEncoder(StreamEncoder):
         self._sink = _Sink()
         self._container = av.open(self._sink, "w", format=choice.container,
                                   options=_CONTAINER_OPTIONS.get(choice.container, {}))
-        self._stream = self._container.add_stream(choice.codec, rate=sample_rate)
+        stream = self._container.add_stream(choice.codec, rate=sample_rate)
+        if not isinstance(stream, av.AudioStream):  # every codec in _CANDIDATES encodes audio
+            raise ValueError(f"{choice.codec} is not an audio codec")
+        self._stream = stream
         self._stream.layout = "mono"
         self._pts = 0
         self._closed = False

@@ -60,7 +60,8 @@ class VitsBackend(SpeechBackend):
         source = str(tiny_path()) if name == TINY else name
         device = resolve_device(self._settings.device)
         dtype = resolve_dtype(self._settings.dtype, device)
-        model = VitsModel.from_pretrained(source, dtype=dtype).to(device).eval()
+        # transformers wraps `to` with functools.wraps(torch.nn.Module.to), so mypy sees an unbound signature.
+        model = VitsModel.from_pretrained(source, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         tokenizer = AutoTokenizer.from_pretrained(source)
         random_weights = name == TINY or (Path(source).is_dir() and is_random_checkpoint(source))
         return LoadedModel(

@@ -12,11 +12,23 @@ being written (the server stops generating at its next token) and the chat goes 
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Optional, TypedDict
 
 import typer
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+class _ChatOptions(TypedDict):
+    """The keyword arguments of `LlmClient.stream` that every question of the chat shares."""
+
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    stop: list[str]
+    seed: int | None
+    model: str
+    timeout: float | None
 
 
 def register(app: typer.Typer) -> None:
@@ -43,8 +55,8 @@ def chat(
     from capmesh.client.llm import LlmClient, Message
 
     console = Console(stderr=True)
-    options = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=seed,
-                   model=model, timeout=timeout)
+    options = _ChatOptions(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=seed,
+                           model=model, timeout=timeout)
     history = [Message("system", system)] if system else []
 
     def write(text: str) -> None:
