@@ -60,8 +60,13 @@ def _whole_calls(engine, request, stages: tuple[str, ...], repeats: int, label: 
     totals = stats.samples
     rows = [
         Row.from_stats(NAME, f"{label} whole call", unit, stats),
-        Row.from_stats(NAME, f"{label} per denoising step", "ms/step",
-                       Stats(tuple(r.seconds_per_step for r in results)), scale=1000),
+        Row.from_stats(
+            NAME,
+            f"{label} per denoising step",
+            "ms/step",
+            Stats(tuple(r.seconds_per_step for r in results)),
+            scale=1000,
+        ),
     ]
     for stage in stages:
         shares = tuple(100 * r.stage_seconds.get(stage, 0.0) / total for r, total in zip(results, totals))
@@ -71,20 +76,30 @@ def _whole_calls(engine, request, stages: tuple[str, ...], repeats: int, label: 
 
 def _video_rows(engine: DiffusersVideoEngine, quick: bool, repeats: int) -> list[Row]:
     width, frames, steps = (32, 9, 4) if quick else (64, 17, 8)
-    request = VideoRequest(image=_png(width, width), prompt="a cat walks on the beach", width=width, height=width,
-                           num_frames=frames, steps=steps, seed=0)
-    return _whole_calls(engine, request, VIDEO_STAGES, repeats, f"videogen wan {width}x{width}x{frames} {steps} steps",
-                        "s/video")
+    request = VideoRequest(
+        image=_png(width, width),
+        prompt="a cat walks on the beach",
+        width=width,
+        height=width,
+        num_frames=frames,
+        steps=steps,
+        seed=0,
+    )
+    return _whole_calls(
+        engine, request, VIDEO_STAGES, repeats, f"videogen wan {width}x{width}x{frames} {steps} steps", "s/video"
+    )
 
 
 def _image_rows(quick: bool, repeats: int) -> list[Row]:
     engine = DiffusersImageEngine(ImagegenSettings())
     size, steps, count = (32, 4, 1) if quick else (64, 8, 2)
-    request = ImageRequest(prompt="a lighthouse at dawn", width=size, height=size, steps=steps, num_images=count,
-                           seed=0)
+    request = ImageRequest(
+        prompt="a lighthouse at dawn", width=size, height=size, steps=steps, num_images=count, seed=0
+    )
     try:
-        return _whole_calls(engine, request, IMAGE_STAGES, repeats,
-                            f"imagegen sd {size}x{size} n={count} {steps} steps", "s/call")
+        return _whole_calls(
+            engine, request, IMAGE_STAGES, repeats, f"imagegen sd {size}x{size} n={count} {steps} steps", "s/call"
+        )
     finally:
         engine.close()
 
@@ -92,8 +107,9 @@ def _image_rows(quick: bool, repeats: int) -> list[Row]:
 def _progress_rows(engine: DiffusersVideoEngine, quick: bool, repeats: int) -> list[Row]:
     steps = 10 if quick else 30
     case = f"wan 32x32x5 {steps} steps"
-    request = VideoRequest(image=_png(32, 32), prompt="a cat", width=32, height=32, num_frames=5, steps=steps,
-                           guidance_scale=1.0, seed=0)
+    request = VideoRequest(
+        image=_png(32, 32), prompt="a cat", width=32, height=32, num_frames=5, steps=steps, guidance_scale=1.0, seed=0
+    )
     spec = engine.spec(engine.models.default_model)
     job = engine.validate(request)
     pipeline = engine.models.ensure_loaded().handle
@@ -108,18 +124,36 @@ def _progress_rows(engine: DiffusersVideoEngine, quick: bool, repeats: int) -> l
     baseline = f"progress bare pipeline, no callback ({case})"
     rows = [
         Row.from_stats(NAME, baseline, "s/call", repeat(bare_pipeline, repeats)),
-        Row.from_stats(NAME, f"progress render, no subscriber ({case})", "s/call",
-                       repeat(lambda: engine.render(request, CancelToken.never(), _ignore), repeats),
-                       baseline=baseline),
-        Row.from_stats(NAME, f"progress render, proto subscriber ({case})", "s/call",
-                       repeat(lambda: engine.render(request, CancelToken.never(), to_proto), repeats),
-                       baseline=baseline),
+        Row.from_stats(
+            NAME,
+            f"progress render, no subscriber ({case})",
+            "s/call",
+            repeat(lambda: engine.render(request, CancelToken.never(), _ignore), repeats),
+            baseline=baseline,
+        ),
+        Row.from_stats(
+            NAME,
+            f"progress render, proto subscriber ({case})",
+            "s/call",
+            repeat(lambda: engine.render(request, CancelToken.never(), to_proto), repeats),
+            baseline=baseline,
+        ),
     ]
     in_process = f"progress generate in-process ({case})"
-    rows.append(Row.from_stats(NAME, in_process, "s/call",
-                               repeat(lambda: engine.generate(request, CancelToken.never(), _ignore), repeats)))
-    rows.append(Row.from_stats(NAME, f"progress generate over gRPC, client reads all ({case})", "s/call",
-                               asyncio.run(_grpc_calls(request, repeats)), baseline=in_process))
+    rows.append(
+        Row.from_stats(
+            NAME, in_process, "s/call", repeat(lambda: engine.generate(request, CancelToken.never(), _ignore), repeats)
+        )
+    )
+    rows.append(
+        Row.from_stats(
+            NAME,
+            f"progress generate over gRPC, client reads all ({case})",
+            "s/call",
+            asyncio.run(_grpc_calls(request, repeats)),
+            baseline=in_process,
+        )
+    )
     return rows
 
 
@@ -144,9 +178,16 @@ async def _grpc_calls(request: VideoRequest, repeats: int) -> Stats:
 def video_request_message(request: VideoRequest):
     from capmesh.client.videogen import video_request
 
-    return video_request(request.image, request.prompt, width=request.width, height=request.height,
-                         num_frames=request.num_frames, steps=request.steps, guidance_scale=request.guidance_scale,
-                         seed=request.seed)
+    return video_request(
+        request.image,
+        request.prompt,
+        width=request.width,
+        height=request.height,
+        num_frames=request.num_frames,
+        steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        seed=request.seed,
+    )
 
 
 def run(quick: bool) -> list[Row]:

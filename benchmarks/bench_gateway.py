@@ -21,8 +21,8 @@ import time
 import grpc
 
 from benchmarks.harness import Row, Stats
-from capmesh.llm.v1 import llm_service_pb2
 from benchmarks.processes import spawn, wait_available
+from capmesh.llm.v1 import llm_service_pb2
 
 NAME = "gateway"
 CHAT = "/capmesh.llm.v1.LlmService/Chat"
@@ -33,8 +33,6 @@ def _request(prompt: str, streaming: bool) -> bytes:
     message = llm_service_pb2.ChatMessage(role=llm_service_pb2.ROLE_USER, content=prompt)
     cls = llm_service_pb2.StreamChatRequest if streaming else llm_service_pb2.ChatRequest
     return cls(messages=[message]).SerializeToString()
-
-
 
 
 async def _unary_latencies(channel: grpc.aio.Channel, count: int) -> list[float]:
@@ -74,16 +72,22 @@ async def _stream_rate(channel: grpc.aio.Channel, streams: int, messages: int) -
 
 
 async def _measure(quick: bool) -> list[Row]:
-    gateway, banner = await spawn(["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0",
-                                    "--set", "log_level=warning"], " listening on ")
+    gateway, banner = await spawn(
+        ["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0", "--set", "log_level=warning"],
+        " listening on ",
+    )
     gateway_address = banner.split(" grpc ", 1)[1].split()[0]
-    backend, banner = await spawn(["-m", "tests.gateway.backend_process", "bench", "--gateway", gateway_address,
-                                    "--max-concurrency", "512"], " listening on ")
+    backend, banner = await spawn(
+        ["-m", "tests.gateway.backend_process", "bench", "--gateway", gateway_address, "--max-concurrency", "512"],
+        " listening on ",
+    )
     backend_address = banner.split(" listening on ", 1)[1].strip()
     try:
         await wait_available(gateway_address)
-        async with grpc.aio.insecure_channel(backend_address) as direct, \
-                grpc.aio.insecure_channel(gateway_address) as via_gateway:
+        async with (
+            grpc.aio.insecure_channel(backend_address) as direct,
+            grpc.aio.insecure_channel(gateway_address) as via_gateway,
+        ):
             channels = {"direct": direct, "gateway": via_gateway}
             blocks, per_block = (4, 100) if quick else (10, 300)
             repeats = 2 if quick else 5
@@ -94,9 +98,11 @@ async def _measure(quick: bool) -> list[Row]:
             for _ in range(blocks):
                 for key, channel in channels.items():
                     latencies[key].extend(await _unary_latencies(channel, per_block))
-            cases = [("unary calls/s, 16 in flight", lambda ch: _unary_rate(ch, 800 if quick else 3200, 16)),
-                     ("stream msgs/s, 1 stream", lambda ch: _stream_rate(ch, 1, 2000 if quick else 10000)),
-                     ("stream msgs/s, 32 streams", lambda ch: _stream_rate(ch, 32, 200 if quick else 1000))]
+            cases = [
+                ("unary calls/s, 16 in flight", lambda ch: _unary_rate(ch, 800 if quick else 3200, 16)),
+                ("stream msgs/s, 1 stream", lambda ch: _stream_rate(ch, 1, 2000 if quick else 10000)),
+                ("stream msgs/s, 32 streams", lambda ch: _stream_rate(ch, 32, 200 if quick else 1000)),
+            ]
             for case, measure in cases:
                 for _ in range(repeats):
                     for key, channel in channels.items():
@@ -108,15 +114,30 @@ async def _measure(quick: bool) -> list[Row]:
 
     rows = []
     for key in channels:
-        rows.append(Row.from_stats(NAME, f"{key} unary latency", "ms", Stats(tuple(latencies[key])), scale=1000,
-                                   baseline="direct unary latency" if key == "gateway" else ""))
+        rows.append(
+            Row.from_stats(
+                NAME,
+                f"{key} unary latency",
+                "ms",
+                Stats(tuple(latencies[key])),
+                scale=1000,
+                baseline="direct unary latency" if key == "gateway" else "",
+            )
+        )
     overhead_ms = (statistics.median(latencies["gateway"]) - statistics.median(latencies["direct"])) * 1000
     rows.append(Row(NAME, "gateway unary p50 overhead (goal <= 0.5)", "ms", overhead_ms, overhead_ms, 1))
     for case, _ in cases:
         for key in channels:
-            rows.append(Row.from_stats(NAME, f"{key} {case}", case.split(",")[0].split()[-1],
-                                       Stats(tuple(rates[f"{key} {case}"])), higher_is_better=True,
-                                       baseline=f"direct {case}" if key == "gateway" else ""))
+            rows.append(
+                Row.from_stats(
+                    NAME,
+                    f"{key} {case}",
+                    case.split(",")[0].split()[-1],
+                    Stats(tuple(rates[f"{key} {case}"])),
+                    higher_is_better=True,
+                    baseline=f"direct {case}" if key == "gateway" else "",
+                )
+            )
     return rows
 
 

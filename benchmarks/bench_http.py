@@ -23,21 +23,20 @@ import grpc
 import httpx
 
 from benchmarks.harness import Row, Stats
+from benchmarks.processes import spawn, wait_available
 from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.llm.v1 import llm_service_pb2
-from benchmarks.processes import spawn, wait_available
 
 NAME = "http"
 STREAM_CHAT = "/capmesh.llm.v1.LlmService/StreamChat"
 LIST_CAPABILITIES = "/capmesh.gateway.v1.RegistryService/ListCapabilities"
 
 
-
-
 async def _grpc_stream(channel: grpc.aio.Channel, events: int) -> tuple[float, float]:
     """(seconds for the whole stream, seconds to the first message)."""
-    request = llm_service_pb2.StreamChatRequest(messages=[llm_service_pb2.ChatMessage(
-        role=llm_service_pb2.ROLE_USER, content=f"n:{events}")]).SerializeToString()
+    request = llm_service_pb2.StreamChatRequest(
+        messages=[llm_service_pb2.ChatMessage(role=llm_service_pb2.ROLE_USER, content=f"n:{events}")]
+    ).SerializeToString()
     started = time.perf_counter()
     first = None
     received = 0
@@ -85,20 +84,26 @@ async def _unary_http(http: httpx.AsyncClient, count: int) -> list[float]:
 
 
 async def _measure(quick: bool) -> list[Row]:
-    gateway, banner = await spawn(["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0",
-                                    "--set", "log_level=warning"], " listening on ")
+    gateway, banner = await spawn(
+        ["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0", "--set", "log_level=warning"],
+        " listening on ",
+    )
     grpc_address = banner.split(" grpc ", 1)[1].split()[0]
     http_url = banner.split(" http ", 1)[1].split()[0]
-    backend, _ = await spawn(["-m", "tests.gateway.backend_process", "bench", "--gateway", grpc_address,
-                               "--max-concurrency", "64"], " listening on ")
+    backend, _ = await spawn(
+        ["-m", "tests.gateway.backend_process", "bench", "--gateway", grpc_address, "--max-concurrency", "64"],
+        " listening on ",
+    )
     events = 300 if quick else 2000
     repeats = 3 if quick else 8
     unary_count = 100 if quick else 500
     samples: dict[str, list[float]] = {}
     try:
         await wait_available(grpc_address)
-        async with grpc.aio.insecure_channel(grpc_address) as channel, \
-                httpx.AsyncClient(base_url=http_url, timeout=120) as http:
+        async with (
+            grpc.aio.insecure_channel(grpc_address) as channel,
+            httpx.AsyncClient(base_url=http_url, timeout=120) as http,
+        ):
             await _grpc_stream(channel, 50)  # warm both paths up
             await _sse_stream(http, 50)
             await _unary_grpc(channel, 20)
@@ -123,20 +128,36 @@ async def _measure(quick: bool) -> list[Row]:
         return Stats(tuple(samples[key]))
 
     rows = [
-        Row.from_stats(NAME, f"grpc StreamChat {events} events", "events/s", stats("grpc events/s"),
-                       higher_is_better=True),
-        Row.from_stats(NAME, f"sse StreamChat {events} events", "events/s", stats("sse events/s"),
-                       higher_is_better=True, baseline=f"grpc StreamChat {events} events"),
+        Row.from_stats(
+            NAME, f"grpc StreamChat {events} events", "events/s", stats("grpc events/s"), higher_is_better=True
+        ),
+        Row.from_stats(
+            NAME,
+            f"sse StreamChat {events} events",
+            "events/s",
+            stats("sse events/s"),
+            higher_is_better=True,
+            baseline=f"grpc StreamChat {events} events",
+        ),
         Row.from_stats(NAME, "sse added time per event", "us", stats("sse added us/event")),
         Row.from_stats(NAME, "grpc time to first event", "ms", stats("grpc first event")),
-        Row.from_stats(NAME, "sse time to first event", "ms", stats("sse first event"),
-                       baseline="grpc time to first event"),
+        Row.from_stats(
+            NAME, "sse time to first event", "ms", stats("sse first event"), baseline="grpc time to first event"
+        ),
     ]
     grpc_unary_case = "grpc ListCapabilities requests/s, 1 at a time"
     for key, route in (("grpc unary", "grpc ListCapabilities"), ("http unary", "http GET /v1/capabilities")):
         per_second = Stats(tuple(1 / s for s in samples[key]))
-        rows.append(Row.from_stats(NAME, f"{route} requests/s, 1 at a time", "req/s", per_second,
-                                   higher_is_better=True, baseline=grpc_unary_case if key == "http unary" else ""))
+        rows.append(
+            Row.from_stats(
+                NAME,
+                f"{route} requests/s, 1 at a time",
+                "req/s",
+                per_second,
+                higher_is_better=True,
+                baseline=grpc_unary_case if key == "http unary" else "",
+            )
+        )
     added_ms = (statistics.median(samples["http unary"]) - statistics.median(samples["grpc unary"])) * 1000
     rows.append(Row(NAME, "http unary p50 added latency", "ms", added_ms, added_ms, 1))
     return rows

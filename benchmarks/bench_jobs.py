@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import Row, Stats
-from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
 from google.longrunning import operations_pb2
 from google.protobuf import duration_pb2
+
+from benchmarks.harness import Row, Stats
+from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
 
 NAME = "jobs"
 MiB = 1024 * 1024
@@ -31,8 +32,9 @@ async def _jobs_per_second(client, batch: int) -> float:
     started = time.perf_counter()
     job_ids = await asyncio.gather(*(client.submit("steps:1") for _ in range(batch)))
     for job_id in job_ids:
-        operation = await client.operations.WaitOperation(operations_pb2.WaitOperationRequest(
-            name=f"operations/{job_id}", timeout=duration_pb2.Duration(seconds=60)))
+        operation = await client.operations.WaitOperation(
+            operations_pb2.WaitOperationRequest(name=f"operations/{job_id}", timeout=duration_pb2.Duration(seconds=60))
+        )
         if not operation.HasField("response"):
             raise RuntimeError(f"job {job_id} did not succeed: {operation.error}")
     return batch / (time.perf_counter() - started)
@@ -42,7 +44,7 @@ async def _upload(stub, data: bytes) -> str:
     def messages():
         yield file_service_pb2.UploadFileRequest(header=file_service_pb2.UploadHeader(name="bench.bin"))
         for offset in range(0, len(data), MiB):
-            yield file_service_pb2.UploadFileRequest(chunk=data[offset:offset + MiB])
+            yield file_service_pb2.UploadFileRequest(chunk=data[offset : offset + MiB])
 
     return (await stub.UploadFile(messages())).file.file_id
 
@@ -69,9 +71,15 @@ async def _measure(quick: bool, folder: Path) -> list[Row]:
             samples: dict[str, list[float]] = {}
             clients = {}
             for case, extra in (("memory store", {}), ("redis store", {"redis_url": redis_server.url})):
-                gateway, address = start_gateway_process(port=0, http_port=0, backends_file=backends,
-                                                         files_dir=folder / "files", log_level="error",
-                                                         job_queue_limit=10_000, **extra)
+                gateway, address = start_gateway_process(
+                    port=0,
+                    http_port=0,
+                    backends_file=backends,
+                    files_dir=folder / "files",
+                    log_level="error",
+                    job_queue_limit=10_000,
+                    **extra,
+                )
                 processes.append(gateway)
                 client = clients[case] = Client.connect(address)
                 await eventually(lambda c=client: c.available_backends(), what="the backend")
@@ -81,8 +89,16 @@ async def _measure(quick: bool, folder: Path) -> list[Row]:
                 for case, client in clients.items():
                     samples[case].append(await _jobs_per_second(client, batch))
             for case in clients:
-                rows.append(Row.from_stats(NAME, f"{case}, {batch} jobs", "jobs/s", Stats(tuple(samples[case])),
-                                           baseline=f"memory store, {batch} jobs", higher_is_better=True))
+                rows.append(
+                    Row.from_stats(
+                        NAME,
+                        f"{case}, {batch} jobs",
+                        "jobs/s",
+                        Stats(tuple(samples[case])),
+                        baseline=f"memory store, {batch} jobs",
+                        higher_is_better=True,
+                    )
+                )
 
             stub = file_service_pb2_grpc.FileServiceStub(clients["memory store"].channel)
             data = os.urandom(file_mib * MiB)
@@ -101,10 +117,14 @@ async def _measure(quick: bool, folder: Path) -> list[Row]:
                     raise RuntimeError("download size differs")
                 download.append(file_mib / (time.perf_counter() - started))
             base = f"local file copy, {file_mib} MiB"
-            for case, values in ((base, copy), (f"upload, {file_mib} MiB", upload),
-                                 (f"download, {file_mib} MiB", download)):
-                rows.append(Row.from_stats(NAME, case, "MB/s", Stats(tuple(values)), baseline=base,
-                                           higher_is_better=True))
+            for case, values in (
+                (base, copy),
+                (f"upload, {file_mib} MiB", upload),
+                (f"download, {file_mib} MiB", download),
+            ):
+                rows.append(
+                    Row.from_stats(NAME, case, "MB/s", Stats(tuple(values)), baseline=base, higher_is_better=True)
+                )
             for client in clients.values():
                 await client.close()
         finally:

@@ -61,12 +61,26 @@ def _prompt(i: int) -> str:
 
 
 def _start_server() -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, "-c", "from capmesh.cli.main import app; app()", "serve", "llm", "--port", "0",
-            "--model", "tiny"]
+    args = [
+        sys.executable,
+        "-c",
+        "from capmesh.cli.main import app; app()",
+        "serve",
+        "llm",
+        "--port",
+        "0",
+        "--model",
+        "tiny",
+    ]
     for key, value in SERVER_SETTINGS.items():
         args += ["--set", f"{key}={value}"]
-    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env={**os.environ, "CAPMESH_LLM_LOG_JSON": "true"})
+    server = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "CAPMESH_LLM_LOG_JSON": "true"},
+    )
     for line in server.stdout:  # the server prints one line with its address once it serves
         if "listening on" in line:
             return server, line.rsplit(" ", 1)[-1].strip()
@@ -82,8 +96,9 @@ def _grpc_caller(channel):
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
 
     async def one(i: int) -> tuple[float, int]:
-        request = pb.StreamChatRequest(messages=[pb.ChatMessage(role=pb.ROLE_USER, content=_prompt(i))],
-                                       temperature=0.0, max_tokens=MAX_TOKENS)
+        request = pb.StreamChatRequest(
+            messages=[pb.ChatMessage(role=pb.ROLE_USER, content=_prompt(i))], temperature=0.0, max_tokens=MAX_TOKENS
+        )
         started = time.perf_counter()
         first = None
         async for message in stub.StreamChat(request):
@@ -140,7 +155,8 @@ async def _measure(over_grpc, in_process, rounds: int) -> list[Row]:
                 started = time.perf_counter()
                 results = await asyncio.gather(*(call(i) for i in range(n)))
                 rates[f"{label}concurrent x{n}"].append(
-                    sum(tokens for _, tokens in results) / (time.perf_counter() - started))
+                    sum(tokens for _, tokens in results) / (time.perf_counter() - started)
+                )
                 if not label:
                     ttfts[n].extend(first * 1000 for first, _ in results)
     rows = [_row("sequential", "tokens/s", rates["sequential"])]
@@ -150,11 +166,17 @@ async def _measure(over_grpc, in_process, rounds: int) -> list[Row]:
     for n in IN_PROCESS:
         rows.append(_row(f"in-process concurrent x{n}", "tokens/s", rates[f"in-process concurrent x{n}"]))
     for n in CONCURRENCY:
-        rows.append(_row(f"speedup x{n} vs sequential, per round", "x",
-                         _ratios(rates[f"concurrent x{n}"], rates["sequential"])))
+        rows.append(
+            _row(f"speedup x{n} vs sequential, per round", "x", _ratios(rates[f"concurrent x{n}"], rates["sequential"]))
+        )
     for n in IN_PROCESS:
-        rows.append(_row(f"grpc / in-process x{n}, per round", "x",
-                         _ratios(rates[f"concurrent x{n}"], rates[f"in-process concurrent x{n}"])))
+        rows.append(
+            _row(
+                f"grpc / in-process x{n}, per round",
+                "x",
+                _ratios(rates[f"concurrent x{n}"], rates[f"in-process concurrent x{n}"]),
+            )
+        )
     return rows
 
 
@@ -163,5 +185,13 @@ def _ratios(numerators: list[float], denominators: list[float]) -> list[float]:
 
 
 def _row(case: str, unit: str, samples: list[float], baseline: str = "", higher_is_better: bool = True) -> Row:
-    return Row(BENCHMARK, case, unit, statistics.median(samples), percentile(samples, 99), len(samples),
-               baseline=baseline, higher_is_better=higher_is_better)
+    return Row(
+        BENCHMARK,
+        case,
+        unit,
+        statistics.median(samples),
+        percentile(samples, 99),
+        len(samples),
+        baseline=baseline,
+        higher_is_better=higher_is_better,
+    )

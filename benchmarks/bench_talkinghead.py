@@ -63,7 +63,9 @@ def run(quick: bool) -> list[Row]:
         request = TalkingHeadRequest(image, audio_bytes, fps=FPS, width=size, height=size, seed=1)
         stage_samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
 
-        def generate() -> None:
+        def generate(
+            request: TalkingHeadRequest = request, stage_samples: dict[str, list[float]] = stage_samples
+        ) -> None:
             result = engine.generate(request, CancelToken.never(), lambda _: None)
             for stage in STAGES:
                 stage_samples[stage].append(result.stage_seconds.get(stage, 0.0))
@@ -74,16 +76,35 @@ def run(quick: bool) -> list[Row]:
         case = f"{size}x{size}@{FPS}"
         base = _still_frames_baseline(image, audio, size, frame_count, repeats)
         rows.append(Row.from_stats(NAME, f"baseline still frames {case}", "s/video", base))
-        rows.append(Row.from_stats(NAME, f"generate {case}", "s/video", stats, baseline=f"baseline still frames {case}"))
-        rows.append(Row.from_stats(NAME, f"throughput {case}", "frames/s",
-                                   Stats(tuple(frame_count / s for s in stats.samples)), higher_is_better=True))
-        rows.append(Row.from_stats(NAME, f"real-time factor {case}", "x audio",
-                                   Stats(tuple(s / audio.duration_s for s in stats.samples))))
+        rows.append(
+            Row.from_stats(NAME, f"generate {case}", "s/video", stats, baseline=f"baseline still frames {case}")
+        )
+        rows.append(
+            Row.from_stats(
+                NAME,
+                f"throughput {case}",
+                "frames/s",
+                Stats(tuple(frame_count / s for s in stats.samples)),
+                higher_is_better=True,
+            )
+        )
+        rows.append(
+            Row.from_stats(
+                NAME, f"real-time factor {case}", "x audio", Stats(tuple(s / audio.duration_s for s in stats.samples))
+            )
+        )
         if size == 512:
             for stage, samples in stage_samples.items():
                 rows.append(Row.from_stats(NAME, f"stage {stage} {case}", "s", Stats(tuple(samples))))
-            rows.append(Row.from_stats(NAME, f"render only {case}", "ms/frame",
-                                       _render_only(image, audio, size, frame_count, repeats), scale=1000 / frame_count))
+            rows.append(
+                Row.from_stats(
+                    NAME,
+                    f"render only {case}",
+                    "ms/frame",
+                    _render_only(image, audio, size, frame_count, repeats),
+                    scale=1000 / frame_count,
+                )
+            )
     return rows
 
 

@@ -59,7 +59,12 @@ def run(quick: bool) -> list[Row]:
         rows += [
             Row.from_stats(BENCHMARK, f"{name} first chunk", "s", first, baseline=f"{name} total"),
             Row.from_stats(BENCHMARK, f"{name} total", "s", total, baseline=f"{compared} total" if compared else ""),
-            Row.from_stats(BENCHMARK, f"{name} real-time factor", "x", rtf,
-                           baseline=f"{compared} real-time factor" if compared else ""),
+            Row.from_stats(
+                BENCHMARK,
+                f"{name} real-time factor",
+                "x",
+                rtf,
+                baseline=f"{compared} real-time factor" if compared else "",
+            ),
         ]
     return rows

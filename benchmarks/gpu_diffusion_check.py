@@ -86,22 +86,36 @@ def measure(label: str, engine, request, render, offload: Offload, repeats: int)
     torch.cuda.synchronize()
     after_allocated, after_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
     return GpuFigures(
-        engine=label, offload=offload.value, load_s=round(load_s, 3), model_memory_mib=_mib(model_memory),
-        whole_call_s=round(float(np.median(calls)), 4), step_ms=round(1000 * float(np.median(steps)), 3),
-        peak_allocated_mib=_mib(peak), same_seed_identical=bool(np.array_equal(outputs[0], outputs[1])),
-        allocated_before_load_mib=_mib(before), allocated_after_unload_mib=_mib(after_allocated),
-        reserved_after_unload_mib=_mib(after_reserved), memory_returned=after_allocated <= before,
+        engine=label,
+        offload=offload.value,
+        load_s=round(load_s, 3),
+        model_memory_mib=_mib(model_memory),
+        whole_call_s=round(float(np.median(calls)), 4),
+        step_ms=round(1000 * float(np.median(steps)), 3),
+        peak_allocated_mib=_mib(peak),
+        same_seed_identical=bool(np.array_equal(outputs[0], outputs[1])),
+        allocated_before_load_mib=_mib(before),
+        allocated_after_unload_mib=_mib(after_allocated),
+        reserved_after_unload_mib=_mib(after_reserved),
+        memory_returned=after_allocated <= before,
     )
 
 
 def video_figures(offload: Offload, repeats: int) -> GpuFigures:
     # Wan's VAE is usually kept in float32; here everything runs in bfloat16, as asked of the check.
     engine = DiffusersVideoEngine(VideogenSettings(device="cuda", dtype="bfloat16", cpu_offload=offload))
-    request = VideoRequest(image=_png(256), prompt="a cat walks on the beach", width=256, height=256, num_frames=17,
-                           steps=20, seed=0)
+    request = VideoRequest(
+        image=_png(256), prompt="a cat walks on the beach", width=256, height=256, num_frames=17, steps=20, seed=0
+    )
     try:
-        return measure("videogen tiny wan 256x256x17, 20 steps", engine, request,
-                       lambda r: engine.render(r, CancelToken.never(), lambda _: None).frames, offload, repeats)
+        return measure(
+            "videogen tiny wan 256x256x17, 20 steps",
+            engine,
+            request,
+            lambda r: engine.render(r, CancelToken.never(), lambda _: None).frames,
+            offload,
+            repeats,
+        )
     finally:
         engine.close()
 
@@ -110,8 +124,14 @@ def image_figures(offload: Offload, repeats: int) -> GpuFigures:
     engine = DiffusersImageEngine(ImagegenSettings(device="cuda", dtype="bfloat16", cpu_offload=offload))
     request = ImageRequest(prompt="a lighthouse at dawn", width=256, height=256, steps=20, num_images=4, seed=0)
     try:
-        return measure("imagegen tiny sd 256x256 n=4, 20 steps", engine, request,
-                       lambda r: engine.render(r, CancelToken.never(), lambda _: None).pixels, offload, repeats)
+        return measure(
+            "imagegen tiny sd 256x256 n=4, 20 steps",
+            engine,
+            request,
+            lambda r: engine.render(r, CancelToken.never(), lambda _: None).pixels,
+            offload,
+            repeats,
+        )
     finally:
         engine.close()
 
@@ -126,8 +146,9 @@ def main() -> int:
         print("gpu_diffusion_check needs CUDA; none is available here", file=sys.stderr)
         return 2
     modes = [Offload.NONE, Offload.MODEL] if options.offload else [Offload.NONE]
-    figures = [measure_one(offload, options.repeats)
-               for offload in modes for measure_one in (video_figures, image_figures)]
+    figures = [
+        measure_one(offload, options.repeats) for offload in modes for measure_one in (video_figures, image_figures)
+    ]
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     header = list(asdict(figures[0]))
     print("\t".join(header))

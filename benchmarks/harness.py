@@ -63,6 +63,6 @@ class Row:
     higher_is_better: bool = False
 
     @classmethod
-    def from_stats(cls, benchmark: str, case: str, unit: str, stats: Stats, scale: float = 1.0, **kw) -> "Row":
+    def from_stats(cls, benchmark: str, case: str, unit: str, stats: Stats, scale: float = 1.0, **kw) -> Row:
         values = tuple(s * scale for s in stats.samples)
         return cls(benchmark, case, unit, statistics.median(values), percentile(values, 99), len(values), **kw)

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 async def spawn(args: list[str], marker: str) -> tuple[asyncio.subprocess.Process, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    process = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=REPO, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
     while True:
         line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
         if not line:

@@ -1,8 +1,8 @@
 """Runs every benchmark (benchmarks/bench_*.py) and prints one table.
 
-    python -m benchmarks.run            # all, full size
-    python -m benchmarks.run --quick    # all, fewer repeats
-    python -m benchmarks.run llm tts    # only these
+python -m benchmarks.run            # all, full size
+python -m benchmarks.run --quick    # all, fewer repeats
+python -m benchmarks.run llm tts    # only these
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from capmesh.services.runtime.logging import configure_logging
 
 def discover() -> list[str]:
     folder = Path(__file__).parent
-    return sorted(m.name.removeprefix("bench_") for m in pkgutil.iter_modules([str(folder)]) if m.name.startswith("bench_"))
+    return sorted(
+        m.name.removeprefix("bench_") for m in pkgutil.iter_modules([str(folder)]) if m.name.startswith("bench_")
+    )
 
 
 def format_table(rows: list[Row]) -> str:

@@ -30,8 +30,8 @@ from starlette.applications import Starlette
 
 from capmesh.gateway.server.auth import ApiKeyInterceptor
 from capmesh.gateway.server.config import GatewaySettings
-from capmesh.gateway.server.files.service import FileServicer, Sweeper, build_file_store, sweep_interval_s
 from capmesh.gateway.server.files.service import SERVICE_NAME as FILE_SERVICE
+from capmesh.gateway.server.files.service import FileServicer, Sweeper, build_file_store, sweep_interval_s
 from capmesh.gateway.server.files.store import FileStore
 from capmesh.gateway.server.http.app import build_http_app
 from capmesh.gateway.server.http.calls import GatewayCalls
@@ -103,13 +103,22 @@ class _EmbeddedUvicorn:
                 self._ready.set()
 
         self._ready = asyncio.Event()
-        self._server = Server(uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
-                                             lifespan="on", access_log=False,
-                                             # open SSE streams and kept-alive connections get the
-                                             # grace period (whole seconds), not forever
-                                             timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
-                                             ssl_certfile=settings.tls_cert_file or None,
-                                             ssl_keyfile=settings.tls_key_file or None), self._ready)
+        self._server = Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.http_port,
+                log_level="warning",
+                lifespan="on",
+                access_log=False,
+                # open SSE streams and kept-alive connections get the
+                # grace period (whole seconds), not forever
+                timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+                ssl_certfile=settings.tls_cert_file or None,
+                ssl_keyfile=settings.tls_key_file or None,
+            ),
+            self._ready,
+        )
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they
         # are TCP; without it every response on a kept-alive connection waits ~40 ms for an ACK.
@@ -148,8 +157,9 @@ class _CapabilityHealth:
         for name in self._registry.catalog:
             entries = self._registry.backends_for(name)
             serving = any(e.state in (State.AVAILABLE, State.ERROR) for e in entries)
-            await self._servicer.set(name, health_pb2.HealthCheckResponse.SERVING if serving
-                                     else health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self._servicer.set(
+                name, health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
 
     async def _follow(self) -> None:
         version = -1
@@ -203,7 +213,7 @@ class RunningGateway:
         for stop in reversed(self._stops):
             try:
                 await stop()
-            except Exception:  # noqa: BLE001 - keep stopping the rest
+            except Exception:
                 log.exception("gateway.stop_failed", step=getattr(stop, "__qualname__", str(stop)))
         await self.server.stop(grace)
         await self.registrations.stop()
@@ -218,7 +228,8 @@ Registrations = MemoryRegistrations | RedisRegistrations
 
 def _serve_own_services(own: OwnServices, gateway: Gateway, registrations: Registrations) -> None:
     registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(gateway.registry, registrations), own.wrapped)
+        RegistryServicer(gateway.registry, registrations), own.wrapped
+    )
     file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(gateway.files), own.wrapped)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(gateway.scheduler), own.wrapped)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(gateway.scheduler), own.wrapped)
@@ -234,9 +245,15 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
     router = Router(registry, settings)
     instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}:{os.getpid()}"
     files = build_file_store(settings, redis)  # jobs store their outputs here too
-    gateway = Gateway(settings=settings, registry=registry, router=router, files=files,
-                      scheduler=build_scheduler(settings, registry, router, files, redis, instance_id),
-                      redis=redis, instance_id=instance_id)
+    gateway = Gateway(
+        settings=settings,
+        registry=registry,
+        router=router,
+        files=files,
+        scheduler=build_scheduler(settings, registry, router, files, redis, instance_id),
+        redis=redis,
+        instance_id=instance_id,
+    )
     registrations = RedisRegistrations(registry, redis) if redis is not None else MemoryRegistrations(registry)
     await registrations.start()
     for record in load_static_backends(settings.backends_file) if settings.backends_file else ():
@@ -254,12 +271,14 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
         server.add_registered_method_handlers(service.name, proxy.service_handlers(service))
     server.add_generic_rpc_handlers([proxy.dynamic_handler()])
     reflection.enable_server_reflection(
-        [*OWN_SERVICES, *registry.catalog, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        [*OWN_SERVICES, *registry.catalog, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
 
     address = f"{settings.host}:{settings.port}"
     if settings.tls_cert_file:
         credentials = grpc.ssl_server_credentials(
-            [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())])
+            [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())]
+        )
         port = server.add_secure_port(address, credentials)
     else:
         port = server.add_insecure_port(address)
@@ -287,6 +306,11 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
     except BaseException:
         await running.stop(grace_s=0)
         raise
-    log.info("gateway.started", grpc=running.grpc_address, http=running.http_url, redis=bool(redis),
-             instance=gateway.instance_id)
+    log.info(
+        "gateway.started",
+        grpc=running.grpc_address,
+        http=running.http_url,
+        redis=bool(redis),
+        instance=gateway.instance_id,
+    )
     return running

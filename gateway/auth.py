@@ -40,8 +40,10 @@ class ApiKeys:
         """None when a presented key is valid; otherwise the error to answer with."""
         presented = api_key or _bearer(authorization)
         if not presented:
-            return Unauthenticated("an API key is required: send 'authorization: Bearer <key>' or 'x-api-key: <key>'",
-                                   reason="API_KEY_MISSING")
+            return Unauthenticated(
+                "an API key is required: send 'authorization: Bearer <key>' or 'x-api-key: <key>'",
+                reason="API_KEY_MISSING",
+            )
         candidate = presented.encode()
         # Compare against every key so the time taken does not tell which one nearly matched.
         matched = False
@@ -120,9 +122,17 @@ class ApiKeyMiddleware:
             return
         scope["capmesh.route"] = "unauthenticated"
         body = json.dumps(_error_body(scope["path"], error)).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="capmesh"')]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="capmesh"'),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -134,5 +144,11 @@ def _error_body(path: str, error: Unauthenticated) -> dict:
     if path in OPENAI_PATHS:
         code = "invalid_api_key" if error.reason == "API_KEY_INVALID" else "missing_api_key"
         return {"error": {"message": error.message, "type": "authentication_error", "param": None, "code": code}}
-    return {"code": 16, "status": "UNAUTHENTICATED", "message": error.message, "details": [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": error.reason, "domain": "capmesh.dev"}]}
+    return {
+        "code": 16,
+        "status": "UNAUTHENTICATED",
+        "message": error.message,
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": error.reason, "domain": "capmesh.dev"}
+        ],
+    }

@@ -60,10 +60,22 @@ class GatewaySettings(ProcessSettings):
         check(0 <= self.http_port <= 65535, "http_port", self.http_port, "must be between 0 and 65535")
         check(self.gpu_mode in {"resident", "exclusive"}, "gpu_mode", self.gpu_mode, "must be resident or exclusive")
         check(self.failure_threshold >= 1, "failure_threshold", self.failure_threshold, "must be at least 1")
-        check(self.lease_s > self.heartbeat_interval_s, "lease_s", self.lease_s,
-              f"must be longer than heartbeat_interval_s ({self.heartbeat_interval_s})")
+        check(
+            self.lease_s > self.heartbeat_interval_s,
+            "lease_s",
+            self.lease_s,
+            f"must be longer than heartbeat_interval_s ({self.heartbeat_interval_s})",
+        )
         check(self.job_max_attempts >= 1, "job_max_attempts", self.job_max_attempts, "must be at least 1")
-        check(self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
-              "redis_url", self.redis_url, "must start with redis://, rediss:// or unix://")
-        check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file", self.tls_cert_file,
-              "and tls_key_file must be set together")
+        check(
+            self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            "redis_url",
+            self.redis_url,
+            "must start with redis://, rediss:// or unix://",
+        )
+        check(
+            bool(self.tls_cert_file) == bool(self.tls_key_file),
+            "tls_cert_file",
+            self.tls_cert_file,
+            "and tls_key_file must be set together",
+        )

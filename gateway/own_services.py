@@ -27,8 +27,9 @@ from capmesh.services.runtime.status import to_grpc_status
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
-def rpc_error(code: grpc.StatusCode, details: str, trailing: Metadata = (),
-              initial: Metadata = ()) -> grpc.aio.AioRpcError:
+def rpc_error(
+    code: grpc.StatusCode, details: str, trailing: Metadata = (), initial: Metadata = ()
+) -> grpc.aio.AioRpcError:
     """The error a gRPC client would get for a call that ended with this status."""
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(*initial), grpc.aio.Metadata(*trailing), details)
 
@@ -45,11 +46,13 @@ class _HandlerCallDetails(grpc.HandlerCallDetails):
         self.invocation_metadata = ()
 
 
-def _intercepted(interceptor: grpc.aio.ServerInterceptor, method: str,
-                 handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _intercepted(
+    interceptor: grpc.aio.ServerInterceptor, method: str, handler: grpc.RpcMethodHandler
+) -> grpc.RpcMethodHandler:
     """The handler as `interceptor` would wrap it, computed once when the service is added.
     The interceptor only wraps (its continuation never suspends), so its coroutine completes on
     the first step."""
+
     async def continuation(_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         return handler
 
@@ -117,8 +120,9 @@ class OwnServices:
         return handler
 
     # -- in-process calls -----------------------------------------------------------------------
-    async def unary(self, handler: grpc.RpcMethodHandler, request: bytes, *, metadata: Metadata = (),
-                    timeout: float | None = None) -> bytes:
+    async def unary(
+        self, handler: grpc.RpcMethodHandler, request: bytes, *, metadata: Metadata = (), timeout: float | None = None
+    ) -> bytes:
         context = _LocalContext(metadata, timeout)
         try:
             async with asyncio.timeout(timeout):
@@ -129,8 +133,9 @@ class OwnServices:
             raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         return handler.response_serializer(response)
 
-    async def stream(self, handler: grpc.RpcMethodHandler, request: bytes, *,
-                     metadata: Metadata = ()) -> AsyncGenerator[bytes, None]:
+    async def stream(
+        self, handler: grpc.RpcMethodHandler, request: bytes, *, metadata: Metadata = ()
+    ) -> AsyncGenerator[bytes, None]:
         """The serialized responses of a server-streaming handler (an async generator)."""
         context = _LocalContext(metadata, None)
         serialize = handler.response_serializer
@@ -143,8 +148,9 @@ class OwnServices:
         finally:
             await responses.aclose()
 
-    async def client_stream(self, handler: grpc.RpcMethodHandler, requests: AsyncIterator[bytes], *,
-                            metadata: Metadata = ()) -> bytes:
+    async def client_stream(
+        self, handler: grpc.RpcMethodHandler, requests: AsyncIterator[bytes], *, metadata: Metadata = ()
+    ) -> bytes:
         context = _LocalContext(metadata, None)
         deserialize = handler.request_deserializer
 

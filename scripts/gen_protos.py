@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from google.api import annotations_pb2
 import grpc_tools
+from google.api import annotations_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,9 @@ def main() -> int:
         fresh, committed = generated_files(fresh_root), generated_files(OUT)
         problems = [f"missing: {p}" for p in sorted(fresh - committed)]
         problems += [f"no longer generated: {p}" for p in sorted(committed - fresh)]
-        problems += [f"stale: {p}" for p in sorted(fresh & committed) if not filecmp.cmp(fresh_root / p, OUT / p, shallow=False)]
+        problems += [
+            f"stale: {p}" for p in sorted(fresh & committed) if not filecmp.cmp(fresh_root / p, OUT / p, shallow=False)
+        ]
     if problems:
         print("generated stubs are stale; run `python scripts/gen_protos.py`:\n  " + "\n  ".join(problems))
         return 1

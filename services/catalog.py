@@ -82,16 +82,40 @@ class Capability:
 
 
 CAPABILITIES: tuple[Capability, ...] = (
-    Capability("tts", contract="capmesh.tts.v1.tts_service_pb2", server="capmesh.services.tts.main",
-               cli="capmesh.cli.tts", tiny_checkpoint=True),
-    Capability("llm", contract="capmesh.llm.v1.llm_service_pb2", server="capmesh.services.llm.main",
-               cli="capmesh.cli.llm", tiny_checkpoint=True),
-    Capability("videogen", contract="capmesh.videogen.v1.videogen_service_pb2", server="capmesh.services.videogen.main",
-               cli="capmesh.cli.video", tiny_checkpoint=True),
-    Capability("imagegen", contract="capmesh.imagegen.v1.imagegen_service_pb2", server="capmesh.services.imagegen.main",
-               cli="capmesh.cli.image", tiny_checkpoint=True),
-    Capability("talkinghead", contract="capmesh.talkinghead.v1.talkinghead_service_pb2",
-               server="capmesh.services.talkinghead.main", cli="capmesh.cli.talk"),
+    Capability(
+        "tts",
+        contract="capmesh.tts.v1.tts_service_pb2",
+        server="capmesh.services.tts.main",
+        cli="capmesh.cli.tts",
+        tiny_checkpoint=True,
+    ),
+    Capability(
+        "llm",
+        contract="capmesh.llm.v1.llm_service_pb2",
+        server="capmesh.services.llm.main",
+        cli="capmesh.cli.llm",
+        tiny_checkpoint=True,
+    ),
+    Capability(
+        "videogen",
+        contract="capmesh.videogen.v1.videogen_service_pb2",
+        server="capmesh.services.videogen.main",
+        cli="capmesh.cli.video",
+        tiny_checkpoint=True,
+    ),
+    Capability(
+        "imagegen",
+        contract="capmesh.imagegen.v1.imagegen_service_pb2",
+        server="capmesh.services.imagegen.main",
+        cli="capmesh.cli.image",
+        tiny_checkpoint=True,
+    ),
+    Capability(
+        "talkinghead",
+        contract="capmesh.talkinghead.v1.talkinghead_service_pb2",
+        server="capmesh.services.talkinghead.main",
+        cli="capmesh.cli.talk",
+    ),
 )
 
 NAMES: tuple[str, ...] = tuple(c.name for c in CAPABILITIES)
@@ -114,7 +138,7 @@ def load_contracts() -> tuple[ModuleType, ...]:
 
 
 def find_method(path: str) -> MethodDescriptor | None:
-    """"/capmesh.tts.v1.TtsService/StreamSynthesize" -> its descriptor, if a capability defines it."""
+    """ "/capmesh.tts.v1.TtsService/StreamSynthesize" -> its descriptor, if a capability defines it."""
     service_name, _, method_name = path.lstrip("/").rpartition("/")
     for row in CAPABILITIES:
         for service in row.services():

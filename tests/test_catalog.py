@@ -20,7 +20,7 @@ NOT_CAPABILITIES = {"gateway", "admin", "common"}
 def test_every_row_names_a_contract_a_server_and_commands_that_exist(row):
     assert [s.full_name.split(".")[1] for s in row.services()] == [row.name] * len(row.services())
     server = row.server_module()
-    assert callable(server.build_service) and server.ENV_PREFIX == row.env_prefix
+    assert callable(server.build_service) and row.env_prefix == server.ENV_PREFIX
     assert row.settings_class is server.Settings
     assert row.default_engine == "" or isinstance(row.default_engine, str)
     if row.cli:
@@ -32,8 +32,9 @@ def test_every_row_names_a_contract_a_server_and_commands_that_exist(row):
 
 def test_every_capability_contract_has_a_row():
     areas = {m.name for m in pkgutil.iter_modules(capmesh.__path__) if m.ispkg}
-    contracts = {area for area in areas - NOT_CAPABILITIES
-                 if importlib.util.find_spec(f"capmesh.{area}.v1") is not None}
+    contracts = {
+        area for area in areas - NOT_CAPABILITIES if importlib.util.find_spec(f"capmesh.{area}.v1") is not None
+    }
     assert contracts == set(NAMES)
 
 

@@ -40,7 +40,7 @@ def _text_kind(head: bytes, complete: bool) -> str:
         # A multi-byte character cut by the end of the head is still text.
         if complete or exc.start < len(head) - 3:
             return ""
-        text = head[:exc.start].decode("utf-8")
+        text = head[: exc.start].decode("utf-8")
     if any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
         return ""
     stripped = text.lstrip()

@@ -23,6 +23,7 @@ def new_file_id() -> str:
 def validate_file_id(file_id: str, field: str = "file_id") -> str:
     """Returns the id unchanged, or raises INVALID_ARGUMENT for anything that is not an id we issue."""
     if not _ID_PATTERN.fullmatch(file_id or ""):
-        raise InvalidArgument.single(field, "is not a valid file id (32 characters of A-Z, a-z, 0-9, '_' and '-')",
-                                     reason="INVALID_FILE_ID")
+        raise InvalidArgument.single(
+            field, "is not a valid file id (32 characters of A-Z, a-z, 0-9, '_' and '-')", reason="INVALID_FILE_ID"
+        )
     return file_id

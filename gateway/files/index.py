@@ -39,6 +39,7 @@ class FileIndex(Protocol):
     async def delete(self, file_id: str) -> None: ...
     async def page(self, offset: int, limit: int) -> list[FileInfo]:
         """Newest first."""
+
     async def expired(self, now_ms: int) -> list[str]: ...
 
 
@@ -130,7 +131,7 @@ class SidecarFileIndex:
     async def page(self, offset: int, limit: int) -> list[FileInfo]:
         infos = await asyncio.to_thread(self._all)
         infos.sort(key=lambda i: (i.create_time.ToNanoseconds(), i.file_id), reverse=True)
-        return infos[offset:offset + limit]
+        return infos[offset : offset + limit]
 
     async def expired(self, now_ms: int) -> list[str]:
         return [i.file_id for i in await asyncio.to_thread(self._all) if _expire_ms(i) <= now_ms]

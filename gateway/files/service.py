@@ -30,17 +30,21 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):
                 part = message.WhichOneof("part")
                 if upload is None:
                     if part != "header":
-                        raise InvalidArgument.single("header", "the first message must be the header",
-                                                     reason="UPLOAD_HEADER_MISSING")
+                        raise InvalidArgument.single(
+                            "header", "the first message must be the header", reason="UPLOAD_HEADER_MISSING"
+                        )
                     header = message.header
-                    upload = self.store.open_upload(header.name, header.mime_type, header.ttl_seconds,
-                                                    dict(header.labels))
+                    upload = self.store.open_upload(
+                        header.name, header.mime_type, header.ttl_seconds, dict(header.labels)
+                    )
                 elif part == "header":
                     raise InvalidArgument.single("header", "must be sent once, first", reason="UPLOAD_HEADER_REPEATED")
                 else:
                     await upload.write(message.chunk)
             if upload is None:
-                raise InvalidArgument.single("header", "an upload needs a header message", reason="UPLOAD_HEADER_MISSING")
+                raise InvalidArgument.single(
+                    "header", "an upload needs a header message", reason="UPLOAD_HEADER_MISSING"
+                )
             info = await upload.commit()
             upload = None
             return file_service_pb2.UploadFileResponse(file=info)

@@ -18,7 +18,13 @@ from google.protobuf import timestamp_pb2
 
 from capmesh.gateway.server.files.detect import HEAD_BYTES, detect_mime_type
 from capmesh.gateway.server.files.ids import new_file_id, validate_file_id
-from capmesh.gateway.server.files.index import FileIndex, FileInfo, SidecarFileIndex, decode_page_token, encode_page_token
+from capmesh.gateway.server.files.index import (
+    FileIndex,
+    FileInfo,
+    SidecarFileIndex,
+    decode_page_token,
+    encode_page_token,
+)
 from capmesh.services.runtime.errors import InvalidArgument, NotFound
 from capmesh.services.runtime.paths import capmesh_home
 
@@ -44,8 +50,9 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 class Upload:
     """One file being written: `write` chunks in order, then `commit` (or `abort`)."""
 
-    def __init__(self, store: "FileStore", name: str, declared_mime_type: str, ttl_s: float,
-                 labels: Mapping[str, str]) -> None:
+    def __init__(
+        self, store: FileStore, name: str, declared_mime_type: str, ttl_s: float, labels: Mapping[str, str]
+    ) -> None:
         self.file_id = new_file_id()
         self._store = store
         self._name = name
@@ -60,13 +67,15 @@ class Upload:
 
     async def write(self, chunk: bytes) -> None:
         if len(chunk) >= MAX_CHUNK_BYTES:
-            raise InvalidArgument.single("chunk", f"must be smaller than {MAX_CHUNK_BYTES} bytes (4 MiB)",
-                                         reason="CHUNK_TOO_LARGE")
+            raise InvalidArgument.single(
+                "chunk", f"must be smaller than {MAX_CHUNK_BYTES} bytes (4 MiB)", reason="CHUNK_TOO_LARGE"
+            )
         if self.size + len(chunk) > self._store.max_bytes:
-            raise InvalidArgument.single("chunk", f"the file exceeds the limit of {self._store.max_bytes} bytes",
-                                         reason="FILE_TOO_LARGE")
+            raise InvalidArgument.single(
+                "chunk", f"the file exceeds the limit of {self._store.max_bytes} bytes", reason="FILE_TOO_LARGE"
+            )
         if len(self._head) < HEAD_BYTES:
-            self._head += chunk[:HEAD_BYTES - len(self._head)]
+            self._head += chunk[: HEAD_BYTES - len(self._head)]
         self.size += len(chunk)
         await asyncio.to_thread(self._hash_and_write, chunk)  # both off the event loop
 
@@ -78,9 +87,14 @@ class Upload:
         await asyncio.to_thread(self._handle.close)
         now = self._store.clock()
         info = FileInfo(
-            file_id=self.file_id, name=self._name, size_bytes=self.size, sha256=self._digest.hexdigest(),
+            file_id=self.file_id,
+            name=self._name,
+            size_bytes=self.size,
+            sha256=self._digest.hexdigest(),
             mime_type=detect_mime_type(bytes(self._head), self._declared, complete=self.size <= HEAD_BYTES),
-            create_time=_timestamp(now), expire_time=_timestamp(now + self._ttl_s), labels=self._labels,
+            create_time=_timestamp(now),
+            expire_time=_timestamp(now + self._ttl_s),
+            labels=self._labels,
         )
         await asyncio.to_thread(self._path.replace, self._store.blob_path(self.file_id))
         await self._store.index.put(info)
@@ -93,8 +107,15 @@ class Upload:
 
 
 class FileStore:
-    def __init__(self, root: Path, index: FileIndex | None = None, *, default_ttl_s: float = 24 * 3600.0,
-                 max_bytes: int = 1024 * MiB, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        root: Path,
+        index: FileIndex | None = None,
+        *,
+        default_ttl_s: float = 24 * 3600.0,
+        max_bytes: int = 1024 * MiB,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = root.resolve()
         for sub in ("blobs", "partial", "meta"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -115,8 +136,9 @@ class FileStore:
     def partial_path(self, file_id: str) -> Path:
         return self._inside("partial", file_id)
 
-    def open_upload(self, name: str = "", declared_mime_type: str = "", ttl_s: float = 0.0,
-                    labels: Mapping[str, str] | None = None) -> Upload:
+    def open_upload(
+        self, name: str = "", declared_mime_type: str = "", ttl_s: float = 0.0, labels: Mapping[str, str] | None = None
+    ) -> Upload:
         if ttl_s < 0:
             raise InvalidArgument.single("header.ttl_seconds", "must be 0 (the default) or more")
         if len(labels or {}) > MAX_LABELS:
@@ -129,7 +151,7 @@ class FileStore:
         upload = self.open_upload(**header)
         try:
             for offset in range(0, len(data), DOWNLOAD_CHUNK_BYTES):
-                await upload.write(data[offset:offset + DOWNLOAD_CHUNK_BYTES])
+                await upload.write(data[offset : offset + DOWNLOAD_CHUNK_BYTES])
             return await upload.commit()
         except BaseException:
             await upload.abort()
@@ -147,8 +169,9 @@ class FileStore:
             raise NotFound(f"file {file_id} does not exist or has expired", reason="FILE_NOT_FOUND")
         return info
 
-    async def read(self, file_id: str, offset: int = 0, length: int = 0,
-                   chunk_bytes: int = DOWNLOAD_CHUNK_BYTES) -> tuple[FileInfo, AsyncIterator[tuple[int, bytes]]]:
+    async def read(
+        self, file_id: str, offset: int = 0, length: int = 0, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
+    ) -> tuple[FileInfo, AsyncIterator[tuple[int, bytes]]]:
         """The file's description and an iterator over (offset, piece) of the range asked for."""
         info = await self.stat(file_id)
         if offset < 0 or offset > info.size_bytes:

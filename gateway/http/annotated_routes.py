@@ -60,10 +60,17 @@ async def dispatch(request: Request) -> Response:
     if binding is None:
         mark_route(request, "unmatched")
         if path_known:
-            return error_response(make_error("UNIMPLEMENTED", f"{request.method} is not allowed on {request.url.path}",
-                                             reason="METHOD_NOT_ALLOWED", http_status=405))
-        return error_response(make_error("NOT_FOUND", f"no route for {request.method} {request.url.path}",
-                                         reason="ROUTE_NOT_FOUND"))
+            return error_response(
+                make_error(
+                    "UNIMPLEMENTED",
+                    f"{request.method} is not allowed on {request.url.path}",
+                    reason="METHOD_NOT_ALLOWED",
+                    http_status=405,
+                )
+            )
+        return error_response(
+            make_error("NOT_FOUND", f"no route for {request.method} {request.url.path}", reason="ROUTE_NOT_FOUND")
+        )
     mark_route(request, binding.template.template)
     try:
         return await call_binding(request, binding, variables)
@@ -74,8 +81,9 @@ async def dispatch(request: Request) -> Response:
 async def call_binding(request: Request, binding: Binding, variables: dict[str, str]) -> Response:
     context = context_of(request)
     body = await read_body(request, context.settings.max_body_bytes) if binding.body else b""
-    message = build_request(binding, variables, request.query_params.multi_items(), body,
-                            prepare=REQUEST_HOOKS.get(binding.full_name))
+    message = build_request(
+        binding, variables, request.query_params.multi_items(), body, prepare=REQUEST_HOOKS.get(binding.full_name)
+    )
     resume = RESUMABLE.get(binding.full_name)
     last_event_id = request.headers.get("last-event-id")
     if resume is not None and last_event_id:
@@ -83,8 +91,9 @@ async def call_binding(request: Request, binding: Binding, variables: dict[str, 
     if binding.server_streaming:
         return await stream_binding(request, context, binding, message, resume)
     try:
-        raw = await context.calls.unary(binding.grpc_path, message.SerializeToString(),
-                                        metadata=context.metadata(request))
+        raw = await context.calls.unary(
+            binding.grpc_path, message.SerializeToString(), metadata=context.metadata(request)
+        )
     except grpc.aio.AioRpcError as exc:
         return error_response(from_rpc_error(exc))
     reply = binding.output_class.FromString(raw)
@@ -95,8 +104,9 @@ async def call_binding(request: Request, binding: Binding, variables: dict[str, 
     return response
 
 
-async def stream_binding(request: Request, context: BridgeContext, binding: Binding, message: Message,
-                         resume: Resume | None) -> Response:
+async def stream_binding(
+    request: Request, context: BridgeContext, binding: Binding, message: Message, resume: Resume | None
+) -> Response:
     call = context.calls.stream(binding.grpc_path, message.SerializeToString(), metadata=context.metadata(request))
     decode = binding.output_class.FromString
 
@@ -109,19 +119,24 @@ async def stream_binding(request: Request, context: BridgeContext, binding: Bind
                 call,
                 encode_message=lambda raw, index: streams.ndjson_line(render_response(binding, decode(raw))),
                 encode_error=lambda error: streams.ndjson_line({"error": error.body()}),
-                keepalive=streams.NDJSON_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s)
+                keepalive=streams.NDJSON_KEEPALIVE,
+                keepalive_s=context.settings.sse_keepalive_s,
+            )
             media_type = streams.NDJSON
         else:
+
             def encode(raw: bytes, index: int) -> bytes:
                 reply = decode(raw)
                 return streams.sse_event(render_response(binding, reply), event_id=event_id(reply, index))
 
             body = await streams.start_stream(
-                call, encode_message=encode,
+                call,
+                encode_message=encode,
                 encode_error=lambda error: streams.sse_event(error.body(), event="error"),
-                keepalive=streams.SSE_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s)
+                keepalive=streams.SSE_KEEPALIVE,
+                keepalive_s=context.settings.sse_keepalive_s,
+            )
             media_type = streams.SSE
     except HttpError as error:
         return error_response(error)
     return StreamingResponse(body, media_type=media_type, headers=streams.SSE_HEADERS)
-

@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from capmesh.gateway.server.auth import ApiKeyMiddleware
 from capmesh.gateway.server.config import GatewaySettings
-from capmesh.gateway.server.http import annotated_routes, files, ops, openai_compat
+from capmesh.gateway.server.http import annotated_routes, files, openai_compat, ops
 from capmesh.gateway.server.http.calls import GatewayCalls
 from capmesh.gateway.server.http.context import BridgeContext, mark_route
 from capmesh.gateway.server.http.openapi import openapi_document
@@ -67,6 +67,6 @@ async def openapi_json(request: Request) -> Response:
 def page(name: str):
     async def serve(request: Request) -> Response:
         mark_route(request, request.url.path)
-        return FileResponse(STATIC / name, media_type="text/html; charset=utf-8",
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
     return serve

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from google.api import annotations_pb2, http_pb2
+from google.longrunning import operations_pb2
 from google.protobuf import descriptor, message_factory
 from google.protobuf.message import Message
-
-from google.longrunning import operations_pb2
 
 # Error details and well-known types must be in the pool for JSON rendering of Any.
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401
@@ -44,10 +43,10 @@ class PathTemplate:
         last_close = path.rfind("}")
         colon = path.rfind(":")
         if colon > last_close and colon > path.rfind("/"):
-            path, self.verb = path[:colon], path[colon + 1:]
+            path, self.verb = path[:colon], path[colon + 1 :]
         pattern, position = "", 0
         for match in _SEGMENT_VARIABLE.finditer(path):
-            pattern += re.escape(path[position:match.start()])
+            pattern += re.escape(path[position : match.start()])
             name, sub = match.group(1), match.group(2) or "*"
             self.variables.append(name)
             pattern += f"(?P<{self._group(name)}>{self._segments(sub)})"
@@ -85,6 +84,7 @@ class PathTemplate:
 
         A variable with a literal prefix keeps the prefix in the path, so that a client filling
         in the last segment alone produces the whole value."""
+
         def render(match: re.Match) -> str:
             name, sub = match.group(1), match.group(2)
             if not sub or sub in {"*", "**"}:
@@ -92,6 +92,7 @@ class PathTemplate:
             literals = [s for s in sub.split("/") if s not in {"*", "**"}]
             wildcard = any(s in {"*", "**"} for s in sub.split("/"))
             return "/".join(literals) + ("/{" + name + "}" if wildcard else "")
+
         return _SEGMENT_VARIABLE.sub(render, self.template)
 
     def fixed_values(self) -> dict[str, str]:
@@ -178,12 +179,18 @@ def load_bindings() -> tuple[Binding, ...]:
                     continue
                 rule = options.Extensions[annotations_pb2.http]
                 for verb, path, sub_rule in _rule_pairs(rule):
-                    bindings.append(Binding(
-                        service=service.full_name, method=method, http_method=verb,
-                        template=PathTemplate(path), body=sub_rule.body,
-                        response_body=sub_rule.response_body,
-                        input_class=message_class(method.input_type),
-                        output_class=message_class(method.output_type)))
+                    bindings.append(
+                        Binding(
+                            service=service.full_name,
+                            method=method,
+                            http_method=verb,
+                            template=PathTemplate(path),
+                            body=sub_rule.body,
+                            response_body=sub_rule.response_body,
+                            input_class=message_class(method.input_type),
+                            output_class=message_class(method.output_type),
+                        )
+                    )
     bindings.sort(key=lambda b: (not b.template.verb, -b.template.literal_length))
     return tuple(bindings)
 

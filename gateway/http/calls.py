@@ -38,16 +38,18 @@ class GatewayCalls:
     def _own_handler(self, method: str) -> grpc.RpcMethodHandler | None:
         return self._own.handler(method) if self._own is not None else None
 
-    def _backend_call(self, method: str, request: bytes | AsyncIterator[bytes], metadata: Metadata,
-                      timeout: float | None) -> BackendCall:
+    def _backend_call(
+        self, method: str, request: bytes | AsyncIterator[bytes], metadata: Metadata, timeout: float | None
+    ) -> BackendCall:
         info = self._router.method_info(method)
         if info is None:  # what the gRPC server answers for a method nobody serves
             raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         deadline = None if timeout is None else time.monotonic() + timeout
         return BackendCall(self._router, info, request, metadata=metadata, deadline=deadline)
 
-    async def unary(self, method: str, request: bytes, *, metadata: Metadata = (),
-                    timeout: float | None = None) -> bytes:
+    async def unary(
+        self, method: str, request: bytes, *, metadata: Metadata = (), timeout: float | None = None
+    ) -> bytes:
         handler = self._own_handler(method)
         if handler is not None:
             return await self._own.unary(handler, request, metadata=metadata, timeout=timeout)  # type: ignore[union-attr]

@@ -40,12 +40,22 @@ def _compile(proto_root: Path) -> descriptor_pb2.FileDescriptorSet | None:
         staged = Path(tmp) / "deps"
         # googleapis-common-protos ships google/longrunning/operations.proto as operations_proto.proto.
         (staged / "google" / "longrunning").mkdir(parents=True)
-        shutil.copyfile(google_root / "longrunning" / "operations_proto.proto",
-                        staged / "google" / "longrunning" / "operations.proto")
+        shutil.copyfile(
+            google_root / "longrunning" / "operations_proto.proto",
+            staged / "google" / "longrunning" / "operations.proto",
+        )
         out = Path(tmp) / "set.pb"
-        args = ["protoc", f"-I{proto_root}", f"-I{staged}", f"-I{google_root.parent}", f"-I{well_known}",
-                "--include_source_info", f"--descriptor_set_out={out}", *sources,
-                "google/longrunning/operations.proto"]
+        args = [
+            "protoc",
+            f"-I{proto_root}",
+            f"-I{staged}",
+            f"-I{google_root.parent}",
+            f"-I{well_known}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *sources,
+            "google/longrunning/operations.proto",
+        ]
         if protoc.main(args) != 0:
             return None
         return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())

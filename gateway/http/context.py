@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from capmesh.gateway.server.config import GatewaySettings
-from capmesh.gateway.server.http.errors import HttpError, make_error
 from capmesh.gateway.server.http.calls import GatewayCalls, forwarded_metadata
+from capmesh.gateway.server.http.errors import HttpError, make_error
 
 ROUTE_SCOPE_KEY = "capmesh.route"
 
@@ -55,5 +55,6 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def body_too_large(limit: int) -> HttpError:
-    return make_error("RESOURCE_EXHAUSTED", f"the request body is larger than {limit} bytes",
-                      reason="BODY_TOO_LARGE", http_status=413)
+    return make_error(
+        "RESOURCE_EXHAUSTED", f"the request body is larger than {limit} bytes", reason="BODY_TOO_LARGE", http_status=413
+    )

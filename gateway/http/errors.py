@@ -85,12 +85,20 @@ def detail_to_json(packed: any_pb2.Any) -> dict:
         return {"@type": packed.type_url, "value": base64.b64encode(packed.value).decode()}
 
 
-def make_error(code: str, message: str, *, reason: str | None = None,
-               violations: list[tuple[str, str]] | None = None, retry_after_s: float | None = None,
-               headers: dict[str, str] | None = None, http_status: int | None = None) -> HttpError:
+def make_error(
+    code: str,
+    message: str,
+    *,
+    reason: str | None = None,
+    violations: list[tuple[str, str]] | None = None,
+    retry_after_s: float | None = None,
+    headers: dict[str, str] | None = None,
+    http_status: int | None = None,
+) -> HttpError:
     """An error raised by the HTTP side itself, shaped like the ones the gRPC side returns."""
-    status = build_status(code, message, reason=reason or code, violations=violations or (),
-                          retry_after_s=retry_after_s)
+    status = build_status(
+        code, message, reason=reason or code, violations=violations or (), retry_after_s=retry_after_s
+    )
     return HttpError(status, dict(headers or {}), http_status)
 
 

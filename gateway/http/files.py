@@ -52,8 +52,7 @@ async def upload(request: Request) -> Response:
             return error_response(from_rpc_error(exc))
         raise
     reply = file_service_pb2.UploadFileResponse.FromString(raw)
-    return JSONResponse(render(reply), status_code=201,
-                        headers={"Location": f"/v1/files/{reply.file.file_id}"})
+    return JSONResponse(render(reply), status_code=201, headers={"Location": f"/v1/files/{reply.file.file_id}"})
 
 
 async def _upload_parts(request: Request, limit: int):
@@ -65,7 +64,8 @@ async def _upload_parts(request: Request, limit: int):
         return await _multipart(request, limit)
     header = file_service_pb2.UploadHeader(
         name=request.query_params.get("name") or request.headers.get("x-file-name", "upload"),
-        mime_type=content_type.split(";")[0].strip() or "application/octet-stream")
+        mime_type=content_type.split(";")[0].strip() or "application/octet-stream",
+    )
     _set_ttl(header, request.query_params.get("ttl_seconds"))
     return header, _LimitedBody(request.stream(), limit)
 
@@ -77,7 +77,8 @@ async def _multipart(request: Request, limit: int):
         raise invalid_field("file", "a multipart upload needs a 'file' part with the content")
     header = file_service_pb2.UploadHeader(
         name=str(form.get("name") or part.filename or "upload"),
-        mime_type=(part.content_type or "application/octet-stream"))
+        mime_type=(part.content_type or "application/octet-stream"),
+    )
     _set_ttl(header, form.get("ttl_seconds"))
     labels = form.get("labels")
     if labels:
@@ -130,7 +131,7 @@ async def _messages(header, body: _LimitedBody) -> AsyncIterator[bytes]:
     yield file_service_pb2.UploadFileRequest(header=header).SerializeToString()
     async for chunk in body:
         for start in range(0, len(chunk), CHUNK_BYTES):
-            yield file_service_pb2.UploadFileRequest(chunk=chunk[start:start + CHUNK_BYTES]).SerializeToString()
+            yield file_service_pb2.UploadFileRequest(chunk=chunk[start : start + CHUNK_BYTES]).SerializeToString()
 
 
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
@@ -177,9 +178,13 @@ async def download(request: Request) -> Response:
     if range_header and request.headers.get("if-range", headers.get("ETag")) == headers.get("ETag"):
         chosen = parse_range(range_header, size)
         if chosen is None:
-            error = make_error("OUT_OF_RANGE", f"range {range_header!r} is outside the file's {size} bytes",
-                               reason="RANGE_NOT_SATISFIABLE", http_status=416,
-                               headers={"Content-Range": f"bytes */{size}"})
+            error = make_error(
+                "OUT_OF_RANGE",
+                f"range {range_header!r} is outside the file's {size} bytes",
+                reason="RANGE_NOT_SATISFIABLE",
+                http_status=416,
+                headers={"Content-Range": f"bytes */{size}"},
+            )
             return error_response(error)
         status, (first, last) = 206, chosen
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"

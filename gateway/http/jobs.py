@@ -38,4 +38,3 @@ def locate_operation(reply: Message, response: Response) -> None:
     name = reply.operation.name
     if name:
         response.headers["Location"] = f"/v1/{name}"
-

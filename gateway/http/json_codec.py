@@ -10,11 +10,10 @@ as a `google.api.http` annotation says.
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeAlias
 
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
@@ -24,13 +23,29 @@ from capmesh.gateway.server.http.errors import invalid_field
 
 FD: TypeAlias = descriptor.FieldDescriptor
 
-_INTEGER_TYPES = {FD.TYPE_INT32, FD.TYPE_INT64, FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_SINT32,
-                  FD.TYPE_SINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64, FD.TYPE_SFIXED32, FD.TYPE_SFIXED64}
+_INTEGER_TYPES = {
+    FD.TYPE_INT32,
+    FD.TYPE_INT64,
+    FD.TYPE_UINT32,
+    FD.TYPE_UINT64,
+    FD.TYPE_SINT32,
+    FD.TYPE_SINT64,
+    FD.TYPE_FIXED32,
+    FD.TYPE_FIXED64,
+    FD.TYPE_SFIXED32,
+    FD.TYPE_SFIXED64,
+}
 _INTEGER_RANGES = {
-    FD.TYPE_INT32: (-2**31, 2**31 - 1), FD.TYPE_SINT32: (-2**31, 2**31 - 1), FD.TYPE_SFIXED32: (-2**31, 2**31 - 1),
-    FD.TYPE_UINT32: (0, 2**32 - 1), FD.TYPE_FIXED32: (0, 2**32 - 1),
-    FD.TYPE_INT64: (-2**63, 2**63 - 1), FD.TYPE_SINT64: (-2**63, 2**63 - 1), FD.TYPE_SFIXED64: (-2**63, 2**63 - 1),
-    FD.TYPE_UINT64: (0, 2**64 - 1), FD.TYPE_FIXED64: (0, 2**64 - 1),
+    FD.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FD.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FD.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FD.TYPE_UINT32: (0, 2**32 - 1),
+    FD.TYPE_FIXED32: (0, 2**32 - 1),
+    FD.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FD.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FD.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FD.TYPE_UINT64: (0, 2**64 - 1),
+    FD.TYPE_FIXED64: (0, 2**64 - 1),
 }
 
 # "... at StreamSynthesizeRequest.speed" / "Failed to parse sample_rate field" / "has no field named "nope""
@@ -75,7 +90,7 @@ def proto_field_path(message_descriptor: descriptor.Descriptor, path: str) -> st
     current = message_descriptor
     for part in path.split(".") if path else ():
         index = _INDEX.search(part)
-        bare = part[:index.start()] if index else part
+        bare = part[: index.start()] if index else part
         field = None
         if current is not None:
             field = current.fields_by_name.get(bare) or _by_json_name(current, bare)
@@ -179,8 +194,13 @@ def _by_json_name(message_descriptor: descriptor.Descriptor, name: str) -> FD | 
     return None
 
 
-def build_request(binding: Binding, path_values: Mapping[str, str], query: Iterable[tuple[str, str]],
-                  body: bytes, prepare: Callable[[object], object] | None = None) -> Message:
+def build_request(
+    binding: Binding,
+    path_values: Mapping[str, str],
+    query: Iterable[tuple[str, str]],
+    body: bytes,
+    prepare: Callable[[object], object] | None = None,
+) -> Message:
     """The request message of `binding` from the HTTP request's parts; `prepare` may adjust the
     parsed JSON body first (for conveniences the proto3 JSON mapping lacks)."""
     request = binding.input_class()

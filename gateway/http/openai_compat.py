@@ -65,22 +65,30 @@ OPENAI_TTS_MODELS = {"tts-1", "tts-1-hd", "gpt-4o-mini-tts"}
 OPENAI_IMAGE_MODELS = {"dall-e-2", "dall-e-3", "gpt-image-1"}
 
 ERROR_TYPES = {
-    400: "invalid_request_error", 404: "invalid_request_error", 409: "invalid_request_error",
-    413: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    429: "rate_limit_error", 499: "invalid_request_error",
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+    499: "invalid_request_error",
 }
 
 
 def openai_error_body(error: HttpError) -> dict:
     details = error.details()
     violations = details.field_violations
-    return {"error": {
-        "message": error.message,
-        "type": ERROR_TYPES.get(error.http_status,
-                                "server_error" if error.http_status >= 500 else "invalid_request_error"),
-        "param": violations[0][0] if violations else None,
-        "code": (details.reason or error.code_name).lower(),
-    }}
+    return {
+        "error": {
+            "message": error.message,
+            "type": ERROR_TYPES.get(
+                error.http_status, "server_error" if error.http_status >= 500 else "invalid_request_error"
+            ),
+            "param": violations[0][0] if violations else None,
+            "code": (details.reason or error.code_name).lower(),
+        }
+    }
 
 
 def openai_error(error: HttpError) -> JSONResponse:
@@ -114,6 +122,7 @@ def _assign(message, field: str, value, param: str | None = None) -> None:
 
 
 # ---------------------------------------------------------------------------------------- chat
+
 
 def _message_text(content: object, index: int) -> str:
     if isinstance(content, str):
@@ -168,8 +177,11 @@ def chat_request(payload: dict, message_type):
 
 
 def _usage(usage: llm_service_pb2.Usage) -> dict:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 async def chat_completions(request: Request) -> Response:
@@ -187,19 +199,23 @@ async def chat_completions(request: Request) -> Response:
     except grpc.aio.AioRpcError as exc:
         return openai_error(from_rpc_error(exc))
     reply = llm_service_pb2.ChatResponse.FromString(raw)
-    return JSONResponse({
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": reply.model or chat.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": reply.message.content},
-            "finish_reason": FINISH_REASONS.get(reply.finish_reason, "stop"),
-            "logprobs": None,
-        }],
-        "usage": _usage(reply.usage),
-    })
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": reply.model or chat.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.message.content},
+                    "finish_reason": FINISH_REASONS.get(reply.finish_reason, "stop"),
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(reply.usage),
+        }
+    )
 
 
 async def _stream_chat(request: Request, context: BridgeContext, payload: dict) -> Response:
@@ -211,9 +227,15 @@ async def _stream_chat(request: Request, context: BridgeContext, payload: dict) 
     role_sent = False
 
     def chunk(delta: dict, finish_reason: str | None, model: str, usage: dict | None = None, choices=True) -> dict:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-                if choices else []}
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+            if choices
+            else [],
+        }
         if usage is not None:
             body["usage"] = usage
         return body
@@ -237,14 +259,18 @@ async def _stream_chat(request: Request, context: BridgeContext, payload: dict) 
 
     call = context.calls.stream(STREAM_CHAT, chat.SerializeToString(), metadata=context.metadata(request))
     body = await streams.start_stream(
-        call, encode_message=encode,
+        call,
+        encode_message=encode,
         encode_error=lambda error: streams.sse_event(openai_error_body(error)) + b"data: [DONE]\n\n",
-        keepalive=streams.SSE_KEEPALIVE, keepalive_s=context.settings.sse_keepalive_s,
-        end=b"data: [DONE]\n\n")
+        keepalive=streams.SSE_KEEPALIVE,
+        keepalive_s=context.settings.sse_keepalive_s,
+        end=b"data: [DONE]\n\n",
+    )
     return StreamingResponse(body, media_type=streams.SSE, headers=streams.SSE_HEADERS)
 
 
 # -------------------------------------------------------------------------------------- speech
+
 
 def speech_request(payload: dict) -> tuple[tts_service_pb2.StreamSynthesizeRequest, str]:
     text = _typed(payload, "input", (str,), "a string")
@@ -257,9 +283,11 @@ def speech_request(payload: dict) -> tuple[tts_service_pb2.StreamSynthesizeReque
     voice = _typed(payload, "voice", (str,), "a string") or ""
     model = _typed(payload, "model", (str,), "a string") or ""
     request = tts_service_pb2.StreamSynthesizeRequest(
-        text=text, format=audio_format,
+        text=text,
+        format=audio_format,
         voice="" if voice in OPENAI_VOICES else voice,
-        model="" if model in OPENAI_TTS_MODELS else model)
+        model="" if model in OPENAI_TTS_MODELS else model,
+    )
     speed = _typed(payload, "speed", (int, float), "a number")
     if speed is not None:
         _assign(request, "speed", speed)
@@ -285,14 +313,20 @@ async def audio_speech(request: Request) -> Response:
 
     # Audio cannot carry an error after it started: a failure then just ends the body early.
     try:
-        body = await streams.start_stream(call, encode_message=encode, encode_error=lambda error: b"",
-                                          keepalive=b"", keepalive_s=context.settings.sse_keepalive_s)
+        body = await streams.start_stream(
+            call,
+            encode_message=encode,
+            encode_error=lambda error: b"",
+            keepalive=b"",
+            keepalive_s=context.settings.sse_keepalive_s,
+        )
     except HttpError as error:
         return openai_error(error)
     return StreamingResponse(body, media_type=media_type)
 
 
 # -------------------------------------------------------------------------------------- images
+
 
 def image_request(payload: dict) -> tuple[imagegen_service_pb2.StreamGenerateImagesRequest, str]:
     prompt = _typed(payload, "prompt", (str,), "a string")
@@ -303,8 +337,10 @@ def image_request(payload: dict) -> tuple[imagegen_service_pb2.StreamGenerateIma
         raise invalid_field("response_format", "must be b64_json or url")
     model = _typed(payload, "model", (str,), "a string") or ""
     request = imagegen_service_pb2.StreamGenerateImagesRequest(
-        prompt=prompt, negative_prompt=_typed(payload, "negative_prompt", (str,), "a string") or "",
-        model="" if model in OPENAI_IMAGE_MODELS else model)
+        prompt=prompt,
+        negative_prompt=_typed(payload, "negative_prompt", (str,), "a string") or "",
+        model="" if model in OPENAI_IMAGE_MODELS else model,
+    )
     _assign(request, "num_images", _typed(payload, "n", (int,), "an integer") or 1, "n")
     size = _typed(payload, "size", (str,), "a string like 512x512")
     if size and size != "auto":
@@ -354,7 +390,7 @@ async def _store_image(context: BridgeContext, png: bytes, index: int, metadata,
         header = file_service_pb2.UploadHeader(name=f"image-{index}.png", mime_type="image/png")
         yield file_service_pb2.UploadFileRequest(header=header).SerializeToString()
         for start in range(0, len(png), 1024 * 1024):
-            yield file_service_pb2.UploadFileRequest(chunk=png[start:start + 1024 * 1024]).SerializeToString()
+            yield file_service_pb2.UploadFileRequest(chunk=png[start : start + 1024 * 1024]).SerializeToString()
 
     try:
         raw = await context.calls.client_stream(UPLOAD, messages(), metadata=metadata)
@@ -368,6 +404,7 @@ async def _store_image(context: BridgeContext, png: bytes, index: int, metadata,
 
 # -------------------------------------------------------------------------------------- models
 
+
 async def list_models(request: Request) -> Response:
     mark_route(request, "/v1/models")
     context = context_of(request)
@@ -376,27 +413,38 @@ async def list_models(request: Request) -> Response:
     found: dict[str, dict] = {}
     errors: list[HttpError] = []
     try:
-        raw = await context.calls.unary(LIST_MODELS, llm_service_pb2.ListModelsRequest().SerializeToString(),
-                                        metadata=metadata)
+        raw = await context.calls.unary(
+            LIST_MODELS, llm_service_pb2.ListModelsRequest().SerializeToString(), metadata=metadata
+        )
         for model in llm_service_pb2.ListModelsResponse.FromString(raw).models:
             found[model.name] = {"id": model.name, "object": "model", "created": created, "owned_by": "capmesh-llm"}
     except grpc.aio.AioRpcError as exc:
         errors.append(from_rpc_error(exc))
     try:
         raw = await context.calls.unary(
-            LIST_CAPABILITIES, registry_service_pb2.ListCapabilitiesRequest().SerializeToString(), metadata=metadata)
+            LIST_CAPABILITIES, registry_service_pb2.ListCapabilitiesRequest().SerializeToString(), metadata=metadata
+        )
         for capability in registry_service_pb2.ListCapabilitiesResponse.FromString(raw).capabilities:
             for status in capability.backends:
                 for name in status.backend.models:
-                    found.setdefault(name, {"id": name, "object": "model", "created": created,
-                                            "owned_by": f"capmesh-{capability.capability}"})
+                    found.setdefault(
+                        name,
+                        {
+                            "id": name,
+                            "object": "model",
+                            "created": created,
+                            "owned_by": f"capmesh-{capability.capability}",
+                        },
+                    )
     except grpc.aio.AioRpcError as exc:
         errors.append(from_rpc_error(exc))
     auth_failures = [e for e in errors if e.code_name in {"UNAUTHENTICATED", "PERMISSION_DENIED"}]
     if auth_failures:
         return openai_error(auth_failures[0])
-    if not found and len(errors) == 2 and all(e.code_name not in {"UNIMPLEMENTED", "UNAVAILABLE", "NOT_FOUND"}
-                                               for e in errors):
+    if (
+        not found
+        and len(errors) == 2
+        and all(e.code_name not in {"UNIMPLEMENTED", "UNAVAILABLE", "NOT_FOUND"} for e in errors)
+    ):
         return openai_error(errors[0])
     return JSONResponse({"object": "list", "data": list(found.values())})
-

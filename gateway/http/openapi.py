@@ -9,16 +9,15 @@ operations) are described by hand in `EXTRA_PATHS`.
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
 from functools import cache
+from typing import TypeAlias
 
 from google.protobuf import descriptor
 
 from capmesh import __version__
+from capmesh.gateway.server.http.annotated_routes import SUCCESS_STATUS
 from capmesh.gateway.server.http.bindings import Binding, load_bindings
 from capmesh.gateway.server.http.comments import proto_comments
-from capmesh.gateway.server.http.annotated_routes import SUCCESS_STATUS
 
 FD: TypeAlias = descriptor.FieldDescriptor
 
@@ -55,8 +54,12 @@ _WELL_KNOWN: dict[str, dict[str, object]] = {
     "google.protobuf.Empty": {"type": "object"},
     "google.protobuf.Any": {
         "type": "object",
-        "properties": {"@type": {"type": "string", "description": "The type URL of the packed message, "
-                                 "type.googleapis.com/<full message name>."}},
+        "properties": {
+            "@type": {
+                "type": "string",
+                "description": "The type URL of the packed message, type.googleapis.com/<full message name>.",
+            }
+        },
         "additionalProperties": True,
         "description": "A message of any type, with its type URL in @type and its fields alongside.",
     },
@@ -104,8 +107,11 @@ class _Schemas:
         description = self.comments.get(field.full_name)
         if description:
             # A $ref ignores siblings in OpenAPI 3.0, so a described reference is wrapped in allOf.
-            schema = ({"allOf": [schema], "description": description} if "$ref" in schema
-                      else {**schema, "description": description})
+            schema = (
+                {"allOf": [schema], "description": description}
+                if "$ref" in schema
+                else {**schema, "description": description}
+            )
         return schema
 
     def single(self, field: FD) -> dict:
@@ -114,8 +120,11 @@ class _Schemas:
         if field.type == FD.TYPE_ENUM:
             names = [v.name for v in field.enum_type.values]
             enum = field.enum_type.full_name
-            described = [f"{v.name}: {self.comments[f'{enum}.{v.name}']}" for v in field.enum_type.values
-                         if f"{enum}.{v.name}" in self.comments]
+            described = [
+                f"{v.name}: {self.comments[f'{enum}.{v.name}']}"
+                for v in field.enum_type.values
+                if f"{enum}.{v.name}" in self.comments
+            ]
             schema = {"type": "string", "enum": names}
             if described:
                 schema["description"] = "\n".join(described)
@@ -165,37 +174,63 @@ def _operation(binding: Binding, schemas: _Schemas, comments: dict[str, str], op
         description = comments.get(field.full_name, "") if field else ""
         if prefix:
             description += f" The path holds the part after `{prefix}`."
-        operation["parameters"].append({"name": name, "in": "path", "required": True,
-                                        "description": description.strip(),
-                                        "schema": {"type": "string", "pattern": "^[^/:]+$"}})
+        operation["parameters"].append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "description": description.strip(),
+                "schema": {"type": "string", "pattern": "^[^/:]+$"},
+            }
+        )
     if binding.body != "*":
         for field in _query_fields(binding):
             schema = schemas.single(field)
             if field.is_repeated:
                 schema = {"type": "array", "items": schema}
-            operation["parameters"].append({"name": field.name, "in": "query", "required": False,
-                                            "description": comments.get(field.full_name, ""), "schema": schema,
-                                            **({"explode": True} if field.is_repeated else {})})
+            operation["parameters"].append(
+                {
+                    "name": field.name,
+                    "in": "query",
+                    "required": False,
+                    "description": comments.get(field.full_name, ""),
+                    "schema": schema,
+                    **({"explode": True} if field.is_repeated else {}),
+                }
+            )
     if binding.body:
-        body_schema = (schemas.ref(method.input_type) if binding.body == "*"
-                       else schemas.field(method.input_type.fields_by_name[binding.body]))
+        body_schema = (
+            schemas.ref(method.input_type)
+            if binding.body == "*"
+            else schemas.field(method.input_type.fields_by_name[binding.body])
+        )
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
     output = schemas.ref(method.output_type)
     status = str(SUCCESS_STATUS.get(binding.full_name, 200))
     if binding.server_streaming:
         content = {
-            "text/event-stream": {"schema": {"type": "string", "description": (
-                f"Server-Sent Events; each event's data is one {method.output_type.full_name} in JSON; "
-                "an `event: error` carries the error body.")}},
+            "text/event-stream": {
+                "schema": {
+                    "type": "string",
+                    "description": (
+                        f"Server-Sent Events; each event's data is one {method.output_type.full_name} in JSON; "
+                        "an `event: error` carries the error body."
+                    ),
+                }
+            },
             "application/x-ndjson": {"schema": output},
         }
         description = "A stream of messages (ask for NDJSON with Accept: application/x-ndjson)."
     else:
         content = {"application/json": {"schema": output}}
         description = "OK"
-    operation["responses"] = {status: {"description": description, "content": content},
-                              "default": {"description": "An error mapped from the gRPC status.",
-                                          "content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}}}}
+    operation["responses"] = {
+        status: {"description": description, "content": content},
+        "default": {
+            "description": "An error mapped from the gRPC status.",
+            "content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}},
+        },
+    }
     if not operation["parameters"]:
         del operation["parameters"]
     return operation
@@ -213,88 +248,209 @@ _ERROR_COMPONENTS = {
             "code": {"type": "integer", "description": "The gRPC status code number."},
             "status": {"type": "string", "description": "The gRPC status code name, for example INVALID_ARGUMENT."},
             "message": {"type": "string"},
-            "details": {"type": "array", "items": {"type": "object", "additionalProperties": True},
-                        "description": "ErrorInfo, BadRequest (field violations) and RetryInfo, each with @type."},
+            "details": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": True},
+                "description": "ErrorInfo, BadRequest (field violations) and RetryInfo, each with @type.",
+            },
         },
     },
     OPENAI_ERROR_SCHEMA: {
         "type": "object",
-        "properties": {"error": {"type": "object", "properties": {
-            "message": {"type": "string"}, "type": {"type": "string"},
-            "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}}}},
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": "string", "nullable": True},
+                    "code": {"type": "string", "nullable": True},
+                },
+            }
+        },
     },
 }
 
 
 def _openai(summary: str, body: dict, response: dict, tag: str = "OpenAI") -> dict:
-    operation = {"tags": [tag], "summary": summary,
-                 "responses": {"200": response, "default": {"description": "OpenAI-style error", "content": {
-                     "application/json": {"schema": _ref(OPENAI_ERROR_SCHEMA)}}}}}
+    operation = {
+        "tags": [tag],
+        "summary": summary,
+        "responses": {
+            "200": response,
+            "default": {
+                "description": "OpenAI-style error",
+                "content": {"application/json": {"schema": _ref(OPENAI_ERROR_SCHEMA)}},
+            },
+        },
+    }
     if body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     return operation
 
 
 _CHAT_BODY = {
-    "type": "object", "required": ["messages"],
+    "type": "object",
+    "required": ["messages"],
     "properties": {
         "model": {"type": "string"},
-        "messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
-            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
-            "content": {"type": "string"}}}},
-        "stream": {"type": "boolean"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
-        "max_tokens": {"type": "integer"}, "seed": {"type": "integer"},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
+                    "content": {"type": "string"},
+                },
+            },
+        },
+        "stream": {"type": "boolean"},
+        "temperature": {"type": "number"},
+        "top_p": {"type": "number"},
+        "max_tokens": {"type": "integer"},
+        "seed": {"type": "integer"},
         "stop": {"type": "array", "items": {"type": "string"}},
     },
 }
 
 EXTRA_PATHS = {
-    "/v1/chat/completions": {"post": {**_openai(
-        "Chat completion (OpenAI-compatible), streamed as chat.completion.chunk events when stream is true",
-        _CHAT_BODY, {"description": "A chat.completion object, or SSE chunks ending with data: [DONE]",
-                     "content": {"application/json": {"schema": {"type": "object"}},
-                                 "text/event-stream": {"schema": {"type": "string"}}}}),
-        "operationId": "OpenAI_CreateChatCompletion"}},
-    "/v1/audio/speech": {"post": {**_openai(
-        "Speech from text (OpenAI-compatible): the audio bytes",
-        {"type": "object", "required": ["input"], "properties": {
-            "model": {"type": "string"}, "input": {"type": "string"}, "voice": {"type": "string"},
-            "response_format": {"type": "string", "enum": ["wav", "pcm", "mp3", "flac", "opus", "ogg"]},
-            "speed": {"type": "number"}}},
-        {"description": "The audio", "content": {f"audio/{t}": {"schema": {"type": "string", "format": "binary"}}
-                                                 for t in ("wav", "mpeg", "flac", "ogg", "pcm")}}),
-        "operationId": "OpenAI_CreateSpeech"}},
-    "/v1/images/generations": {"post": {**_openai(
-        "Images from a prompt (OpenAI-compatible)",
-        {"type": "object", "required": ["prompt"], "properties": {
-            "model": {"type": "string"}, "prompt": {"type": "string"}, "n": {"type": "integer"},
-            "size": {"type": "string"}, "response_format": {"type": "string", "enum": ["b64_json", "url"]},
-            "seed": {"type": "integer"}, "steps": {"type": "integer"}}},
-        {"description": "The images", "content": {"application/json": {"schema": {"type": "object"}}}}),
-        "operationId": "OpenAI_CreateImage"}},
-    "/v1/models": {"get": {**_openai("The models served (OpenAI-compatible)", {}, {
-        "description": "A list of models", "content": {"application/json": {"schema": {"type": "object"}}}}),
-        "operationId": "OpenAI_ListModels"}},
-    "/v1/files": {"post": {
-        "operationId": "Files_Upload", "tags": ["FileService"], "summary": "Upload a file",
-        "description": "multipart/form-data with a `file` part (optional `name`, `ttl_seconds`, `labels` as a "
-                       "JSON object), or the raw bytes as the body (name from `?name=` or X-File-Name).",
-        "requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "file": {"type": "string", "format": "binary"}, "name": {"type": "string"},
-                "ttl_seconds": {"type": "number"}, "labels": {"type": "string"}}}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-        "responses": {"201": {"description": "The stored file", "content": {"application/json": {
-            "schema": _ref("capmesh.gateway.v1.UploadFileResponse")}}},
-            "default": {"description": "Error", "content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}}}}}},
-    "/healthz": {"get": {"operationId": "Ops_Healthz", "tags": ["Health"], "summary": "The process lives",
-                         "responses": {"200": {"description": "ok"}}}},
-    "/readyz": {"get": {"operationId": "Ops_Readyz", "tags": ["Health"],
-                        "summary": "The gateway's own dependencies answer (gRPC port, Redis when configured)",
-                        "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-    "/metrics": {"get": {"operationId": "Ops_Metrics", "tags": ["Health"], "summary": "Prometheus metrics",
-                         "responses": {"200": {"description": "text exposition format",
-                                               "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    "/v1/chat/completions": {
+        "post": {
+            **_openai(
+                "Chat completion (OpenAI-compatible), streamed as chat.completion.chunk events when stream is true",
+                _CHAT_BODY,
+                {
+                    "description": "A chat.completion object, or SSE chunks ending with data: [DONE]",
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+            ),
+            "operationId": "OpenAI_CreateChatCompletion",
+        }
+    },
+    "/v1/audio/speech": {
+        "post": {
+            **_openai(
+                "Speech from text (OpenAI-compatible): the audio bytes",
+                {
+                    "type": "object",
+                    "required": ["input"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "input": {"type": "string"},
+                        "voice": {"type": "string"},
+                        "response_format": {"type": "string", "enum": ["wav", "pcm", "mp3", "flac", "opus", "ogg"]},
+                        "speed": {"type": "number"},
+                    },
+                },
+                {
+                    "description": "The audio",
+                    "content": {
+                        f"audio/{t}": {"schema": {"type": "string", "format": "binary"}}
+                        for t in ("wav", "mpeg", "flac", "ogg", "pcm")
+                    },
+                },
+            ),
+            "operationId": "OpenAI_CreateSpeech",
+        }
+    },
+    "/v1/images/generations": {
+        "post": {
+            **_openai(
+                "Images from a prompt (OpenAI-compatible)",
+                {
+                    "type": "object",
+                    "required": ["prompt"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "n": {"type": "integer"},
+                        "size": {"type": "string"},
+                        "response_format": {"type": "string", "enum": ["b64_json", "url"]},
+                        "seed": {"type": "integer"},
+                        "steps": {"type": "integer"},
+                    },
+                },
+                {"description": "The images", "content": {"application/json": {"schema": {"type": "object"}}}},
+            ),
+            "operationId": "OpenAI_CreateImage",
+        }
+    },
+    "/v1/models": {
+        "get": {
+            **_openai(
+                "The models served (OpenAI-compatible)",
+                {},
+                {"description": "A list of models", "content": {"application/json": {"schema": {"type": "object"}}}},
+            ),
+            "operationId": "OpenAI_ListModels",
+        }
+    },
+    "/v1/files": {
+        "post": {
+            "operationId": "Files_Upload",
+            "tags": ["FileService"],
+            "summary": "Upload a file",
+            "description": "multipart/form-data with a `file` part (optional `name`, `ttl_seconds`, `labels` as a "
+            "JSON object), or the raw bytes as the body (name from `?name=` or X-File-Name).",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "name": {"type": "string"},
+                                "ttl_seconds": {"type": "number"},
+                                "labels": {"type": "string"},
+                            },
+                        }
+                    },
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            "responses": {
+                "201": {
+                    "description": "The stored file",
+                    "content": {"application/json": {"schema": _ref("capmesh.gateway.v1.UploadFileResponse")}},
+                },
+                "default": {"description": "Error", "content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}}},
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "operationId": "Ops_Healthz",
+            "tags": ["Health"],
+            "summary": "The process lives",
+            "responses": {"200": {"description": "ok"}},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "Ops_Readyz",
+            "tags": ["Health"],
+            "summary": "The gateway's own dependencies answer (gRPC port, Redis when configured)",
+            "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "Ops_Metrics",
+            "tags": ["Health"],
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
 }
 
 _DOWNLOAD = "/v1/files/{file_id}:download"
@@ -315,26 +471,44 @@ def openapi_document() -> dict:
         paths.setdefault(path, {})[binding.http_method.lower()] = _operation(binding, schemas, comments, operation_id)
     # The download route answers raw bytes with Range support, not the stream of chunks.
     download = paths[_DOWNLOAD]["get"]
-    download["description"] = ("The file's bytes with its Content-Type; send `Range: bytes=first-last` for a part "
-                               "(206 with Content-Range, 416 when outside the file).\n\ngRPC: "
-                               "`/capmesh.gateway.v1.FileService/DownloadFile`")
+    download["description"] = (
+        "The file's bytes with its Content-Type; send `Range: bytes=first-last` for a part "
+        "(206 with Content-Range, 416 when outside the file).\n\ngRPC: "
+        "`/capmesh.gateway.v1.FileService/DownloadFile`"
+    )
     download["responses"] = {
-        "200": {"description": "The whole file", "content": {"application/octet-stream": {
-            "schema": {"type": "string", "format": "binary"}}}},
-        "206": {"description": "The requested range", "content": {"application/octet-stream": {
-            "schema": {"type": "string", "format": "binary"}}}},
-        "default": download["responses"]["default"]}
-    download.setdefault("parameters", []).append({"name": "Range", "in": "header", "required": False,
-                                                  "schema": {"type": "string", "pattern": r"^bytes=[0-9]*-[0-9]*$"}})
+        "200": {
+            "description": "The whole file",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "206": {
+            "description": "The requested range",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "default": download["responses"]["default"],
+    }
+    download.setdefault("parameters", []).append(
+        {
+            "name": "Range",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": r"^bytes=[0-9]*-[0-9]*$"},
+        }
+    )
     schemas.ref(_upload_response_descriptor())
     for path, item in EXTRA_PATHS.items():
         paths.setdefault(path, {}).update(item)
     return {
         "openapi": "3.0.3",
-        "info": {"title": "capmesh gateway HTTP API", "version": __version__, "description": (
-            "The gateway's gRPC APIs over HTTP/JSON (proto3 JSON mapping), transcoded from the google.api.http "
-            "annotations; server-streaming RPCs answer Server-Sent Events. When API keys are configured, send "
-            "`Authorization: Bearer <key>`.")},
+        "info": {
+            "title": "capmesh gateway HTTP API",
+            "version": __version__,
+            "description": (
+                "The gateway's gRPC APIs over HTTP/JSON (proto3 JSON mapping), transcoded from the google.api.http "
+                "annotations; server-streaming RPCs answer Server-Sent Events. When API keys are configured, send "
+                "`Authorization: Bearer <key>`."
+            ),
+        },
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": {**dict(sorted(schemas.components.items())), **_ERROR_COMPONENTS},

@@ -34,18 +34,23 @@ async def readyz(request: Request) -> Response:
     if context.redis is not None:
         checks["redis"] = context.redis.ping()
     names = list(checks)
-    outcomes = await asyncio.gather(*(asyncio.wait_for(c, READY_CHECK_TIMEOUT_S) for c in checks.values()),
-                                    return_exceptions=True)
-    results = {name: ("ok" if not isinstance(outcome, BaseException) else f"{type(outcome).__name__}: {outcome}")
-               for name, outcome in zip(names, outcomes, strict=True)}
+    outcomes = await asyncio.gather(
+        *(asyncio.wait_for(c, READY_CHECK_TIMEOUT_S) for c in checks.values()), return_exceptions=True
+    )
+    results = {
+        name: ("ok" if not isinstance(outcome, BaseException) else f"{type(outcome).__name__}: {outcome}")
+        for name, outcome in zip(names, outcomes, strict=True)
+    }
     ready = all(value == "ok" for value in results.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": results},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": results}, status_code=200 if ready else 503
+    )
 
 
 async def _grpc_serving(context: BridgeContext) -> None:
-    raw = await context.calls.unary(HEALTH_CHECK, health_pb2.HealthCheckRequest(service="").SerializeToString(),
-                                    timeout=READY_CHECK_TIMEOUT_S)
+    raw = await context.calls.unary(
+        HEALTH_CHECK, health_pb2.HealthCheckRequest(service="").SerializeToString(), timeout=READY_CHECK_TIMEOUT_S
+    )
     status = health_pb2.HealthCheckResponse.FromString(raw).status
     if status != health_pb2.HealthCheckResponse.SERVING:
         raise RuntimeError(health_pb2.HealthCheckResponse.ServingStatus.Name(status))

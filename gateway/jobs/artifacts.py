@@ -15,9 +15,17 @@ from capmesh.common.v1 import artifact_pb2
 from capmesh.gateway.server.files.detect import OCTET_STREAM
 from capmesh.gateway.server.files.store import FileStore, Upload
 
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "audio/wav": "wav",
-               "audio/mpeg": "mp3", "audio/ogg": "ogg", "audio/flac": "flac", "video/mp4": "mp4",
-               "application/json": "json"}
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "audio/wav": "wav",
+    "audio/mpeg": "mp3",
+    "audio/ogg": "ogg",
+    "audio/flac": "flac",
+    "video/mp4": "mp4",
+    "application/json": "json",
+}
 
 
 def output_artifacts(result: Message) -> dict[int, artifact_pb2.Artifact]:
@@ -72,8 +80,13 @@ class ArtifactCollector:
             mime = declared if info.mime_type == OCTET_STREAM and declared else info.mime_type
             extension = _EXTENSIONS.get(mime, "bin")
             suffix = f"-{index}" if len(artifacts) or index else ""
-            stored = artifact_pb2.Artifact(file_id=info.file_id, mime_type=mime, size_bytes=info.size_bytes,
-                                           sha256=info.sha256, name=f"{self._job_id}{suffix}.{extension}")
+            stored = artifact_pb2.Artifact(
+                file_id=info.file_id,
+                mime_type=mime,
+                size_bytes=info.size_bytes,
+                sha256=info.sha256,
+                name=f"{self._job_id}{suffix}.{extension}",
+            )
             if index in described:
                 described[index].CopyFrom(stored)
             artifacts.append(stored)

@@ -15,7 +15,9 @@ from capmesh.gateway.server.jobs.record import JobRecord
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
 from capmesh.services.runtime.errors import InvalidArgument
 
-_TERM = re.compile(r'\s*(?P<field>[A-Za-z_][\w.-]*)\s*(?P<op>!=|=)\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))\s*')
+_TERM = re.compile(
+    r'\s*(?P<field>[A-Za-z_][\w.-]*)\s*(?P<op>!=|=)\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))\s*'
+)
 _AND = re.compile(r"\s+AND\s+")
 _PLAIN_FIELDS = ("capability", "method", "request_id")
 
@@ -35,20 +37,21 @@ class Term:
         if self.field == "done":
             return "true" if record.done else "false"
         if self.field.startswith("labels."):
-            return record.labels.get(self.field[len("labels."):], "\0absent")
+            return record.labels.get(self.field[len("labels.") :], "\0absent")
         return getattr(record, self.field)
 
 
 def _term(text: str) -> Term:
     match = _TERM.fullmatch(text)
     if match is None:
-        raise InvalidArgument.single("filter", f'cannot read {text.strip()!r}: expected field = "value"',
-                                     reason="INVALID_FILTER")
+        raise InvalidArgument.single(
+            "filter", f'cannot read {text.strip()!r}: expected field = "value"', reason="INVALID_FILTER"
+        )
     name = match["field"]
     value = match["quoted"].replace('\\"', '"') if match["quoted"] is not None else match["bare"]
     if name == "state":
         value = value.upper().removeprefix("JOB_STATE_")
-        if "JOB_STATE_" + value not in jobs_pb2.JobState.keys() or value == "UNSPECIFIED":
+        if "JOB_STATE_" + value not in jobs_pb2.JobState.DESCRIPTOR.values_by_name or value == "UNSPECIFIED":
             raise InvalidArgument.single("filter", f"unknown state {value!r}", reason="INVALID_FILTER")
     elif name == "done":
         value = value.lower()
@@ -56,8 +59,10 @@ def _term(text: str) -> Term:
             raise InvalidArgument.single("filter", "done must be true or false", reason="INVALID_FILTER")
     elif not (name in _PLAIN_FIELDS or (name.startswith("labels.") and len(name) > len("labels."))):
         raise InvalidArgument.single(
-            "filter", f"unknown field {name!r}; use state, capability, method, request_id, done or labels.<key>",
-            reason="INVALID_FILTER")
+            "filter",
+            f"unknown field {name!r}; use state, capability, method, request_id, done or labels.<key>",
+            reason="INVALID_FILTER",
+        )
     return Term(name, match["op"] == "!=", value)
 
 

@@ -16,8 +16,16 @@ log = structlog.get_logger("capmesh.jobs")
 # Worth another attempt: the backend or the route may be back, or less busy, a moment later.
 RETRYABLE_CODES = frozenset({code_pb2.UNAVAILABLE, code_pb2.RESOURCE_EXHAUSTED, code_pb2.ABORTED})
 # How a backend that died mid-stream shows up when the transport, not the server, ends the call.
-_TRANSPORT_DEATH = ("socket closed", "connection reset", "rst_stream", "stream removed", "goaway", "eof",
-                    "broken pipe", "connection refused")
+_TRANSPORT_DEATH = (
+    "socket closed",
+    "connection reset",
+    "rst_stream",
+    "stream removed",
+    "goaway",
+    "eof",
+    "broken pipe",
+    "connection refused",
+)
 
 
 class StreamEndedEarly(Exception):
@@ -30,7 +38,8 @@ def classify(exc: BaseException) -> tuple[status_pb2.Status, bool, float | None]
         code = exc.code()
         status = status_of(exc)
         died = code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED) and any(
-            marker in (exc.details() or "").lower() for marker in _TRANSPORT_DEATH)
+            marker in (exc.details() or "").lower() for marker in _TRANSPORT_DEATH
+        )
         # CANCELLED that we did not ask for comes from the backend going away (server stop).
         died = died or code == grpc.StatusCode.CANCELLED
         return status, status.code in RETRYABLE_CODES or died, read_details(status).retry_after_s
@@ -40,11 +49,16 @@ def classify(exc: BaseException) -> tuple[status_pb2.Status, bool, float | None]
     if isinstance(exc, StreamEndedEarly):
         return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(exc)), True, None
     log.error("job.crashed", exc_info=exc)
-    return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error while running the job: {exc!r}"), False, None
+    return (
+        status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error while running the job: {exc!r}"),
+        False,
+        None,
+    )
 
 
-def backoff_s(attempt: int, base_s: float, max_s: float, hint_s: float | None = None,
-              rng: random.Random | None = None) -> float:
+def backoff_s(
+    attempt: int, base_s: float, max_s: float, hint_s: float | None = None, rng: random.Random | None = None
+) -> float:
     """Exponential with "equal jitter": half fixed, half random, so retries of many jobs spread out."""
     ceiling = min(max_s, base_s * 2 ** max(0, attempt - 1))
     delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

@@ -23,8 +23,9 @@ SUCCEEDED = jobs_pb2.JOB_STATE_SUCCEEDED
 FAILED = jobs_pb2.JOB_STATE_FAILED
 CANCELLED = jobs_pb2.JOB_STATE_CANCELLED
 TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-TERMINAL_EVENTS = frozenset({jobs_pb2.JOB_EVENT_TYPE_SUCCEEDED, jobs_pb2.JOB_EVENT_TYPE_FAILED,
-                             jobs_pb2.JOB_EVENT_TYPE_CANCELLED})
+TERMINAL_EVENTS = frozenset(
+    {jobs_pb2.JOB_EVENT_TYPE_SUCCEEDED, jobs_pb2.JOB_EVENT_TYPE_FAILED, jobs_pb2.JOB_EVENT_TYPE_CANCELLED}
+)
 
 OPERATION_PREFIX = "operations/"
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
@@ -35,10 +36,10 @@ def new_job_id() -> str:
 
 
 def job_id_from_name(name: str, field_name: str = "name") -> str:
-    """"operations/<job_id>" -> job_id; anything else is INVALID_ARGUMENT."""
-    if not name.startswith(OPERATION_PREFIX) or not name[len(OPERATION_PREFIX):]:
+    """ "operations/<job_id>" -> job_id; anything else is INVALID_ARGUMENT."""
+    if not name.startswith(OPERATION_PREFIX) or not name[len(OPERATION_PREFIX) :]:
         raise InvalidArgument.single(field_name, 'must be "operations/<job_id>"', reason="INVALID_OPERATION_NAME")
-    return name[len(OPERATION_PREFIX):]
+    return name[len(OPERATION_PREFIX) :]
 
 
 def queue_score(priority: int, sequence: int) -> int:
@@ -92,37 +93,69 @@ class JobRecord:
     def to_fields(self) -> dict[str, bytes | str | int | float]:
         """The Redis hash of the record (the result lives in its own key)."""
         return {
-            "capability": self.capability, "method": self.method, "request": self.request,
-            "priority": self.priority, "labels": json.dumps(self.labels, sort_keys=True),
-            "request_id": self.request_id, "max_attempts": self.max_attempts,
-            "create_time": repr(self.create_time), "deadline": repr(self.deadline), "state": self.state,
-            "attempt": self.attempt, "backend_id": self.backend_id, "owner": self.owner,
-            "start_time": repr(self.start_time), "end_time": repr(self.end_time), "progress": self.progress,
-            "error": self.error, "cancel": int(self.cancel_requested),
+            "capability": self.capability,
+            "method": self.method,
+            "request": self.request,
+            "priority": self.priority,
+            "labels": json.dumps(self.labels, sort_keys=True),
+            "request_id": self.request_id,
+            "max_attempts": self.max_attempts,
+            "create_time": repr(self.create_time),
+            "deadline": repr(self.deadline),
+            "state": self.state,
+            "attempt": self.attempt,
+            "backend_id": self.backend_id,
+            "owner": self.owner,
+            "start_time": repr(self.start_time),
+            "end_time": repr(self.end_time),
+            "progress": self.progress,
+            "error": self.error,
+            "cancel": int(self.cancel_requested),
         }
 
     @classmethod
-    def from_fields(cls, job_id: str, raw: dict[bytes, bytes], result: bytes | None) -> "JobRecord":
+    def from_fields(cls, job_id: str, raw: dict[bytes, bytes], result: bytes | None) -> JobRecord:
         text = {k.decode(): v for k, v in raw.items()}
 
         def s(key: str) -> str:
             return text.get(key, b"").decode()
 
         return cls(
-            job_id=job_id, capability=s("capability"), method=s("method"), request=text.get("request", b""),
-            priority=int(s("priority") or 0), labels=json.loads(s("labels") or "{}"), request_id=s("request_id"),
-            max_attempts=int(s("max_attempts") or 1), create_time=float(s("create_time") or 0),
-            deadline=float(s("deadline") or 0), state=int(s("state") or QUEUED), attempt=int(s("attempt") or 0),
-            backend_id=s("backend_id"), owner=s("owner"), start_time=float(s("start_time") or 0),
-            end_time=float(s("end_time") or 0), progress=text.get("progress", b""), error=text.get("error", b""),
-            cancel_requested=s("cancel") == "1", result=result or b"",
+            job_id=job_id,
+            capability=s("capability"),
+            method=s("method"),
+            request=text.get("request", b""),
+            priority=int(s("priority") or 0),
+            labels=json.loads(s("labels") or "{}"),
+            request_id=s("request_id"),
+            max_attempts=int(s("max_attempts") or 1),
+            create_time=float(s("create_time") or 0),
+            deadline=float(s("deadline") or 0),
+            state=int(s("state") or QUEUED),
+            attempt=int(s("attempt") or 0),
+            backend_id=s("backend_id"),
+            owner=s("owner"),
+            start_time=float(s("start_time") or 0),
+            end_time=float(s("end_time") or 0),
+            progress=text.get("progress", b""),
+            error=text.get("error", b""),
+            cancel_requested=s("cancel") == "1",
+            result=result or b"",
         )
 
     def metadata(self) -> jobs_pb2.JobMetadata:
         meta = jobs_pb2.JobMetadata(
-            job_id=self.job_id, capability=self.capability, method=self.method, state=_job_state(self.state),
-            attempt=self.attempt, max_attempts=self.max_attempts, priority=self.priority, labels=self.labels,
-            request_id=self.request_id, create_time=timestamp(self.create_time), backend_id=self.backend_id,
+            job_id=self.job_id,
+            capability=self.capability,
+            method=self.method,
+            state=_job_state(self.state),
+            attempt=self.attempt,
+            max_attempts=self.max_attempts,
+            priority=self.priority,
+            labels=self.labels,
+            request_id=self.request_id,
+            create_time=timestamp(self.create_time),
+            backend_id=self.backend_id,
             queue_position=self.queue_position if self.state == QUEUED else 0,
         )
         if self.progress:
@@ -136,15 +169,17 @@ class JobRecord:
         return meta
 
     def operation(self) -> operations_pb2.Operation:
-        op = operations_pb2.Operation(name=OPERATION_PREFIX + self.job_id, done=self.done,
-                                      metadata=pack(self.metadata()))
+        op = operations_pb2.Operation(
+            name=OPERATION_PREFIX + self.job_id, done=self.done, metadata=pack(self.metadata())
+        )
         if self.state == SUCCEEDED:
             if self.result:
                 result = jobs_pb2.JobResult.FromString(self.result)
                 op.response.Pack(result)
             else:
-                op.error.CopyFrom(status_pb2.Status(
-                    code=code_pb2.NOT_FOUND, message="the job succeeded but its result has expired"))
+                op.error.CopyFrom(
+                    status_pb2.Status(code=code_pb2.NOT_FOUND, message="the job succeeded but its result has expired")
+                )
         elif self.state in (FAILED, CANCELLED):
             op.error.ParseFromString(self.error or cancelled_status().SerializeToString())
         return op
@@ -159,12 +194,26 @@ def _job_state(state: int) -> jobs_pb2.JobState:
     return cast(jobs_pb2.JobState, state)
 
 
-def make_event(job_id: str, type_: int, state: int, *, attempt: int = 0, message: str = "",
-               progress: progress_pb2.Progress | None = None, error: status_pb2.Status | None = None,
-               result: jobs_pb2.JobResult | None = None, when: float | None = None) -> jobs_pb2.JobEvent:
-    event = jobs_pb2.JobEvent(job_id=job_id, type=cast(jobs_pb2.JobEventType, type_), state=_job_state(state),
-                              attempt=attempt, message=message,
-                              time=timestamp(time.time() if when is None else when))
+def make_event(
+    job_id: str,
+    type_: int,
+    state: int,
+    *,
+    attempt: int = 0,
+    message: str = "",
+    progress: progress_pb2.Progress | None = None,
+    error: status_pb2.Status | None = None,
+    result: jobs_pb2.JobResult | None = None,
+    when: float | None = None,
+) -> jobs_pb2.JobEvent:
+    event = jobs_pb2.JobEvent(
+        job_id=job_id,
+        type=cast(jobs_pb2.JobEventType, type_),
+        state=_job_state(state),
+        attempt=attempt,
+        message=message,
+        time=timestamp(time.time() if when is None else when),
+    )
     if progress is not None:
         event.progress.CopyFrom(progress)
     if error is not None:

@@ -117,8 +117,16 @@ class _Attempt:
 
 
 class JobScheduler:
-    def __init__(self, store: JobStore, router: Router, files: FileStore, settings: GatewaySettings, *,
-                 capacity: Callable[[str], int], owner: str | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        router: Router,
+        files: FileStore,
+        settings: GatewaySettings,
+        *,
+        capacity: Callable[[str], int],
+        owner: str | None = None,
+    ) -> None:
         self.store = store
         self.router = router
         self.files = files
@@ -126,6 +134,7 @@ class JobScheduler:
         self.capacity = capacity
         self.owner = owner or new_owner_id()
         self._attempts: dict[str, _Attempt] = {}
+        self._attempt_tasks: set[asyncio.Task[None]] = set()  # asyncio holds tasks only weakly
         self._running: dict[str, int] = defaultdict(int)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -142,44 +151,72 @@ class JobScheduler:
             if not request.HasField("request") or not request.request.type_url:
                 violations.add("request", f"is required: pack a {method.request_type}")
             elif request.request.TypeName() != method.request_type:
-                violations.add("request", f"packs {request.request.TypeName()} but {request.method} takes "
-                                          f"{method.request_type}")
-        violations.check(PRIORITY_MIN <= request.priority <= PRIORITY_MAX, "priority",
-                         f"must be between {PRIORITY_MIN} and {PRIORITY_MAX}")
-        violations.check(0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT, "max_attempts",
-                         f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, or 0 for the default")
+                violations.add(
+                    "request", f"packs {request.request.TypeName()} but {request.method} takes {method.request_type}"
+                )
+        violations.check(
+            PRIORITY_MIN <= request.priority <= PRIORITY_MAX,
+            "priority",
+            f"must be between {PRIORITY_MIN} and {PRIORITY_MAX}",
+        )
+        violations.check(
+            0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT,
+            "max_attempts",
+            f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, or 0 for the default",
+        )
         violations.check(0 <= request.timeout_seconds < 1e9, "timeout_seconds", "must be 0 (the default) or more")
         violations.check(len(request.request_id) <= 128, "request_id", "must be at most 128 characters")
         violations.check(len(request.labels) <= MAX_LABELS, "labels", f"at most {MAX_LABELS} labels")
         for key, value in request.labels.items():
-            violations.check(0 < len(key) <= 63 and key.replace("_", "").replace("-", "").replace(".", "").isalnum(),
-                             f"labels[{key}]", "keys are 1 to 63 letters, digits, '_', '-' or '.'")
+            violations.check(
+                0 < len(key) <= 63 and key.replace("_", "").replace("-", "").replace(".", "").isalnum(),
+                f"labels[{key}]",
+                "keys are 1 to 63 letters, digits, '_', '-' or '.'",
+            )
             violations.check(len(value) <= 256, f"labels[{key}]", "values are at most 256 characters")
         violations.raise_if_any()
         try:
             capability = self.router.capability_of(request.method)
         except NotFound:
-            raise InvalidArgument.single("method", f"no capability serves {request.method}",
-                                         reason="UNKNOWN_METHOD") from None
-        return capability, request.max_attempts or self.settings.job_max_attempts, \
-            request.timeout_seconds or self.settings.job_timeout_s
+            raise InvalidArgument.single(
+                "method", f"no capability serves {request.method}", reason="UNKNOWN_METHOD"
+            ) from None
+        return (
+            capability,
+            request.max_attempts or self.settings.job_max_attempts,
+            request.timeout_seconds or self.settings.job_timeout_s,
+        )
 
     async def submit(self, request: jobs_pb2.SubmitJobRequest) -> tuple[JobRecord, bool]:
         capability, max_attempts, timeout_s = self._validate(request)
         now = time.time()
         record = JobRecord(
-            job_id=new_job_id(), capability=capability, method=request.method,
-            request=request.request.SerializeToString(), priority=request.priority, labels=dict(request.labels),
-            request_id=request.request_id, max_attempts=max_attempts, create_time=now, deadline=now + timeout_s)
+            job_id=new_job_id(),
+            capability=capability,
+            method=request.method,
+            request=request.request.SerializeToString(),
+            priority=request.priority,
+            labels=dict(request.labels),
+            request_id=request.request_id,
+            max_attempts=max_attempts,
+            create_time=now,
+            deadline=now + timeout_s,
+        )
         event = make_event(record.job_id, E.JOB_EVENT_TYPE_QUEUED, QUEUED, message="queued", when=now)
         try:
-            stored, created = await self.store.submit(record, event, queue_limit=self.settings.job_queue_limit,
-                                                      hold_s=timeout_s + self.settings.job_record_ttl_s)
+            stored, created = await self.store.submit(
+                record,
+                event,
+                queue_limit=self.settings.job_queue_limit,
+                hold_s=timeout_s + self.settings.job_record_ttl_s,
+            )
         except QueueFull as full:
             raise ResourceExhausted(
                 f"the {capability} job queue is full ({full.queued} jobs); try again later",
-                retry_after_s=max(1.0, self.settings.job_backoff_base_s), reason="JOB_QUEUE_FULL",
-                metadata={"capability": capability}) from None
+                retry_after_s=max(1.0, self.settings.job_backoff_base_s),
+                reason="JOB_QUEUE_FULL",
+                metadata={"capability": capability},
+            ) from None
         if created:
             log.info("job.submitted", job_id=stored.job_id, capability=capability, priority=request.priority)
             await self.store.publish(f"wake:{capability}")
@@ -195,23 +232,27 @@ class JobScheduler:
         record = await self.store.request_cancel(job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} does not exist or has expired", reason="JOB_NOT_FOUND")
-        if not record.done:
-            if not await self._finish_unowned(record, CANCELLED, cancelled_status(), "cancelled while queued"):
-                await self.store.publish(f"cancel:{job_id}")  # running: its runner stops the backend call
+        if not record.done and not await self._finish_unowned(
+            record, CANCELLED, cancelled_status(), "cancelled while queued"
+        ):
+            await self.store.publish(f"cancel:{job_id}")  # running: its runner stops the backend call
         return await self.get(job_id)
 
     async def delete(self, job_id: str) -> None:
         record = await self.get(job_id)
         if not record.done:
-            raise FailedPrecondition(f"job {job_id} is still {jobs_pb2.JobState.Name(record.state)}; cancel it first",
-                                     reason="JOB_NOT_DONE")
+            raise FailedPrecondition(
+                f"job {job_id} is still {jobs_pb2.JobState.Name(record.state)}; cancel it first", reason="JOB_NOT_DONE"
+            )
         await self.store.delete(job_id)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.start(self._on_signal)
-        self._tasks = [asyncio.create_task(self._dispatch_loop(), name="capmesh-jobs-dispatch"),
-                       asyncio.create_task(self._maintenance_loop(), name="capmesh-jobs-maintenance")]
+        self._tasks = [
+            asyncio.create_task(self._dispatch_loop(), name="capmesh-jobs-dispatch"),
+            asyncio.create_task(self._maintenance_loop(), name="capmesh-jobs-maintenance"),
+        ]
         log.info("jobs.started", owner=self.owner, durable=self.store.durable)
 
     async def stop(self) -> None:
@@ -261,12 +302,20 @@ class JobScheduler:
                     break
                 self._running[capability] += 1
                 metrics.jobs_by_state.labels("running").inc()
-                asyncio.create_task(self._run(record), name=f"capmesh-job-{record.job_id}")
+                task = asyncio.create_task(self._run(record), name=f"capmesh-job-{record.job_id}")
+                self._attempt_tasks.add(task)
+                task.add_done_callback(self._attempt_tasks.discard)
 
     async def _maintenance_loop(self) -> None:
-        lost = make_event("", E.JOB_EVENT_TYPE_RETRYING, QUEUED, error=status_pb2.Status(
-            code=code_pb2.UNAVAILABLE, message="the gateway running this attempt stopped (its lease expired)"),
-            message="the gateway running the attempt stopped; queued again")
+        lost = make_event(
+            "",
+            E.JOB_EVENT_TYPE_RETRYING,
+            QUEUED,
+            error=status_pb2.Status(
+                code=code_pb2.UNAVAILABLE, message="the gateway running this attempt stopped (its lease expired)"
+            ),
+            message="the gateway running the attempt stopped; queued again",
+        )
         while True:
             try:
                 now = time.time()
@@ -282,9 +331,14 @@ class JobScheduler:
                 for job_id in await self.store.overdue(now):
                     record = await self.store.get(job_id)
                     if record is not None and record.state == QUEUED:
-                        await self._finish_unowned(record, FAILED, status_pb2.Status(
-                            code=code_pb2.DEADLINE_EXCEEDED, message="the job's deadline passed while it was queued"),
-                            "deadline passed")
+                        await self._finish_unowned(
+                            record,
+                            FAILED,
+                            status_pb2.Status(
+                                code=code_pb2.DEADLINE_EXCEEDED, message="the job's deadline passed while it was queued"
+                            ),
+                            "deadline passed",
+                        )
                 for capability in await self.store.capabilities():
                     metrics.job_queue_depth.labels(capability).set(await self.store.queue_length(capability))
             except (RedisError, OSError) as exc:
@@ -338,16 +392,23 @@ class JobScheduler:
             artifacts = await collector.commit(result_message)  # also sets the file ids in result_message
             await attempt.drain()
             result = jobs_pb2.JobResult(response=pack(result_message), artifacts=artifacts)
-            await self._finish(attempt, SUCCEEDED, E.JOB_EVENT_TYPE_SUCCEEDED, None, result,
-                               f"succeeded on attempt {record.attempt}")
+            await self._finish(
+                attempt, SUCCEEDED, E.JOB_EVENT_TYPE_SUCCEEDED, None, result, f"succeeded on attempt {record.attempt}"
+            )
         except asyncio.CancelledError:
             await collector.abort()
             await self._stopped(attempt)
         except TimeoutError:
             await collector.abort()
-            await self._finish(attempt, FAILED, E.JOB_EVENT_TYPE_FAILED, status_pb2.Status(
-                code=code_pb2.DEADLINE_EXCEEDED, message="the job's deadline passed"), None, "deadline passed")
-        except Exception as exc:  # noqa: BLE001 - every failure becomes the job's outcome
+            await self._finish(
+                attempt,
+                FAILED,
+                E.JOB_EVENT_TYPE_FAILED,
+                status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="the job's deadline passed"),
+                None,
+                "deadline passed",
+            )
+        except Exception as exc:
             await collector.abort()
             await self._failed(attempt, exc)
 
@@ -357,9 +418,13 @@ class JobScheduler:
         method = resolve_method(record.method)
         payload = any_pb2.Any.FromString(record.request).value
         result = None
-        stream = self.router.call(method.path, payload, metadata=(("x-request-id", record.job_id),),
-                                  deadline=time.monotonic() + timeout_s,
-                                  on_backend=lambda backend_id: self._started(attempt, backend_id))
+        stream = self.router.call(
+            method.path,
+            payload,
+            metadata=(("x-request-id", record.job_id),),
+            deadline=time.monotonic() + timeout_s,
+            on_backend=lambda backend_id: self._started(attempt, backend_id),
+        )
         async with stream:
             async for raw in stream:
                 if not attempt.started:
@@ -386,14 +451,25 @@ class JobScheduler:
         record = attempt.record
         attempt.started, attempt.backend_id = True, backend_id or attempt.backend_id
         where = f" on backend {backend_id}" if backend_id else ""
-        event = make_event(record.job_id, E.JOB_EVENT_TYPE_STARTED, RUNNING, attempt=record.attempt,
-                           message=f"attempt {record.attempt} of {record.max_attempts} started{where}")
+        event = make_event(
+            record.job_id,
+            E.JOB_EVENT_TYPE_STARTED,
+            RUNNING,
+            attempt=record.attempt,
+            message=f"attempt {record.attempt} of {record.max_attempts} started{where}",
+        )
         attempt.write(self.store.record(record.job_id, self.owner, {"backend_id": backend_id}, event))
 
     def _progress(self, attempt: _Attempt, progress) -> None:
         record = attempt.record
-        event = make_event(record.job_id, E.JOB_EVENT_TYPE_PROGRESS, RUNNING, attempt=record.attempt,
-                           progress=progress, message=progress.message or progress.stage)
+        event = make_event(
+            record.job_id,
+            E.JOB_EVENT_TYPE_PROGRESS,
+            RUNNING,
+            attempt=record.attempt,
+            progress=progress,
+            message=progress.message or progress.stage,
+        )
         attempt.write(self.store.record(record.job_id, self.owner, {"progress": progress.SerializeToString()}, event))
 
     async def _failed(self, attempt: _Attempt, exc: BaseException) -> None:
@@ -406,12 +482,23 @@ class JobScheduler:
             delay = backoff_s(record.attempt, settings.job_backoff_base_s, settings.job_backoff_max_s, hint)
             if time.time() + delay < record.deadline:
                 await attempt.drain()
-                event = make_event(record.job_id, E.JOB_EVENT_TYPE_RETRYING, QUEUED, attempt=record.attempt,
-                                   error=status, message=f"{what}; retrying in {delay:.2f}s")
+                event = make_event(
+                    record.job_id,
+                    E.JOB_EVENT_TYPE_RETRYING,
+                    QUEUED,
+                    attempt=record.attempt,
+                    error=status,
+                    message=f"{what}; retrying in {delay:.2f}s",
+                )
                 fields = {"error": status.SerializeToString(), "backend_id": ""}
                 if await self.store.requeue(record.job_id, self.owner, time.time() + delay, fields, event):
-                    log.info("job.retrying", job_id=record.job_id, attempt=record.attempt, delay_s=round(delay, 2),
-                             code=code_pb2.Code.Name(status.code))
+                    log.info(
+                        "job.retrying",
+                        job_id=record.job_id,
+                        attempt=record.attempt,
+                        delay_s=round(delay, 2),
+                        code=code_pb2.Code.Name(status.code),
+                    )
                     asyncio.get_running_loop().call_later(delay, self.wake)
                 return
         await self._finish(attempt, FAILED, E.JOB_EVENT_TYPE_FAILED, status, None, what)
@@ -421,30 +508,62 @@ class JobScheduler:
         record = attempt.record
         reason = attempt.stop_reason
         if reason == "cancel":
-            await self._finish(attempt, CANCELLED, E.JOB_EVENT_TYPE_CANCELLED, cancelled_status(), None,
-                               f"cancelled during attempt {record.attempt}")
+            await self._finish(
+                attempt,
+                CANCELLED,
+                E.JOB_EVENT_TYPE_CANCELLED,
+                cancelled_status(),
+                None,
+                f"cancelled during attempt {record.attempt}",
+            )
         elif reason == "shutdown":
-            event = make_event(record.job_id, E.JOB_EVENT_TYPE_RETRYING, QUEUED, attempt=record.attempt,
-                               error=status_pb2.Status(code=code_pb2.UNAVAILABLE, message="the gateway stopped"),
-                               message="the gateway running the attempt stopped; queued again")
+            event = make_event(
+                record.job_id,
+                E.JOB_EVENT_TYPE_RETRYING,
+                QUEUED,
+                attempt=record.attempt,
+                error=status_pb2.Status(code=code_pb2.UNAVAILABLE, message="the gateway stopped"),
+                message="the gateway running the attempt stopped; queued again",
+            )
             with contextlib.suppress(RedisError, OSError):
                 await self.store.requeue(record.job_id, self.owner, time.time(), {"backend_id": ""}, event)
         elif reason != "lease_lost":
             raise asyncio.CancelledError
 
-    async def _finish(self, attempt: _Attempt, state: int, event_type: int, error: status_pb2.Status | None,
-                      result: jobs_pb2.JobResult | None, message: str) -> None:
+    async def _finish(
+        self,
+        attempt: _Attempt,
+        state: int,
+        event_type: int,
+        error: status_pb2.Status | None,
+        result: jobs_pb2.JobResult | None,
+        message: str,
+    ) -> None:
         record = attempt.record
         with contextlib.suppress(asyncio.CancelledError):
             await attempt.drain()
         now = time.time()
-        event = make_event(record.job_id, event_type, state, attempt=record.attempt, error=error, result=result,
-                           message=message, when=now)
+        event = make_event(
+            record.job_id,
+            event_type,
+            state,
+            attempt=record.attempt,
+            error=error,
+            result=result,
+            message=message,
+            when=now,
+        )
         fields = {"end_time": now, "error": error.SerializeToString() if error is not None else b""}
-        if await self.store.finish(record.job_id, self.owner, state, fields, event,
-                                   result=result.SerializeToString() if result is not None else b"",
-                                   result_ttl_s=self.settings.job_result_ttl_s,
-                                   record_ttl_s=self.settings.job_record_ttl_s):
+        if await self.store.finish(
+            record.job_id,
+            self.owner,
+            state,
+            fields,
+            event,
+            result=result.SerializeToString() if result is not None else b"",
+            result_ttl_s=self.settings.job_result_ttl_s,
+            record_ttl_s=self.settings.job_record_ttl_s,
+        ):
             metrics.jobs_total.labels(record.capability, jobs_pb2.JobState.Name(state)).inc()
             log.info("job.finished", job_id=record.job_id, state=jobs_pb2.JobState.Name(state), message=message)
 
@@ -452,11 +571,19 @@ class JobScheduler:
         """Ends a job no runner holds (queued, waiting for a retry, or whose runner died)."""
         event_type = E.JOB_EVENT_TYPE_CANCELLED if state == CANCELLED else E.JOB_EVENT_TYPE_FAILED
         now = time.time()
-        event = make_event(record.job_id, event_type, state, attempt=record.attempt, error=error, message=message,
-                           when=now)
-        done = await self.store.finish(record.job_id, "", state, {"end_time": now, "error": error.SerializeToString()},
-                                       event, result=b"", result_ttl_s=self.settings.job_result_ttl_s,
-                                       record_ttl_s=self.settings.job_record_ttl_s)
+        event = make_event(
+            record.job_id, event_type, state, attempt=record.attempt, error=error, message=message, when=now
+        )
+        done = await self.store.finish(
+            record.job_id,
+            "",
+            state,
+            {"end_time": now, "error": error.SerializeToString()},
+            event,
+            result=b"",
+            result_ttl_s=self.settings.job_result_ttl_s,
+            record_ttl_s=self.settings.job_record_ttl_s,
+        )
         if done:
             metrics.jobs_total.labels(record.capability, jobs_pb2.JobState.Name(state)).inc()
             log.info("job.finished", job_id=record.job_id, state=jobs_pb2.JobState.Name(state), message=message)

@@ -94,8 +94,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             else:
                 position += len(batch)
         token = encode_page_token(position) if position >= 0 and len(found) == limit else ""
-        return operations_pb2.ListOperationsResponse(operations=[r.operation() for r in found],
-                                                     next_page_token=token)
+        return operations_pb2.ListOperationsResponse(operations=[r.operation() for r in found], next_page_token=token)
 
     async def DeleteOperation(self, request, context):
         await self.scheduler.delete(job_id_from_name(request.name))
@@ -140,18 +139,22 @@ def backend_capacity(registry):
 
     def capacity(capability: str) -> int:
         now = time.monotonic()
-        return sum(entry.record.max_concurrency or UNKNOWN_BACKEND_CAPACITY
-                   for entry in list(registry.entries.values())
-                   if entry.routable(now) and serves(entry, capability))
+        return sum(
+            entry.record.max_concurrency or UNKNOWN_BACKEND_CAPACITY
+            for entry in list(registry.entries.values())
+            if entry.routable(now) and serves(entry, capability)
+        )
 
     return capacity
 
 
-def build_scheduler(settings: GatewaySettings, registry: Registry, router: Router, files: FileStore, redis: Any,
-                    instance_id: str) -> JobScheduler:
+def build_scheduler(
+    settings: GatewaySettings, registry: Registry, router: Router, files: FileStore, redis: Any, instance_id: str
+) -> JobScheduler:
     """The job runner of a gateway: its jobs kept in Redis when the gateway uses it, else in memory."""
     store = RedisJobStore(redis) if redis is not None else MemoryJobStore()
-    scheduler = JobScheduler(store, router, files, settings, capacity=backend_capacity(registry),
-                             owner=new_owner_id(instance_id))
+    scheduler = JobScheduler(
+        store, router, files, settings, capacity=backend_capacity(registry), owner=new_owner_id(instance_id)
+    )
     registry.add_listener(scheduler.wake)  # a backend appearing or healing frees capacity
     return scheduler

@@ -28,8 +28,9 @@ class QueueFull(Exception):
 class JobStore(Protocol):
     durable: bool
 
-    async def submit(self, record: JobRecord, queued_event: jobs_pb2.JobEvent, *, queue_limit: int,
-                     hold_s: float) -> tuple[JobRecord, bool]:
+    async def submit(
+        self, record: JobRecord, queued_event: jobs_pb2.JobEvent, *, queue_limit: int, hold_s: float
+    ) -> tuple[JobRecord, bool]:
         """Stores and queues a new job, or returns the job of an earlier submission with the same
         request_id (created=False). Raises QueueFull when the capability's queue is at its limit."""
 
@@ -52,13 +53,22 @@ class JobStore(Protocol):
 
     async def record(self, job_id: str, owner: str, fields: dict, event: jobs_pb2.JobEvent | None) -> bool: ...
 
-    async def requeue(self, job_id: str, owner: str, ready_at: float, fields: dict,
-                      event: jobs_pb2.JobEvent) -> bool:
+    async def requeue(self, job_id: str, owner: str, ready_at: float, fields: dict, event: jobs_pb2.JobEvent) -> bool:
         """Gives the job back (retry after a backoff, or a gateway stopping); it is queued again at
         `ready_at` in its original place."""
 
-    async def finish(self, job_id: str, owner: str, state: int, fields: dict, event: jobs_pb2.JobEvent, *,
-                     result: bytes, result_ttl_s: float, record_ttl_s: float) -> bool: ...
+    async def finish(
+        self,
+        job_id: str,
+        owner: str,
+        state: int,
+        fields: dict,
+        event: jobs_pb2.JobEvent,
+        *,
+        result: bytes,
+        result_ttl_s: float,
+        record_ttl_s: float,
+    ) -> bool: ...
 
     async def request_cancel(self, job_id: str) -> JobRecord | None:
         """Persists the cancel request; returns the record (None when unknown)."""

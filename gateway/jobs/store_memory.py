@@ -7,6 +7,7 @@ event loop just as a Lua script is atomic in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import heapq
 import inspect
@@ -83,8 +84,12 @@ class MemoryJobStore:
             entry.events.append(stored)
 
     def _held(self, entry: _Entry | None, owner: str) -> bool:
-        return (entry is not None and entry.record.state == RUNNING and entry.record.owner == owner
-                and entry.lease_until > self._clock())
+        return (
+            entry is not None
+            and entry.record.state == RUNNING
+            and entry.record.owner == owner
+            and entry.lease_until > self._clock()
+        )
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -117,7 +122,7 @@ class MemoryJobStore:
     async def page(self, offset, limit):
         live = [e for job_id in list(self._jobs) if (e := self._entry(job_id)) is not None]
         live.sort(key=lambda e: (e.record.create_time, e.record.job_id), reverse=True)
-        return [self._view(e) for e in live[offset:offset + limit]]
+        return [self._view(e) for e in live[offset : offset + limit]]
 
     async def delete(self, job_id):
         self._drop(job_id)
@@ -238,8 +243,11 @@ class MemoryJobStore:
         return found
 
     async def overdue(self, now):
-        return [job_id for job_id, e in list(self._jobs.items())
-                if e.record.state not in TERMINAL_STATES and e.record.deadline <= now]
+        return [
+            job_id
+            for job_id, e in list(self._jobs.items())
+            if e.record.state not in TERMINAL_STATES and e.record.deadline <= now
+        ]
 
     def validate_event_id(self, event_id):
         if event_id and not event_id.isdigit():
@@ -255,10 +263,8 @@ class MemoryJobStore:
 
         if block_s > 0:
             async with self._changed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait_for(ready), block_s)
-                except TimeoutError:
-                    pass
         entry = self._entry(job_id)
         return [(e.event_id, copy.deepcopy(e)) for e in entry.events[start:]] if entry else []
 

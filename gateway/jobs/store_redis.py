@@ -30,8 +30,13 @@ _EVENT_ID = re.compile(r"\d+-\d+")
 
 # State numbers as strings, as the scripts see them.
 _S_QUEUED, _S_RUNNING = str(jobs_pb2.JOB_STATE_QUEUED), str(jobs_pb2.JOB_STATE_RUNNING)
-_TERMINAL = "{" + ",".join(f"['{s}']=true" for s in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED,
-                                                      jobs_pb2.JOB_STATE_CANCELLED)) + "}"
+_TERMINAL = (
+    "{"
+    + ",".join(
+        f"['{s}']=true" for s in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
+    )
+    + "}"
+)
 
 _SUBMIT = """
 local P, id, rid, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -196,17 +201,28 @@ class RedisJobStore:
     def __init__(self, redis, prefix: str = "capmesh:") -> None:
         self._redis = redis
         self._p = prefix
-        self._scripts = {name: redis.register_script(body) for name, body in (
-            ("submit", _SUBMIT), ("claim", _CLAIM), ("renew", _RENEW), ("record", _RECORD),
-            ("requeue", _REQUEUE), ("finish", _FINISH), ("cancel", _CANCEL), ("promote", _PROMOTE),
-            ("recover", _RECOVER))}
+        self._scripts = {
+            name: redis.register_script(body)
+            for name, body in (
+                ("submit", _SUBMIT),
+                ("claim", _CLAIM),
+                ("renew", _RENEW),
+                ("record", _RECORD),
+                ("requeue", _REQUEUE),
+                ("finish", _FINISH),
+                ("cancel", _CANCEL),
+                ("promote", _PROMOTE),
+                ("recover", _RECOVER),
+            )
+        }
         self._channel = f"{prefix}jobs:signals"
         self._listener: asyncio.Task | None = None
         # Blocking reads (watchers) get their own pool: a watcher that goes away cancels its read
         # midway, and that connection is then dropped without touching the scheduler's.
         pool = redis.connection_pool
-        self._blocking = Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
-                                                          **pool.connection_kwargs))
+        self._blocking = Redis(
+            connection_pool=type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs)
+        )
 
     def _job(self, job_id: str) -> str:
         return f"{self._p}job:{job_id}"
@@ -216,9 +232,18 @@ class RedisJobStore:
 
     async def submit(self, record, queued_event, *, queue_limit, hold_s):
         outcome, value = await self._run(
-            "submit", record.job_id, record.request_id, record.capability, queue_limit, record.priority,
-            int(record.deadline * 1000), int(record.create_time * 1000), _ms(hold_s),
-            queued_event.SerializeToString(), *_flatten(record.to_fields()))
+            "submit",
+            record.job_id,
+            record.request_id,
+            record.capability,
+            queue_limit,
+            record.priority,
+            int(record.deadline * 1000),
+            int(record.create_time * 1000),
+            _ms(hold_s),
+            queued_event.SerializeToString(),
+            *_flatten(record.to_fields()),
+        )
         outcome, value = outcome.decode(), value.decode()
         if outcome == "full":
             raise QueueFull(int(value))
@@ -289,13 +314,27 @@ class RedisJobStore:
         return bool(await self._run("record", job_id, owner, body, *_flatten(fields)))
 
     async def requeue(self, job_id, owner, ready_at, fields, event):
-        return bool(await self._run("requeue", job_id, owner, event.SerializeToString(), int(ready_at * 1000),
-                                    *_flatten(fields)))
+        return bool(
+            await self._run(
+                "requeue", job_id, owner, event.SerializeToString(), int(ready_at * 1000), *_flatten(fields)
+            )
+        )
 
     async def finish(self, job_id, owner, state, fields, event, *, result, result_ttl_s, record_ttl_s):
-        return bool(await self._run(
-            "finish", job_id, owner, state, event.SerializeToString(), result, _ms(result_ttl_s),
-            _ms(record_ttl_s), _ms(min(record_ttl_s, result_ttl_s)), *_flatten(fields)))
+        return bool(
+            await self._run(
+                "finish",
+                job_id,
+                owner,
+                state,
+                event.SerializeToString(),
+                result,
+                _ms(result_ttl_s),
+                _ms(record_ttl_s),
+                _ms(min(record_ttl_s, result_ttl_s)),
+                *_flatten(fields),
+            )
+        )
 
     async def request_cancel(self, job_id):
         if not await self._run("cancel", job_id):

@@ -25,9 +25,14 @@ REGISTERED = "registered"
 
 # Codes that say the backend itself failed; caller mistakes (INVALID_ARGUMENT, NOT_FOUND,
 # FAILED_PRECONDITION, ...) and the caller's own deadline or cancellation never count.
-BACKEND_FAILURE_CODES = frozenset({
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS,
-})
+BACKEND_FAILURE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 # Channel options: reconnect quickly after a backend restarts on the same address.
 BACKEND_CHANNEL_OPTIONS = [
@@ -75,34 +80,48 @@ class BackendRecord:
     source: str = REGISTERED
 
     @classmethod
-    def from_proto(cls, backend: pb.Backend, source: str) -> "BackendRecord":
+    def from_proto(cls, backend: pb.Backend, source: str) -> BackendRecord:
         return cls(
-            backend_id=backend.backend_id, address=backend.address, capability=backend.capability,
-            services=tuple(backend.services), models=tuple(backend.models),
-            loaded_models=tuple(backend.loaded_models), max_concurrency=backend.max_concurrency,
-            device=backend.device, device_group=backend.device_group, version=backend.version,
-            labels=dict(backend.labels), source=source,
+            backend_id=backend.backend_id,
+            address=backend.address,
+            capability=backend.capability,
+            services=tuple(backend.services),
+            models=tuple(backend.models),
+            loaded_models=tuple(backend.loaded_models),
+            max_concurrency=backend.max_concurrency,
+            device=backend.device,
+            device_group=backend.device_group,
+            version=backend.version,
+            labels=dict(backend.labels),
+            source=source,
         )
 
     def to_proto(self) -> pb.Backend:
         return pb.Backend(
-            backend_id=self.backend_id, address=self.address, capability=self.capability,
-            services=self.services, models=self.models, loaded_models=self.loaded_models,
-            max_concurrency=self.max_concurrency, device=self.device, device_group=self.device_group,
-            version=self.version, labels=self.labels,
+            backend_id=self.backend_id,
+            address=self.address,
+            capability=self.capability,
+            services=self.services,
+            models=self.models,
+            loaded_models=self.loaded_models,
+            max_concurrency=self.max_concurrency,
+            device=self.device,
+            device_group=self.device_group,
+            version=self.version,
+            labels=self.labels,
         )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "BackendRecord":
+    def from_json(cls, text: str | bytes) -> BackendRecord:
         data = json.loads(text)
         for name in ("services", "models", "loaded_models"):
             data[name] = tuple(data.get(name) or ())
         return cls(**data)
 
-    def with_load(self, loaded_models: tuple[str, ...]) -> "BackendRecord":
+    def with_load(self, loaded_models: tuple[str, ...]) -> BackendRecord:
         return replace(self, loaded_models=loaded_models)
 
 

@@ -12,6 +12,7 @@ An ERROR backend takes calls again once its cooldown is over; the next call deci
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -99,8 +100,13 @@ class Registry:
             watcher.start()
             self._reindex()
             self._publish_state(entry)
-            log.info("backend.added", backend=record.backend_id, address=record.address,
-                     capability=record.capability, source=record.source)
+            log.info(
+                "backend.added",
+                backend=record.backend_id,
+                address=record.address,
+                capability=record.capability,
+                source=record.source,
+            )
             self._notify()
         if ttl_s is not None:
             entry.registration_expires = time.monotonic() + ttl_s
@@ -128,10 +134,8 @@ class Registry:
         if watcher is not None:
             watcher.stop()
         for state in State:
-            try:
+            with contextlib.suppress(KeyError):
                 metrics.backend_state.remove(entry.record.capability, entry.backend_id, state.name)
-            except KeyError:
-                pass
         entry.retire()
 
     def _reindex(self) -> None:
@@ -154,8 +158,11 @@ class Registry:
 
     def expire_registrations(self, now: float) -> list[str]:
         """Registered backends (not static ones) whose registration expired, removed (memory mode)."""
-        expired = [e.backend_id for e in self.entries.values()
-                   if e.record.source != "static" and e.registration_expires and now > e.registration_expires]
+        expired = [
+            e.backend_id
+            for e in self.entries.values()
+            if e.record.source != "static" and e.registration_expires and now > e.registration_expires
+        ]
         for backend_id in expired:
             log.warning("backend.registration_expired", backend=backend_id)
             self.remove(backend_id)
@@ -198,16 +205,20 @@ class Registry:
     def _transition(self, entry: BackendEntry, before: State) -> None:
         if entry.state is before:
             return
-        log.info("backend.state", backend=entry.backend_id, state=entry.state.name, previous=before.name,
-                 last_error=entry.last_error or None)
+        log.info(
+            "backend.state",
+            backend=entry.backend_id,
+            state=entry.state.name,
+            previous=before.name,
+            last_error=entry.last_error or None,
+        )
         self._publish_state(entry)
         self._notify()
 
     def _publish_state(self, entry: BackendEntry) -> None:
         capability = entry.record.capability
         for state in State:
-            metrics.backend_state.labels(capability, entry.backend_id, state.name).set(
-                1 if state is entry.state else 0)
+            metrics.backend_state.labels(capability, entry.backend_id, state.name).set(1 if state is entry.state else 0)
 
     # -- views ----------------------------------------------------------------------------------
     def capabilities(self) -> list[pb.CapabilityStatus]:
@@ -219,13 +230,15 @@ class Registry:
         for capability in sorted(grouped):
             entries = sorted(grouped[capability], key=lambda e: e.backend_id)
             services = sorted({s for e in entries for s in self.services_of(e.record)})
-            view.append(pb.CapabilityStatus(
-                capability=capability,
-                state=summarise([e.state for e in entries]).to_proto(),
-                backends=[e.to_proto(now) for e in entries],
-                services=services,
-                queued=self.queued.get(capability, 0),
-            ))
+            view.append(
+                pb.CapabilityStatus(
+                    capability=capability,
+                    state=summarise([e.state for e in entries]).to_proto(),
+                    backends=[e.to_proto(now) for e in entries],
+                    services=services,
+                    queued=self.queued.get(capability, 0),
+                )
+            )
         return view
 
     async def close(self) -> None:
@@ -236,4 +249,3 @@ class Registry:
         await asyncio.gather(*(e.close() for e in self.entries.values()), return_exceptions=True)
         self.entries.clear()
         self._by_service = {}
-

@@ -27,16 +27,19 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         violations.check(bool(backend.capability), "backend.capability", "must name the capability, e.g. tts")
         violations.check(backend.max_concurrency >= 0, "backend.max_concurrency", "must be 0 or more")
         for index, service in enumerate(backend.services):
-            violations.check(not is_reserved(service), f"backend.services[{index}]",
-                             f"{service} is served by the gateway itself")
+            violations.check(
+                not is_reserved(service), f"backend.services[{index}]", f"{service} is served by the gateway itself"
+            )
         violations.raise_if_any()
         if not backend.backend_id:
             backend = _with_id(backend, backend_id_for(backend.capability, backend.address))
         record = BackendRecord.from_proto(backend, REGISTERED)
         await self._store.put(record)
-        return pb.RegisterResponse(backend_id=record.backend_id,
-                                   heartbeat_interval_seconds=self._settings.heartbeat_interval_s,
-                                   lease_seconds=self._settings.lease_s)
+        return pb.RegisterResponse(
+            backend_id=record.backend_id,
+            heartbeat_interval_seconds=self._settings.heartbeat_interval_s,
+            lease_seconds=self._settings.lease_s,
+        )
 
     async def Heartbeat(self, request, context):
         known = await self._store.renew(request.backend_id, tuple(request.loaded_models))
@@ -55,8 +58,10 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             if status.capability == request.capability:
                 return pb.GetCapabilityResponse(capability=status)
         known = sorted({e.record.capability for e in self._registry.entries.values()})
-        raise NotFound(f"capability {request.capability!r} has no backend; known: {', '.join(known) or 'none'}",
-                       reason="CAPABILITY_NOT_FOUND")
+        raise NotFound(
+            f"capability {request.capability!r} has no backend; known: {', '.join(known) or 'none'}",
+            reason="CAPABILITY_NOT_FOUND",
+        )
 
     async def WatchCapabilities(self, request, context):
         # The whole view now, then after every change; changes that happen while one view is being

@@ -1,10 +1,10 @@
 """Static backends from a YAML or JSON file (settings.backends_file).
 
-    backends:                      # or a bare list
-      - address: 10.0.0.5:7001
-        capability: tts
-        max_concurrency: 4         # optional: services, models, device, device_group, version,
-        device_group: gpu0         #           labels, backend_id
+backends:                      # or a bare list
+  - address: 10.0.0.5:7001
+    capability: tts
+    max_concurrency: 4         # optional: services, models, device, device_group, version,
+    device_group: gpu0         #           labels, backend_id
 """
 
 from __future__ import annotations
@@ -16,8 +16,19 @@ import yaml
 from capmesh.gateway.server.registry.model import STATIC, BackendRecord, backend_id_for
 from capmesh.services.runtime.errors import FieldViolation, InvalidArgument
 
-_FIELDS = {"backend_id", "address", "capability", "services", "models", "loaded_models", "max_concurrency",
-           "device", "device_group", "version", "labels"}
+_FIELDS = {
+    "backend_id",
+    "address",
+    "capability",
+    "services",
+    "models",
+    "loaded_models",
+    "max_concurrency",
+    "device",
+    "device_group",
+    "version",
+    "labels",
+}
 
 
 def load_static_backends(path: str | Path) -> list[BackendRecord]:
@@ -40,20 +51,22 @@ def load_static_backends(path: str | Path) -> list[BackendRecord]:
                 violations.append(FieldViolation(f"{where}.{name}", "is required"))
         if violations:
             continue
-        records.append(BackendRecord(
-            backend_id=str(item.get("backend_id") or backend_id_for(item["capability"], item["address"])),
-            address=str(item["address"]),
-            capability=str(item["capability"]),
-            services=tuple(item.get("services") or ()),
-            models=tuple(item.get("models") or ()),
-            loaded_models=tuple(item.get("loaded_models") or ()),
-            max_concurrency=int(item.get("max_concurrency") or 0),
-            device=str(item.get("device") or ""),
-            device_group=str(item.get("device_group") or ""),
-            version=str(item.get("version") or ""),
-            labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
-            source=STATIC,
-        ))
+        records.append(
+            BackendRecord(
+                backend_id=str(item.get("backend_id") or backend_id_for(item["capability"], item["address"])),
+                address=str(item["address"]),
+                capability=str(item["capability"]),
+                services=tuple(item.get("services") or ()),
+                models=tuple(item.get("models") or ()),
+                loaded_models=tuple(item.get("loaded_models") or ()),
+                max_concurrency=int(item.get("max_concurrency") or 0),
+                device=str(item.get("device") or ""),
+                device_group=str(item.get("device_group") or ""),
+                version=str(item.get("version") or ""),
+                labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
+                source=STATIC,
+            )
+        )
     if violations:
         listed = "; ".join(f"{v.field}: {v.description}" for v in violations)
         raise InvalidArgument(violations, message=f"{path}: {listed}")

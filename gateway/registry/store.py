@@ -64,13 +64,16 @@ class MemoryRegistrations:
 
 def _redis_unavailable(method):
     """Registry writes against an unreachable Redis are UNAVAILABLE (retry later), not INTERNAL."""
+
     @functools.wraps(method)
     async def call(self, *args):
         try:
             return await method(self, *args)
         except RedisError as exc:
-            raise Unavailable(f"the registry's Redis cannot be reached: {exc}", reason="REGISTRY_STORE_UNAVAILABLE",
-                              retry_after_s=1.0) from exc
+            raise Unavailable(
+                f"the registry's Redis cannot be reached: {exc}", reason="REGISTRY_STORE_UNAVAILABLE", retry_after_s=1.0
+            ) from exc
+
     return call
 
 
@@ -170,7 +173,7 @@ class RedisRegistrations:
                     raw = await self._redis.get(self._key(backend_id))
                     if raw is not None:
                         self._registry.upsert(BackendRecord.from_json(raw))
-            except Exception:  # noqa: BLE001 - one bad announcement must not stop the listener
+            except Exception:
                 log.exception("registry.announcement_failed", action=action, backend=backend_id)
 
     async def _resync_forever(self) -> None:
@@ -178,5 +181,5 @@ class RedisRegistrations:
             await asyncio.sleep(self._registry.settings.heartbeat_interval_s)  # periodic resync
             try:
                 await self.resync()
-            except Exception:  # noqa: BLE001 - Redis may be restarting; try again next round
+            except Exception:
                 log.warning("registry.resync_failed", exc_info=True)

@@ -103,8 +103,16 @@ class BackendCall:
     closes it at once. `call` is the backend call answering now (its initial and trailing metadata
     are the caller's to relay); `backend_id` is the backend it runs on."""
 
-    def __init__(self, router: Router, info: MethodInfo, request: Request, *, metadata: Metadata = (),
-                 deadline: float | None = None, on_backend: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        info: MethodInfo,
+        request: Request,
+        *,
+        metadata: Metadata = (),
+        deadline: float | None = None,
+        on_backend: Callable[[str], None] | None = None,
+    ) -> None:
         self._router = router
         self.info = info
         self._request = request if isinstance(request, bytes) else _Counted(request)
@@ -149,9 +157,9 @@ class BackendCall:
         try:
             while True:
                 try:
-                    slot = await self._router.acquire(info, request if isinstance(request, bytes) else None,
-                                                      deadline=self._deadline,
-                                                      exclude=exclude)
+                    slot = await self._router.acquire(
+                        info, request if isinstance(request, bytes) else None, deadline=self._deadline, exclude=exclude
+                    )
                 except CapmeshError as error:
                     if last is not None:  # the backends tried all failed: the caller sees the last real failure
                         code = last.code()

@@ -90,8 +90,9 @@ class Proxy:
         returned (the call shape decides)."""
         response = None
         headers_sent = False
-        async with BackendCall(self._router, info, request, metadata=_forwarded(context),
-                               deadline=_deadline(context)) as call:
+        async with BackendCall(
+            self._router, info, request, metadata=_forwarded(context), deadline=_deadline(context)
+        ) as call:
             try:
                 async for message in call:
                     if not headers_sent:

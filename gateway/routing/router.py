@@ -13,6 +13,7 @@ None routable: UNAVAILABLE naming the capability and why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -48,9 +49,9 @@ class Slot:
     """A reserved place for one call on one backend (counted against its max_concurrency);
     `release(code)` exactly once when the call ends (later calls do nothing)."""
 
-    __slots__ = ("router", "entry", "capability", "model", "_released")
+    __slots__ = ("_released", "capability", "entry", "model", "router")
 
-    def __init__(self, router: "Router", entry: BackendEntry, capability: str, model: str) -> None:
+    def __init__(self, router: Router, entry: BackendEntry, capability: str, model: str) -> None:
         self.router = router
         self.entry = entry
         self.capability = capability
@@ -86,9 +87,7 @@ class Router:
         self.registry = registry
         self.settings = settings
         self.exclusive = settings.gpu_mode == "exclusive"
-        self.methods: dict[str, MethodInfo] = {
-            m.path: m for info in registry.catalog.values() for m in info.methods
-        }
+        self.methods: dict[str, MethodInfo] = {m.path: m for info in registry.catalog.values() for m in info.methods}
         self._wake: asyncio.Event | None = None
         self._groups: dict[str, _Group] = {}
         self._in_flight_gauges: dict[str, Any] = {}
@@ -107,15 +106,22 @@ class Router:
         return None
 
     def capability_of(self, method: str) -> str:
-        """"/capmesh.tts.v1.TtsService/StreamSynthesize" -> "tts"; NotFound if no one serves it."""
+        """ "/capmesh.tts.v1.TtsService/StreamSynthesize" -> "tts"; NotFound if no one serves it."""
         info = self.method_info(method)
         capability = self.registry.capability_for_service(info.service) if info is not None else None
         if capability is None:
             raise NotFound(f"no capability serves {method}", reason="METHOD_NOT_FOUND")
         return capability
 
-    def call(self, method: str, request: Request, *, metadata: Metadata = (), deadline: float | None = None,
-             on_backend: Callable[[str], None] | None = None) -> BackendCall:
+    def call(
+        self,
+        method: str,
+        request: Request,
+        *,
+        metadata: Metadata = (),
+        deadline: float | None = None,
+        on_backend: Callable[[str], None] | None = None,
+    ) -> BackendCall:
         """A call of `method` ("/package.Service/Method") on a healthy backend, for callers inside the
         gateway (job runner, HTTP bridge); NotFound when no capability serves the method."""
         info = self.method_info(method)
@@ -124,8 +130,14 @@ class Router:
         return BackendCall(self, info, request, metadata=metadata, deadline=deadline, on_backend=on_backend)
 
     # -- choosing -------------------------------------------------------------------------------
-    async def acquire(self, info: MethodInfo, request: bytes | None, *, deadline: float | None = None,
-                      exclude: frozenset[str] | set[str] = frozenset()) -> Slot:
+    async def acquire(
+        self,
+        info: MethodInfo,
+        request: bytes | None,
+        *,
+        deadline: float | None = None,
+        exclude: frozenset[str] | set[str] = frozenset(),
+    ) -> Slot:
         """Reserves a slot on the best backend for the call, waiting in the queue if all are busy."""
         capability = self.registry.capability_for_service(info.service) or info.service
         started = time.monotonic()
@@ -134,8 +146,9 @@ class Router:
             while True:
                 now = time.monotonic()
                 try:
-                    entry, model = self._pick(info, capability, request, exclude, now,
-                                              patient=now - started < AFFINITY_PATIENCE_S)
+                    entry, model = self._pick(
+                        info, capability, request, exclude, now, patient=now - started < AFFINITY_PATIENCE_S
+                    )
                     return await self._reserve(entry, capability, model, deadline)
                 except _Blocked as blocked:
                     if not blocked.wait:
@@ -144,8 +157,10 @@ class Router:
                         if self.registry.queued.get(capability, 0) >= self.settings.route_wait_queue:
                             raise ResourceExhausted(
                                 f"capability {capability!r}: every backend is busy and the wait queue is full "
-                                f"({self.settings.route_wait_queue} calls)", retry_after_s=BUSY_RETRY_AFTER_S,
-                                reason="ROUTE_QUEUE_FULL") from None
+                                f"({self.settings.route_wait_queue} calls)",
+                                retry_after_s=BUSY_RETRY_AFTER_S,
+                                reason="ROUTE_QUEUE_FULL",
+                            ) from None
                         waiting = True
                         self._queue_changed(capability, +1)
                     limit = started + self.settings.route_wait_s
@@ -154,26 +169,30 @@ class Router:
                     if now >= limit:
                         if deadline is not None and now >= deadline:
                             raise DeadlineExceeded(
-                                f"the deadline passed while waiting for a backend of {capability!r}") from None
+                                f"the deadline passed while waiting for a backend of {capability!r}"
+                            ) from None
                         raise blocked.error from None
                     if blocked.for_affinity:
                         limit = min(limit, started + AFFINITY_PATIENCE_S)
                     if self._wake is None:
                         self._wake = asyncio.Event()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), limit - now)
-                    except TimeoutError:
-                        pass
         finally:
             if waiting:
                 self._queue_changed(capability, -1)
 
-    def _pick(self, info: MethodInfo, capability: str, request: bytes | None, exclude, now: float,
-              patient: bool) -> tuple[BackendEntry, str]:
+    def _pick(
+        self, info: MethodInfo, capability: str, request: bytes | None, exclude, now: float, patient: bool
+    ) -> tuple[BackendEntry, str]:
         entries = self.registry.backends_for(info.service)
         if not entries:
-            raise _Blocked(Unavailable(f"capability {capability!r} has no backend registered (serving {info.service})",
-                                       reason="NO_BACKEND"), wait=False)
+            raise _Blocked(
+                Unavailable(
+                    f"capability {capability!r} has no backend registered (serving {info.service})", reason="NO_BACKEND"
+                ),
+                wait=False,
+            )
         routable = [e for e in entries if e.routable(now) and e.backend_id not in exclude]
         if not routable:
             raise self._why_none(entries, capability, exclude, now)
@@ -188,9 +207,15 @@ class Router:
                 elif free and patient and any(model in e.loaded for e in routable):
                     free, for_affinity = [], True
         if not free:
-            raise _Blocked(ResourceExhausted(
-                f"capability {capability!r}: all {len(routable)} available backends are busy",
-                retry_after_s=BUSY_RETRY_AFTER_S, reason="ALL_BACKENDS_BUSY"), wait=True, for_affinity=for_affinity)
+            raise _Blocked(
+                ResourceExhausted(
+                    f"capability {capability!r}: all {len(routable)} available backends are busy",
+                    retry_after_s=BUSY_RETRY_AFTER_S,
+                    reason="ALL_BACKENDS_BUSY",
+                ),
+                wait=True,
+                for_affinity=for_affinity,
+            )
         if len(free) == 1:
             return free[0], model
         first, second = random.sample(free, 2)
@@ -199,9 +224,13 @@ class Router:
     def _why_none(self, entries: list[BackendEntry], capability: str, exclude, now: float) -> _Blocked:
         pending = [e for e in entries if e.state is State.UNKNOWN and e.backend_id not in exclude]
         if pending:
-            return _Blocked(Unavailable(
-                f"capability {capability!r}: {len(pending)} backends have not answered their health probe yet",
-                reason="PROBE_PENDING"), wait=True)
+            return _Blocked(
+                Unavailable(
+                    f"capability {capability!r}: {len(pending)} backends have not answered their health probe yet",
+                    reason="PROBE_PENDING",
+                ),
+                wait=True,
+            )
         cooling = [e for e in entries if e.state is State.ERROR and e.backend_id not in exclude]
         down = [e for e in entries if e.state is State.UNAVAILABLE and e.backend_id not in exclude]
         tried = [e for e in entries if e.backend_id in exclude]
@@ -213,8 +242,14 @@ class Router:
         if tried:
             reasons.append(f"{len(tried)} already failed this call")
         retry_after = min((e.cooldown_remaining(now) for e in cooling), default=None)
-        return _Blocked(Unavailable(f"capability {capability!r} has no available backend: " + ", ".join(reasons),
-                                    reason="NO_AVAILABLE_BACKEND", retry_after_s=retry_after), wait=False)
+        return _Blocked(
+            Unavailable(
+                f"capability {capability!r} has no available backend: " + ", ".join(reasons),
+                reason="NO_AVAILABLE_BACKEND",
+                retry_after_s=retry_after,
+            ),
+            wait=False,
+        )
 
     # -- exclusive GPU groups -------------------------------------------------------------------
     def _group_members(self, group: str) -> list[BackendEntry]:
@@ -254,18 +289,25 @@ class Router:
         group.holder = entry.backend_id
         group.ready = asyncio.Event()
         try:
-            holders = [m for m in self._group_members(group_name)
-                       if m is not entry and (m.backend_id == previous or m.loaded)]
+            holders = [
+                m for m in self._group_members(group_name) if m is not entry and (m.backend_id == previous or m.loaded)
+            ]
             timeout = min(UNLOAD_TIMEOUT_S, remaining_s(deadline) or UNLOAD_TIMEOUT_S)
             for member in holders:
                 log.info("gpu_group.unload", group=group_name, holder=member.backend_id, next=entry.backend_id)
                 try:
                     await admin_service_pb2_grpc.AdminServiceStub(member.channel).UnloadModels(
-                        admin_service_pb2.UnloadModelsRequest(), timeout=timeout)
+                        admin_service_pb2.UnloadModelsRequest(), timeout=timeout
+                    )
                     member.loaded.clear()
                 except grpc.aio.AioRpcError as exc:
-                    log.warning("gpu_group.unload_failed", group=group_name, holder=member.backend_id,
-                                code=exc.code().name, error=exc.details())
+                    log.warning(
+                        "gpu_group.unload_failed",
+                        group=group_name,
+                        holder=member.backend_id,
+                        code=exc.code().name,
+                        error=exc.details(),
+                    )
         finally:
             group.ready.set()
 

@@ -62,7 +62,7 @@ def load_catalog() -> dict[str, ServiceInfo]:
 
 
 def service_of(method_path: str) -> str:
-    """"/capmesh.tts.v1.TtsService/StreamSynthesize" -> "capmesh.tts.v1.TtsService"."""
+    """ "/capmesh.tts.v1.TtsService/StreamSynthesize" -> "capmesh.tts.v1.TtsService"."""
     return method_path.lstrip("/").rpartition("/")[0]
 
 

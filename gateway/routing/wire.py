@@ -32,7 +32,7 @@ def read_string_field(data: bytes, number: int) -> str:
             if wire_type == _LENGTH:
                 length, pos = _varint(data, pos)
                 if field == number:
-                    found = data[pos:pos + length]
+                    found = data[pos : pos + length]
                 pos += length
             elif wire_type == _VARINT:
                 _, pos = _varint(data, pos)

@@ -100,8 +100,9 @@ class RemoteApiClient:
                 cancel.raise_if_cancelled()
                 yield line
         except (httpx.TransportError, httpx.TimeoutException) as exc:
-            raise Unavailable(f"the remote API dropped the stream: {type(exc).__name__}",
-                              reason="REMOTE_STREAM_BROKEN") from exc
+            raise Unavailable(
+                f"the remote API dropped the stream: {type(exc).__name__}", reason="REMOTE_STREAM_BROKEN"
+            ) from exc
         finally:
             response.close()
 
@@ -146,24 +147,30 @@ class RemoteApiClient:
         message, code = _error_text(response)
         where = f"the remote API at {self.base_url}"
         if status == 401:
-            return Unauthenticated(f"{where} rejected the API key (401): check {self._key_setting}",
-                                   reason="REMOTE_UNAUTHENTICATED"), None
+            return Unauthenticated(
+                f"{where} rejected the API key (401): check {self._key_setting}", reason="REMOTE_UNAUTHENTICATED"
+            ), None
         if status == 403:
-            return PermissionDenied(f"{where} refused access (403): check that {self._key_setting} may use this model",
-                                    reason="REMOTE_PERMISSION_DENIED"), None
+            return PermissionDenied(
+                f"{where} refused access (403): check that {self._key_setting} may use this model",
+                reason="REMOTE_PERMISSION_DENIED",
+            ), None
         if status == 429:
             retry_after = _retry_after_seconds(response)
             delay = retry_after if retry_after is not None else self._backoff(attempt)
-            return Unavailable(f"{where} is rate limiting (429): {message}", retry_after_s=delay,
-                               reason="REMOTE_RATE_LIMITED"), delay
+            return Unavailable(
+                f"{where} is rate limiting (429): {message}", retry_after_s=delay, reason="REMOTE_RATE_LIMITED"
+            ), delay
         if status >= 500:
             failure = Unavailable(f"{where} failed ({status}): {message}", reason="REMOTE_SERVER_ERROR")
             return failure, self._backoff(attempt)
         if any(marker in (code or "").lower() or marker in message.lower() for marker in CONTENT_POLICY_MARKERS):
-            return FailedPrecondition(f"{where} rejected the content: {message}",
-                                      reason="CONTENT_POLICY_VIOLATION"), None
-        return InvalidArgument([FieldViolation("request", f"{where} refused the request ({status}): {message}")],
-                               reason="REMOTE_REJECTED"), None
+            return FailedPrecondition(
+                f"{where} rejected the content: {message}", reason="CONTENT_POLICY_VIOLATION"
+            ), None
+        return InvalidArgument(
+            [FieldViolation("request", f"{where} refused the request ({status}): {message}")], reason="REMOTE_REJECTED"
+        ), None
 
 
 def _error_text(response: httpx.Response) -> tuple[str, str]:

@@ -75,7 +75,7 @@ def _encode_audio(container, stream, audio: AudioTrack) -> None:
     layout = "mono" if channels == 1 else "stereo"
     pts = 0
     for start in range(0, len(samples), frame_size):
-        block = np.ascontiguousarray(samples[start:start + frame_size].T)  # planar: channels x n
+        block = np.ascontiguousarray(samples[start : start + frame_size].T)  # planar: channels x n
         frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
         frame.sample_rate = audio.sample_rate
         frame.pts = pts
@@ -84,4 +84,3 @@ def _encode_audio(container, stream, audio: AudioTrack) -> None:
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
-

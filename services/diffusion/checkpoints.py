@@ -44,14 +44,14 @@ class GenerationDefaults:
         (Path(folder) / DEFAULTS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, source: str) -> "GenerationDefaults":
+    def load(cls, source: str) -> GenerationDefaults:
         path = Path(source) / DEFAULTS_FILE
         if not path.is_file():
             return cls()
         known = {key: value for key, value in json.loads(path.read_text()).items() if key in cls.__dataclass_fields__}
         return cls(**known)
 
-    def overridden_by(self, other: "GenerationDefaults") -> "GenerationDefaults":
+    def overridden_by(self, other: GenerationDefaults) -> GenerationDefaults:
         """The fields `other` sets (non-zero) win over this one's."""
         mine, theirs = asdict(self), asdict(other)
         return GenerationDefaults(**{key: theirs[key] or mine[key] for key in mine})

@@ -98,8 +98,9 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
         self._specs: dict[str, SpecT] = {}
         self._specs_lock = threading.Lock()
         self._pipeline_lock = threading.Lock()
-        self.models = ModelManager(self._load, settings.served_models, residency=settings.residency,
-                                   idle_unload_s=settings.idle_unload_s)
+        self.models = ModelManager(
+            self._load, settings.served_models, residency=settings.residency, idle_unload_s=settings.idle_unload_s
+        )
 
     # -- models --------------------------------------------------------------------------------
     def spec(self, name: str) -> SpecT:
@@ -121,8 +122,9 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
 
     def _load(self, name: str) -> LoadedModel:
         spec = self.spec(name)
-        placement = resolve_placement(self._settings.device, self._settings.dtype, self._settings.vae_dtype,
-                                      self._settings.cpu_offload)
+        placement = resolve_placement(
+            self._settings.device, self._settings.dtype, self._settings.vae_dtype, self._settings.cpu_offload
+        )
         pipeline = load_pipeline(spec.checkpoint, placement, self._from_pretrained())
         return loaded_pipeline_model(pipeline, spec.checkpoint, placement, type(pipeline).__name__)
 
@@ -149,8 +151,9 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
         finally:
             self._pipeline_lock.release()
 
-    def _call_pipeline(self, pipeline, call: PipelineCall, cancel: CancelToken, emit: Emit,
-                       times: StageTimes) -> tuple[Any, DenoisingMonitor]:
+    def _call_pipeline(
+        self, pipeline, call: PipelineCall, cancel: CancelToken, emit: Emit, times: StageTimes
+    ) -> tuple[Any, DenoisingMonitor]:
         emit(stage_update(call.encoding_stage, call.encoding_message))
         monitor = DenoisingMonitor(emit, cancel, call.steps, encoding_stage=call.encoding_stage)
         arguments = call.arguments(monitor.callback)
@@ -162,7 +165,9 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
             release_memory()
             raise ResourceExhausted(
                 f"the accelerator ran out of memory for {call.workload}: try fewer {call.fewer}, a smaller size "
-                "or cpu_offload", retry_after_s=5.0, reason="OUT_OF_MEMORY",
+                "or cpu_offload",
+                retry_after_s=5.0,
+                reason="OUT_OF_MEMORY",
             ) from exc
         except BaseException:
             # A cancelled call leaves offloaded components where the next call expects them.

@@ -79,14 +79,23 @@ def release_pipeline(pipeline) -> None:
 def loaded_pipeline_model(pipeline, checkpoint: Checkpoint, placement: Placement, class_name: str) -> LoadedModel:
     """The manager's record for a loaded pipeline: memory of every torch component, random-weight flag."""
     memory = torch_module_bytes(*pipeline_modules(pipeline))
-    log.info("pipeline.loaded", model=checkpoint.name, pipeline=class_name, device=placement.describe(),
-             dtype=str(placement.dtype).removeprefix("torch."), memory_bytes=memory)
+    log.info(
+        "pipeline.loaded",
+        model=checkpoint.name,
+        pipeline=class_name,
+        device=placement.describe(),
+        dtype=str(placement.dtype).removeprefix("torch."),
+        memory_bytes=memory,
+    )
     return LoadedModel(
         handle=pipeline,
         device=placement.describe(),
         memory_bytes=memory,
         random_weights=checkpoint.random_weights,
         release=lambda: release_pipeline(pipeline),
-        details={"pipeline": class_name, "dtype": str(placement.dtype).removeprefix("torch."),
-                 "source": checkpoint.source},
+        details={
+            "pipeline": class_name,
+            "dtype": str(placement.dtype).removeprefix("torch."),
+            "source": checkpoint.source,
+        },
     )

@@ -25,7 +25,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > max_pixels:
                 raise UndecodableImage(
-                    f"has {image.width}x{image.height} pixels, more than the limit of {max_pixels} pixels")
+                    f"has {image.width}x{image.height} pixels, more than the limit of {max_pixels} pixels"
+                )
             image.load()
     except UndecodableImage:
         raise
@@ -50,7 +51,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
 def chunks(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
     """(offset, piece) pairs of at most `size` bytes."""
     for offset in range(0, len(data), size):
-        yield offset, data[offset:offset + size]
+        yield offset, data[offset : offset + size]
 
 
 def fit_to_area(image_width: int, image_height: int, area: int, multiple: int) -> tuple[int, int]:

@@ -53,11 +53,19 @@ class Placement:
 
 def check_placement_settings(device: str, dtype: str, vae_dtype: str, cpu_offload: Any) -> None:
     """Validates the placement fields of a settings object; raises SettingsError naming the bad one."""
-    check(device == "auto" or device == "cpu" or device.startswith("cuda"), "device", device,
-          "must be auto, cpu, cuda or cuda:N")
+    check(
+        device == "auto" or device == "cpu" or device.startswith("cuda"),
+        "device",
+        device,
+        "must be auto, cpu, cuda or cuda:N",
+    )
     check(dtype == "auto" or dtype in DTYPES, "dtype", dtype, f"must be auto or one of {', '.join(DTYPES)}")
-    check(vae_dtype == "" or vae_dtype in DTYPES, "vae_dtype", vae_dtype,
-          f"must be empty (same as dtype) or one of {', '.join(DTYPES)}")
+    check(
+        vae_dtype == "" or vae_dtype in DTYPES,
+        "vae_dtype",
+        vae_dtype,
+        f"must be empty (same as dtype) or one of {', '.join(DTYPES)}",
+    )
     check(isinstance(cpu_offload, Offload), "cpu_offload", cpu_offload, "must be none, model or sequential")
 
 

@@ -45,8 +45,9 @@ STAGE_BANDS: dict[str, tuple[float, float]] = {
 def stage_update(stage: str, message: str, fraction: float = 0.0, **fields) -> ProgressUpdate:
     """A progress update at `fraction` (0..1) through `stage`'s band."""
     low, high = STAGE_BANDS[stage]
-    return ProgressUpdate(stage=stage, percent=round(low + (high - low) * min(1.0, max(0.0, fraction)), 2),
-                          message=message, **fields)
+    return ProgressUpdate(
+        stage=stage, percent=round(low + (high - low) * min(1.0, max(0.0, fraction)), 2), message=message, **fields
+    )
 
 
 @dataclass
@@ -81,7 +82,7 @@ class DenoisingMonitor:
         self.denoising_finished: float | None = None
 
     @contextmanager
-    def watching(self, denoiser: torch.nn.Module | None) -> Iterator["DenoisingMonitor"]:
+    def watching(self, denoiser: torch.nn.Module | None) -> Iterator[DenoisingMonitor]:
         """Wraps the pipeline call: marks its start and hooks the denoiser to see the first step begin."""
         handle = denoiser.register_forward_pre_hook(self._on_denoiser_call) if denoiser is not None else None
         self.call_started = time.perf_counter()
@@ -105,10 +106,16 @@ class DenoisingMonitor:
         started = self.denoising_started or self.call_started or now
         per_step = (now - started) / self.steps_done
         remaining = max(0, total - self.steps_done)
-        self._emit(stage_update(
-            DENOISING, f"denoising step {self.steps_done}/{total}", self.steps_done / total,
-            step=self.steps_done, total_steps=total, eta_seconds=round(per_step * remaining, 3),
-        ))
+        self._emit(
+            stage_update(
+                DENOISING,
+                f"denoising step {self.steps_done}/{total}",
+                self.steps_done / total,
+                step=self.steps_done,
+                total_steps=total,
+                eta_seconds=round(per_step * remaining, 3),
+            )
+        )
         self._cancel.raise_if_cancelled()
         if remaining == 0:
             self.denoising_finished = time.perf_counter()

@@ -39,8 +39,9 @@ def check_prompts(v: Violations, request: PromptedRequest, max_chars: int) -> No
         v.check(len(text) <= max_chars, field_name, f"must be at most {max_chars} characters; got {len(text)}")
 
 
-def check_size(v: Violations, request: PromptedRequest, max_width: int, max_height: int, multiple: int,
-               size_rule: str | None) -> None:
+def check_size(
+    v: Violations, request: PromptedRequest, max_width: int, max_height: int, multiple: int, size_rule: str | None
+) -> None:
     """Width and height, when set, up to their limit and multiples of `multiple` (`size_rule` says why;
     None when the model states no rule, as with remote engines)."""
     for field_name, limit in (("width", max_width), ("height", max_height)):
@@ -56,8 +57,11 @@ def check_size(v: Violations, request: PromptedRequest, max_width: int, max_heig
 def check_guidance(v: Violations, request: PromptedRequest) -> None:
     g = request.guidance_scale
     if g is not None:
-        v.check(math.isfinite(g) and 0.0 <= g <= MAX_GUIDANCE, "guidance_scale",
-                f"must be between 0 and {MAX_GUIDANCE:g}; got {g}")
+        v.check(
+            math.isfinite(g) and 0.0 <= g <= MAX_GUIDANCE,
+            "guidance_scale",
+            f"must be between 0 and {MAX_GUIDANCE:g}; got {g}",
+        )
 
 
 def check_range(v: Violations, field_name: str, value: int | None, low: int, high: int) -> None:

@@ -51,12 +51,24 @@ class ImagegenSettings(ServerSettings):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         for name in ("default_width", "default_height", "default_steps"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be 0 (model default) or more")
-        check(1024 <= self.chunk_bytes < 4 * MiB, "chunk_bytes", self.chunk_bytes,
-              "must be at least 1024 and below 4 MiB (4194304)")
-        check(self.openai_response_format in ("", "b64_json", "url"), "openai_response_format",
-              self.openai_response_format, "must be empty, b64_json or url")
-        check(parse_size(self.openai_default_size) is not None, "openai_default_size", self.openai_default_size,
-              "must be WIDTHxHEIGHT, e.g. 1024x1024")
+        check(
+            1024 <= self.chunk_bytes < 4 * MiB,
+            "chunk_bytes",
+            self.chunk_bytes,
+            "must be at least 1024 and below 4 MiB (4194304)",
+        )
+        check(
+            self.openai_response_format in ("", "b64_json", "url"),
+            "openai_response_format",
+            self.openai_response_format,
+            "must be empty, b64_json or url",
+        )
+        check(
+            parse_size(self.openai_default_size) is not None,
+            "openai_default_size",
+            self.openai_default_size,
+            "must be WIDTHxHEIGHT, e.g. 1024x1024",
+        )
         check(self.openai_timeout_s > 0, "openai_timeout_s", self.openai_timeout_s, "must be greater than 0")
         check(self.openai_max_retries >= 0, "openai_max_retries", self.openai_max_retries, "must be 0 or more")
 

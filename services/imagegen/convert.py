@@ -37,7 +37,8 @@ def response_from_event(event: object) -> pb.StreamGenerateImagesResponse:
         return pb.StreamGenerateImagesResponse(progress=progress_to_proto(event))
     if isinstance(event, ImageChunk):
         return pb.StreamGenerateImagesResponse(
-            chunk=artifact_pb2.DataChunk(data=event.data, offset=event.offset, index=event.index))
+            chunk=artifact_pb2.DataChunk(data=event.data, offset=event.offset, index=event.index)
+        )
     if isinstance(event, ImagesResult):
         return pb.StreamGenerateImagesResponse(result=result_to_proto(event))
     raise TypeError(f"unexpected imagegen engine event {type(event).__name__}")
@@ -48,9 +49,15 @@ def result_to_proto(result: ImagesResult) -> pb.ImagesResult:
     seeds = [image.seed for image in result.images if image.seed is not None]
     return pb.ImagesResult(
         images=[
-            pb.GeneratedImage(index=image.index, width=image.width, height=image.height, seed=image.seed or 0,
-                              artifact=artifact_pb2.Artifact(mime_type=image.mime_type, size_bytes=image.size_bytes,
-                                                             sha256=image.sha256))
+            pb.GeneratedImage(
+                index=image.index,
+                width=image.width,
+                height=image.height,
+                seed=image.seed or 0,
+                artifact=artifact_pb2.Artifact(
+                    mime_type=image.mime_type, size_bytes=image.size_bytes, sha256=image.sha256
+                ),
+            )
             for image in result.images
         ],
         seed=min(seeds) if seeds else 0,

@@ -59,8 +59,9 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
     def _read_spec(self, name: str) -> ModelSpec:
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
         class_name = supported_class_name(checkpoint, text_to_image_class_names())
-        configured = GenerationDefaults(width=self._settings.default_width, height=self._settings.default_height,
-                                        steps=self._settings.default_steps)
+        configured = GenerationDefaults(
+            width=self._settings.default_width, height=self._settings.default_height, steps=self._settings.default_steps
+        )
         defaults = GenerationDefaults.load(checkpoint.source).overridden_by(configured)
         return ModelSpec(checkpoint, class_name, image_geometry(checkpoint.source), defaults)
 
@@ -81,15 +82,36 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
                 for offset, piece in chunks(png, self._settings.chunk_bytes):
                     emit(ImageChunk(index, piece, offset))
                 height, width = pixels.shape[:2]
-                images.append(GeneratedImage(index, PNG, width, height, len(png), hashlib.sha256(png).hexdigest(),
-                                             rendered.job.seed + index))
-                emit(stage_update(ENCODING_IMAGES, f"encoded image {index + 1}/{len(rendered.pixels)}",
-                                  (index + 1) / len(rendered.pixels), step=index + 1,
-                                  total_steps=len(rendered.pixels)))
-        log.info("imagegen.generated", model=rendered.model, images=len(images), steps=rendered.steps,
-                 seed=rendered.job.seed, stage_seconds={k: round(s, 4) for k, s in rendered.times.seconds.items()})
-        return ImagesResult(images, rendered.model, rendered.random_weights, rendered.steps,
-                            dict(rendered.times.seconds), rendered.seconds_per_step)
+                images.append(
+                    GeneratedImage(
+                        index, PNG, width, height, len(png), hashlib.sha256(png).hexdigest(), rendered.job.seed + index
+                    )
+                )
+                emit(
+                    stage_update(
+                        ENCODING_IMAGES,
+                        f"encoded image {index + 1}/{len(rendered.pixels)}",
+                        (index + 1) / len(rendered.pixels),
+                        step=index + 1,
+                        total_steps=len(rendered.pixels),
+                    )
+                )
+        log.info(
+            "imagegen.generated",
+            model=rendered.model,
+            images=len(images),
+            steps=rendered.steps,
+            seed=rendered.job.seed,
+            stage_seconds={k: round(s, 4) for k, s in rendered.times.seconds.items()},
+        )
+        return ImagesResult(
+            images,
+            rendered.model,
+            rendered.random_weights,
+            rendered.steps,
+            dict(rendered.times.seconds),
+            rendered.seconds_per_step,
+        )
 
     def render(self, request: ImageRequest, cancel: CancelToken, emit) -> RenderedImages:
         """Validates, loads and runs the pipeline: the images before PNG encoding."""
@@ -97,21 +119,42 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
         spec = self.spec(name)
         job = validate_request(request, self._settings, spec.geometry, spec.defaults)
         run = self.run_pipeline(name, _pipeline_call(job), cancel, emit)
-        return RenderedImages(to_uint8(np.asarray(run.output.images)), job, run.times, name, run.random_weights,
-                              run.steps, run.seconds_per_step)
+        return RenderedImages(
+            to_uint8(np.asarray(run.output.images)),
+            job,
+            run.times,
+            name,
+            run.random_weights,
+            run.steps,
+            run.seconds_per_step,
+        )
 
 
 def _pipeline_call(job: ImageJob) -> PipelineCall:
     def arguments(callback) -> dict:
         values = dict(
-            prompt=job.prompt, num_images_per_prompt=job.num_images, generator=cpu_generators(job.seed, job.num_images),
-            output_type="np", callback_on_step_end=callback,
+            prompt=job.prompt,
+            num_images_per_prompt=job.num_images,
+            generator=cpu_generators(job.seed, job.num_images),
+            output_type="np",
+            callback_on_step_end=callback,
         )
         # Unset fields stay out so that each pipeline family applies its own defaults.
-        optional = dict(negative_prompt=job.negative_prompt or None, width=job.width, height=job.height,
-                        num_inference_steps=job.steps, guidance_scale=job.guidance_scale)
+        optional = dict(
+            negative_prompt=job.negative_prompt or None,
+            width=job.width,
+            height=job.height,
+            num_inference_steps=job.steps,
+            guidance_scale=job.guidance_scale,
+        )
         values.update({key: value for key, value in optional.items() if value is not None})
         return values
 
-    return PipelineCall(ENCODING_PROMPT, "encoding the prompt", job.steps or 0, arguments,
-                        workload=f"{job.num_images} image(s)", fewer="images")
+    return PipelineCall(
+        ENCODING_PROMPT,
+        "encoding the prompt",
+        job.steps or 0,
+        arguments,
+        workload=f"{job.num_images} image(s)",
+        fewer="images",
+    )

@@ -41,12 +41,12 @@ class OpenAIImageEngine:
         self._client = RemoteApiClient(settings, ENV_PREFIX)
         self._downloads = httpx.Client(timeout=settings.openai_timeout_s, follow_redirects=True)
         # Remote models need no loading; the manager still gives status and the served-model list.
-        self.models = ModelManager(self._describe, settings.served_models, residency=settings.residency,
-                                   idle_unload_s=settings.idle_unload_s)
+        self.models = ModelManager(
+            self._describe, settings.served_models, residency=settings.residency, idle_unload_s=settings.idle_unload_s
+        )
 
     def _describe(self, name: str) -> LoadedModel:
-        return LoadedModel(handle=name, device=f"remote {self._settings.openai_base_url}",
-                           details={"engine": "openai"})
+        return LoadedModel(handle=name, device=f"remote {self._settings.openai_base_url}", details={"engine": "openai"})
 
     def generate(self, request: ImageRequest, cancel: CancelToken, emit) -> ImagesResult:
         name = self.models.resolve(request.model)
@@ -72,9 +72,15 @@ class OpenAIImageEngine:
             for offset, piece in chunks(png, self._settings.chunk_bytes):
                 emit(ImageChunk(index, piece, offset))
             images.append(GeneratedImage(index, PNG, width, height, len(png), hashlib.sha256(png).hexdigest(), None))
-            emit(ProgressUpdate(stage="receiving", percent=round(5.0 + 95.0 * (index + 1) / len(items), 2),
-                                message=f"received image {index + 1}/{len(items)}", step=index + 1,
-                                total_steps=len(items)))
+            emit(
+                ProgressUpdate(
+                    stage="receiving",
+                    percent=round(5.0 + 95.0 * (index + 1) / len(items), 2),
+                    message=f"received image {index + 1}/{len(items)}",
+                    step=index + 1,
+                    total_steps=len(items),
+                )
+            )
         log.info("imagegen.generated", model=name, images=len(images), engine="openai", size=size)
         return ImagesResult(images, name, random_weights=False)
 
@@ -83,19 +89,22 @@ class OpenAIImageEngine:
             try:
                 return base64.b64decode(item["b64_json"], validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise Unavailable("the remote API sent an image that is not valid base64",
-                                  reason="REMOTE_BAD_ANSWER") from exc
+                raise Unavailable(
+                    "the remote API sent an image that is not valid base64", reason="REMOTE_BAD_ANSWER"
+                ) from exc
         if item.get("url"):
             cancel.raise_if_cancelled()
             try:
                 response = self._downloads.get(item["url"])
                 response.raise_for_status()
             except httpx.HTTPError as exc:
-                raise Unavailable(f"fetching the generated image failed: {type(exc).__name__}",
-                                  reason="REMOTE_IMAGE_FETCH_FAILED") from exc
+                raise Unavailable(
+                    f"fetching the generated image failed: {type(exc).__name__}", reason="REMOTE_IMAGE_FETCH_FAILED"
+                ) from exc
             return response.content
-        raise Unavailable("the remote API sent an image entry with neither b64_json nor url",
-                          reason="REMOTE_BAD_ANSWER")
+        raise Unavailable(
+            "the remote API sent an image entry with neither b64_json nor url", reason="REMOTE_BAD_ANSWER"
+        )
 
     def close(self) -> None:
         self.models.close()
@@ -109,8 +118,9 @@ def _as_png(data: bytes) -> tuple[bytes, int, int]:
         image = Image.open(io.BytesIO(data))
         image.load()
     except Exception as exc:
-        raise Unavailable(f"the remote API sent data that is not an image ({type(exc).__name__})",
-                          reason="REMOTE_BAD_ANSWER") from exc
+        raise Unavailable(
+            f"the remote API sent data that is not an image ({type(exc).__name__})", reason="REMOTE_BAD_ANSWER"
+        ) from exc
     if image.format == "PNG":
         return data, image.width, image.height
     buffer = io.BytesIO()

@@ -27,14 +27,21 @@ class ImageJob:
     num_images: int
 
 
-def validate_request(request: ImageRequest, settings: ImagegenSettings, geometry: ImageGeometry | None,
-                     defaults: GenerationDefaults) -> ImageJob:
+def validate_request(
+    request: ImageRequest, settings: ImagegenSettings, geometry: ImageGeometry | None, defaults: GenerationDefaults
+) -> ImageJob:
     """Checks the request; `geometry` None (remote engines) skips the model's size-multiple rule."""
     v = Violations()
     v.check(bool(request.prompt.strip()), "prompt", "must not be empty")
     check_prompts(v, request, settings.max_prompt_chars)
-    check_size(v, request, settings.max_width, settings.max_height, geometry.size_multiple if geometry else 1,
-               geometry.size_rule if geometry else None)
+    check_size(
+        v,
+        request,
+        settings.max_width,
+        settings.max_height,
+        geometry.size_multiple if geometry else 1,
+        geometry.size_rule if geometry else None,
+    )
     check_range(v, "steps", request.steps, 1, settings.max_steps)
     check_range(v, "num_images", request.num_images, 1, settings.max_images)
     check_guidance(v, request)
@@ -46,9 +53,9 @@ def validate_request(request: ImageRequest, settings: ImagegenSettings, geometry
         width=request.width or defaults.width or None,
         height=request.height or defaults.height or None,
         steps=request.steps or defaults.steps or None,
-        guidance_scale=(request.guidance_scale if request.guidance_scale is not None
-                        else defaults.guidance_scale or None),
+        guidance_scale=(
+            request.guidance_scale if request.guidance_scale is not None else defaults.guidance_scale or None
+        ),
         seed=secrets.randbelow(2**31) if request.seed is None else request.seed,
         num_images=request.num_images,
     )
-

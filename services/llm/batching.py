@@ -92,7 +92,7 @@ class ChatModel:
         out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].float(), out.past_key_values
 
-    def decode_step(self, batch: "_Batch") -> torch.Tensor:
+    def decode_step(self, batch: _Batch) -> torch.Tensor:
         """One token for every row of the batch; returns logits [rows, vocab]."""
         rows = len(batch.rows)
         cache, mask = batch.shared()
@@ -100,8 +100,12 @@ class ChatModel:
         positions = torch.tensor(batch.positions, device=self.device).unsqueeze(1)
         mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=self.device)], dim=1)
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         batch.mask = mask
         return out.logits[:, -1, :].float()
@@ -305,8 +309,12 @@ class TransformersChatEngine(LlmEngine):
             memory_bytes=torch_module_bytes(model),
             random_weights=random_weights,
             release=chat_model.release,
-            details={"path": path, "dtype": str(dtype).removeprefix("torch."), "context_window": str(window),
-                     "cpu_threads": str(chat_model.cpu_threads or torch.get_num_threads())},
+            details={
+                "path": path,
+                "dtype": str(dtype).removeprefix("torch."),
+                "context_window": str(window),
+                "cpu_threads": str(chat_model.cpu_threads or torch.get_num_threads()),
+            },
         )
 
     def _cpu_threads(self, model, device: torch.device) -> int:

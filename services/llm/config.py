@@ -52,12 +52,15 @@ class LlmSettings(ServerSettings):
         check(self.max_stop_sequences >= 0, "max_stop_sequences", self.max_stop_sequences, "must be 0 or more")
         check(self.openai_timeout_s > 0, "openai_timeout_s", self.openai_timeout_s, "must be greater than 0")
         check(self.openai_max_retries >= 0, "openai_max_retries", self.openai_max_retries, "must be 0 or more")
-        check(self.openai_backoff_base_s >= 0, "openai_backoff_base_s", self.openai_backoff_base_s,
-              "must be 0 or more")
+        check(self.openai_backoff_base_s >= 0, "openai_backoff_base_s", self.openai_backoff_base_s, "must be 0 or more")
         check(self.openai_context >= 1, "openai_context", self.openai_context, "must be at least 1")
         if self.engine == "openai":
-            check(self.openai_base_url.startswith(("http://", "https://")), "openai_base_url",
-                  self.openai_base_url, "must be an http:// or https:// URL")
+            check(
+                self.openai_base_url.startswith(("http://", "https://")),
+                "openai_base_url",
+                self.openai_base_url,
+                "must be an http:// or https:// URL",
+            )
             check(bool(self.openai_model), "openai_model", self.openai_model, "must name the remote model")
 
     def __repr__(self) -> str:  # the API key is a secret

@@ -29,8 +29,9 @@ def chat_request_from_proto(request: pb.ChatRequest | pb.StreamChatRequest) -> C
 
 
 def usage_to_proto(result: ChatResult) -> pb.Usage:
-    return pb.Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                    total_tokens=result.total_tokens)
+    return pb.Usage(
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, total_tokens=result.total_tokens
+    )
 
 
 def delta_to_proto(delta: TextDelta) -> pb.StreamChatResponse:
@@ -38,12 +39,14 @@ def delta_to_proto(delta: TextDelta) -> pb.StreamChatResponse:
 
 
 def stream_result_to_proto(result: ChatResult) -> pb.StreamChatResponse:
-    return pb.StreamChatResponse(result=pb.ChatResult(
-        finish_reason=_FINISH_REASONS[result.finish_reason],
-        usage=usage_to_proto(result),
-        model=result.model,
-        text=result.text,
-    ))
+    return pb.StreamChatResponse(
+        result=pb.ChatResult(
+            finish_reason=_FINISH_REASONS[result.finish_reason],
+            usage=usage_to_proto(result),
+            model=result.model,
+            text=result.text,
+        )
+    )
 
 
 def chat_response_to_proto(result: ChatResult) -> pb.ChatResponse:

@@ -37,19 +37,19 @@ class IncrementalDetokenizer:
 
     def push(self, token_id: int) -> str:
         self._ids.append(token_id)
-        prefix_text = self._decode(self._ids[self._prefix:self._read])
-        new_text = self._decode(self._ids[self._prefix:])
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        new_text = self._decode(self._ids[self._prefix :])
         if len(new_text) > len(prefix_text) and not new_text.endswith(REPLACEMENT_CHAR):
             self._prefix, self._read = self._read, len(self._ids)
-            return new_text[len(prefix_text):]
+            return new_text[len(prefix_text) :]
         return ""
 
     def flush(self) -> str:
         """Returns whatever is held back, broken characters included: the sequence has ended."""
-        prefix_text = self._decode(self._ids[self._prefix:self._read])
-        new_text = self._decode(self._ids[self._prefix:])
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        new_text = self._decode(self._ids[self._prefix :])
         self._prefix = self._read = len(self._ids)
-        return new_text[len(prefix_text):]
+        return new_text[len(prefix_text) :]
 
 
 class StopScanner:
@@ -72,7 +72,7 @@ class StopScanner:
             return safe
         keep = self._partial_match_length()
         safe = self._pending[: len(self._pending) - keep]
-        self._pending = self._pending[len(self._pending) - keep:]
+        self._pending = self._pending[len(self._pending) - keep :]
         return safe
 
     def flush(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -54,10 +55,8 @@ class AsyncSink(Sink):
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
 
     def deliver(self, item: Delivery) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening any more
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the loop has closed: nobody is listening any more
-            pass
 
 
 class Outbox:
@@ -86,10 +85,8 @@ class Outbox:
         for sink, item in others:
             sink.deliver(item)
         for loop, items in batches.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening any more
                 loop.call_soon_threadsafe(_put_all, items)
-            except RuntimeError:  # the loop has closed: nobody is listening any more
-                pass
 
 
 def _put_all(items: list[tuple[asyncio.Queue, Delivery]]) -> None:

@@ -35,8 +35,12 @@ from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
 log = structlog.get_logger("capmesh.llm")
 
 CHAT_PATH = "chat/completions"
-FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "stop",
-                                           "function_call": "stop"}
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "stop",
+    "function_call": "stop",
+}
 
 
 class OpenAIChatEngine(LlmEngine):
@@ -47,8 +51,11 @@ class OpenAIChatEngine(LlmEngine):
         self.client = RemoteApiClient(settings, ENV_PREFIX)
         # Nothing to load: the manager still gives the status RPC and NOT_FOUND for unknown names.
         self.models = ModelManager(
-            lambda name: LoadedModel(handle=self.client, device="remote", details={
-                "base_url": settings.openai_base_url, "context_window": str(settings.openai_context)}),
+            lambda name: LoadedModel(
+                handle=self.client,
+                device="remote",
+                details={"base_url": settings.openai_base_url, "context_window": str(settings.openai_context)},
+            ),
             [settings.openai_model],
         )
         self.models.ensure_loaded()
@@ -94,8 +101,13 @@ class OpenAIChatEngine(LlmEngine):
             with self._lock:
                 self._in_flight -= 1
         sink.deliver(result)
-        log.info("llm.request_finished", engine=self.name, finish_reason=result.finish_reason,
-                 completion_tokens=result.completion_tokens, seconds=round(time.monotonic() - started, 4))
+        log.info(
+            "llm.request_finished",
+            engine=self.name,
+            finish_reason=result.finish_reason,
+            completion_tokens=result.completion_tokens,
+            seconds=round(time.monotonic() - started, 4),
+        )
 
 
 def request_body(remote_model: str, request: ChatRequest) -> dict[str, Any]:
@@ -131,7 +143,7 @@ class _Answer:
         """Handles one SSE line; True once the stream says it is done."""
         if not line.startswith("data:"):
             return False  # blank separators, comments, event names
-        data = line[len("data:"):].strip()
+        data = line[len("data:") :].strip()
         if data == "[DONE]":
             self.done = True
             return True
@@ -162,11 +174,13 @@ class _Answer:
         if cancelled:
             reason: FinishReason = "cancelled"
         elif self.finish_reason == "content_filter":
-            raise FailedPrecondition("the remote API stopped the answer by its content policy",
-                                     reason="CONTENT_POLICY_VIOLATION")
+            raise FailedPrecondition(
+                "the remote API stopped the answer by its content policy", reason="CONTENT_POLICY_VIOLATION"
+            )
         elif self.finish_reason is None and not self.done:
-            raise Unavailable("the remote API ended the stream before the answer was complete",
-                              reason="REMOTE_STREAM_BROKEN")
+            raise Unavailable(
+                "the remote API ended the stream before the answer was complete", reason="REMOTE_STREAM_BROKEN"
+            )
         else:
             reason = FINISH_REASONS.get(self.finish_reason or "stop", "stop")
         return ChatResult(

@@ -15,7 +15,7 @@ class SamplingParams:
     generator: torch.Generator | None  # seeded per request; None for greedy
 
     @classmethod
-    def create(cls, temperature: float, top_p: float, seed: int | None, device: torch.device) -> "SamplingParams":
+    def create(cls, temperature: float, top_p: float, seed: int | None, device: torch.device) -> SamplingParams:
         if temperature == 0:
             return cls(0.0, top_p, None)
         generator = torch.Generator(device=device)

@@ -39,7 +39,8 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
 
     async def ListModels(self, request, context):
         return llm_service_pb2.ListModelsResponse(
-            models=[model_info_to_proto(status) for status in self.engine.models.status()])
+            models=[model_info_to_proto(status) for status in self.engine.models.status()]
+        )
 
     async def _answer(self, request: ChatRequest, context) -> AsyncIterator[ChatEvent]:
         cancel = token_for(context)

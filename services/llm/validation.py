@@ -17,18 +17,24 @@ def validate(request: ChatRequest, settings: LlmSettings, context_window: int) -
     v = Violations()
     v.check(bool(request.messages), "messages", "must hold at least one message")
     for i, message in enumerate(request.messages):
-        v.check(message.role in ROLES, f"messages[{i}].role",
-                f"must be one of {', '.join(ROLES)} (got {message.role!r})")
+        v.check(
+            message.role in ROLES, f"messages[{i}].role", f"must be one of {', '.join(ROLES)} (got {message.role!r})"
+        )
         v.check(bool(message.content and message.content.strip()), f"messages[{i}].content", "must not be empty")
     v.check(_finite_between(request.temperature, 0.0, 2.0), "temperature", "must be between 0 and 2")
-    v.check(_finite(request.top_p) and 0.0 < request.top_p <= 1.0, "top_p",
-            "must be greater than 0 and at most 1")
+    v.check(_finite(request.top_p) and 0.0 < request.top_p <= 1.0, "top_p", "must be greater than 0 and at most 1")
     if request.max_tokens is not None:
         v.check(request.max_tokens > 0, "max_tokens", "must be greater than 0")
-        v.check(request.max_tokens < context_window, "max_tokens",
-                f"must be less than the model's context window of {context_window} tokens")
-    v.check(len(request.stop) <= settings.max_stop_sequences, "stop",
-            f"must hold at most {settings.max_stop_sequences} stop sequences (got {len(request.stop)})")
+        v.check(
+            request.max_tokens < context_window,
+            "max_tokens",
+            f"must be less than the model's context window of {context_window} tokens",
+        )
+    v.check(
+        len(request.stop) <= settings.max_stop_sequences,
+        "stop",
+        f"must hold at most {settings.max_stop_sequences} stop sequences (got {len(request.stop)})",
+    )
     for i, stop in enumerate(request.stop):
         v.check(bool(stop), f"stop[{i}]", "must not be empty")
     if request.seed is not None:

@@ -32,7 +32,7 @@ class Admission:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     @asynccontextmanager

@@ -23,11 +23,11 @@ class CancelToken:
         self._why = "cancelled"
 
     @classmethod
-    def with_timeout(cls, seconds: float | None) -> "CancelToken":
+    def with_timeout(cls, seconds: float | None) -> CancelToken:
         return cls(None if seconds is None else time.monotonic() + seconds)
 
     @classmethod
-    def never(cls) -> "CancelToken":
+    def never(cls) -> CancelToken:
         return cls(None)
 
     def cancel(self, why: str = "cancelled") -> None:

@@ -59,7 +59,7 @@ class InvalidArgument(CapmeshError):
         super().__init__(text, reason=reason)
 
     @classmethod
-    def single(cls, field_path: str, description: str, *, reason: str | None = None) -> "InvalidArgument":
+    def single(cls, field_path: str, description: str, *, reason: str | None = None) -> InvalidArgument:
         return cls([FieldViolation(field_path, description)], reason=reason)
 
 

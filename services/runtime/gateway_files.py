@@ -24,8 +24,9 @@ class GatewayFiles:
         parts: list[bytes] = []
         size = 0
         try:
-            async for message in stub.DownloadFile(file_service_pb2.DownloadFileRequest(file_id=file_id),
-                                                  metadata=gateway_metadata(self._settings)):
+            async for message in stub.DownloadFile(
+                file_service_pb2.DownloadFileRequest(file_id=file_id), metadata=gateway_metadata(self._settings)
+            ):
                 parts.append(message.data)
                 size += len(message.data)
                 if size > self._max_bytes:
@@ -33,8 +34,10 @@ class GatewayFiles:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 raise NotFound(f"{field}.file_id {file_id!r}: {exc.details()}", reason="FILE_NOT_FOUND") from exc
-            raise Unavailable(f"could not read {field}.file_id from the gateway at {self._address}: {exc.details()}",
-                              reason="GATEWAY_FILES_UNAVAILABLE") from exc
+            raise Unavailable(
+                f"could not read {field}.file_id from the gateway at {self._address}: {exc.details()}",
+                reason="GATEWAY_FILES_UNAVAILABLE",
+            ) from exc
         return b"".join(parts)
 
     async def close(self) -> None:

@@ -66,8 +66,10 @@ class _Call:
             log.info("rpc.failed", code=exc.code, reason=exc.reason, error=exc.message, ms=self._elapsed_ms())
             await abort_with_error(self.context, exc)
         log.error("rpc.crashed", exc_info=exc)
-        await abort_with_error(self.context, Internal(
-            f"internal error while handling {self.method}; request id {self.request_id}", reason="INTERNAL"))
+        await abort_with_error(
+            self.context,
+            Internal(f"internal error while handling {self.method}; request id {self.request_id}", reason="INTERNAL"),
+        )
 
     def _elapsed_ms(self) -> float:
         return round((time.monotonic() - self.started) * 1000, 1)

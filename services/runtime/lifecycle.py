@@ -1,11 +1,11 @@
 """Model lifecycle: lazy or eager load, residency, unload.
 
 Engines give the manager a `load(name) -> LoadedModel` function. The manager loads a model on first
-use (or at start, when the `eager_load` setting asks for it), keeps it while the policy says so (`resident`, or `idle` which
-unloads after `idle_unload_s` seconds without use), unloads on request once no call is using it,
-and reports what is loaded for the status RPC. Unloading drops every reference the manager holds,
-runs the model's own release hook, collects garbage and, on CUDA, empties the allocator cache, so
-that the memory really returns.
+use (or at start, when the `eager_load` setting asks for it), keeps it while the policy says so
+(`resident`, or `idle` which unloads after `idle_unload_s` seconds without use), unloads on request
+once no call is using it, and reports what is loaded for the status RPC. Unloading drops every
+reference the manager holds, runs the model's own release hook, collects garbage and, on CUDA,
+empties the allocator cache, so that the memory really returns.
 """
 
 from __future__ import annotations
@@ -181,8 +181,11 @@ class ModelManager:
             seconds=round(time.monotonic() - started, 3),
         )
         if model.random_weights:
-            log.warning("model.random_weights", model=name,
-                        note="this model has random weights: its output is noise, for tests and demos only")
+            log.warning(
+                "model.random_weights",
+                model=name,
+                note="this model has random weights: its output is noise, for tests and demos only",
+            )
         self._start_reaper_if_needed()
         return model
 
@@ -253,9 +256,12 @@ class ModelManager:
         now = self._clock()
         with self._cond:
             idle = [
-                n for n, s in self._slots.items()
-                if s.state is ModelState.LOADED and s.in_use == 0
-                and s.last_used_at is not None and now - s.last_used_at >= self._idle_unload_s
+                n
+                for n, s in self._slots.items()
+                if s.state is ModelState.LOADED
+                and s.in_use == 0
+                and s.last_used_at is not None
+                and now - s.last_used_at >= self._idle_unload_s
             ]
         return self.unload(idle) if idle else []
 

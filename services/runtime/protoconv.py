@@ -50,7 +50,7 @@ def model_info_to_proto(status: ModelStatus, now: float | None = None) -> model_
 def chunked(data: bytes, size: int = CHUNK_BYTES):
     """Yields (offset, piece) over `data` in pieces of at most `size` bytes."""
     for offset in range(0, len(data), size):
-        yield offset, data[offset:offset + size]
+        yield offset, data[offset : offset + size]
 
 
 def sha256_hex(data: bytes) -> str:
@@ -76,6 +76,7 @@ class ArtifactResolver:
         if source == "file_id":
             if self._fetch_file is None:
                 raise InvalidArgument.single(
-                    f"{field}.file_id", "file ids need a gateway: start the service with --gateway, or send inline_data")
+                    f"{field}.file_id", "file ids need a gateway: start the service with --gateway, or send inline_data"
+                )
             return await self._fetch_file(artifact.file_id, field)
         raise InvalidArgument.single(field, "is required: set inline_data or file_id")

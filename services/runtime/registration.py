@@ -78,8 +78,9 @@ class GatewayRegistration:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._backend_id:
             try:
-                await self._stub.Deregister(pb.DeregisterRequest(backend_id=self._backend_id), timeout=CALL_TIMEOUT_S,
-                                             metadata=self._metadata)
+                await self._stub.Deregister(
+                    pb.DeregisterRequest(backend_id=self._backend_id), timeout=CALL_TIMEOUT_S, metadata=self._metadata
+                )
                 log.info("registration.deregistered", gateway=self._address, backend=self._backend_id)
             except grpc.aio.AioRpcError as exc:
                 log.warning("registration.deregister_failed", gateway=self._address, code=exc.code().name)
@@ -89,8 +90,9 @@ class GatewayRegistration:
     async def _try_register(self) -> bool:
         backend = backend_of(self._running)
         try:
-            response = await self._stub.Register(pb.RegisterRequest(backend=backend), timeout=CALL_TIMEOUT_S,
-                                                   metadata=self._metadata)
+            response = await self._stub.Register(
+                pb.RegisterRequest(backend=backend), timeout=CALL_TIMEOUT_S, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             log.warning("registration.failed", gateway=self._address, code=exc.code().name, error=exc.details())
             self._backend_id = ""
@@ -98,8 +100,7 @@ class GatewayRegistration:
         self._backend_id = response.backend_id
         if response.heartbeat_interval_seconds > 0:
             self._interval_s = response.heartbeat_interval_seconds
-        log.info("registration.registered", gateway=self._address, backend=self._backend_id,
-                 address=backend.address)
+        log.info("registration.registered", gateway=self._address, backend=self._backend_id, address=backend.address)
         return True
 
     async def _heartbeat(self) -> bool:

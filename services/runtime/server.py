@@ -95,8 +95,16 @@ class CapabilityService:
         async def close_engine() -> None:
             await asyncio.to_thread(engine.close)
 
-        return cls(runtime.capability, runtime.settings, [(add_servicer, servicer)], [service.full_name],
-                   runtime=runtime, models=engine.models, engine_name=engine.name, on_stop=close_engine)
+        return cls(
+            runtime.capability,
+            runtime.settings,
+            [(add_servicer, servicer)],
+            [service.full_name],
+            runtime=runtime,
+            models=engine.models,
+            engine_name=engine.name,
+            on_stop=close_engine,
+        )
 
 
 def generated_service(servicer: Any) -> tuple[AddServicer, ServiceDescriptor]:
@@ -222,7 +230,8 @@ async def create_server(service: CapabilityService) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*service.service_names, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        [*service.service_names, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
@@ -237,8 +246,13 @@ async def create_server(service: CapabilityService) -> RunningServer:
         registration = GatewayRegistration(running)
         await registration.start()
         running.extra.append(registration)
-    log.info("server.started", capability=service.capability, address=running.address,
-             services=service.service_names, engine=service.engine_name)
+    log.info(
+        "server.started",
+        capability=service.capability,
+        address=running.address,
+        services=service.service_names,
+        engine=service.engine_name,
+    )
     return running
 
 

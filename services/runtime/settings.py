@@ -50,11 +50,19 @@ class ProcessSettings:
     def __post_init__(self) -> None:
         check(0 <= self.port <= 65535, "port", self.port, "must be between 0 and 65535")
         check(self.grace_period_s >= 0, "grace_period_s", self.grace_period_s, "must be 0 or more")
-        check(self.max_message_bytes >= 4 * MiB, "max_message_bytes", self.max_message_bytes,
-              "must be at least 4 MiB (4194304), the largest chunk capmesh sends")
+        check(
+            self.max_message_bytes >= 4 * MiB,
+            "max_message_bytes",
+            self.max_message_bytes,
+            "must be at least 4 MiB (4194304), the largest chunk capmesh sends",
+        )
         check(self.max_file_bytes >= 1, "max_file_bytes", self.max_file_bytes, "must be at least 1")
-        check(self.log_level.lower() in {"debug", "info", "warning", "error"}, "log_level", self.log_level,
-              "must be one of debug, info, warning, error")
+        check(
+            self.log_level.lower() in {"debug", "info", "warning", "error"},
+            "log_level",
+            self.log_level,
+            "must be one of debug, info, warning, error",
+        )
 
     @property
     def address(self) -> str:

@@ -26,12 +26,20 @@ def _pack(message) -> any_pb2.Any:
     return packed
 
 
-def build_status(code: str, message: str, *, reason: str = "", metadata: Mapping[str, str] | None = None,
-                 violations: Iterable[tuple[str, str]] = (), retry_after_s: float | None = None) -> status_pb2.Status:
+def build_status(
+    code: str,
+    message: str,
+    *,
+    reason: str = "",
+    metadata: Mapping[str, str] | None = None,
+    violations: Iterable[tuple[str, str]] = (),
+    retry_after_s: float | None = None,
+) -> status_pb2.Status:
     """A google.rpc.Status with capmesh's details; `code` is a canonical code name such as "NOT_FOUND"."""
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason or code, domain=DOMAIN, metadata=metadata or {}))]
-    field_violations = [error_details_pb2.BadRequest.FieldViolation(field=name, description=rule)
-                        for name, rule in violations]
+    field_violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=name, description=rule) for name, rule in violations
+    ]
     if field_violations:
         details.append(_pack(error_details_pb2.BadRequest(field_violations=field_violations)))
     if retry_after_s is not None:
@@ -43,8 +51,14 @@ def build_status(code: str, message: str, *, reason: str = "", metadata: Mapping
 
 def to_status_proto(error: CapmeshError) -> status_pb2.Status:
     violations = [(v.field, v.description) for v in error.violations] if isinstance(error, InvalidArgument) else []
-    return build_status(error.code, error.message, reason=error.reason, metadata=error.metadata,
-                        violations=violations, retry_after_s=error.retry_after_s)
+    return build_status(
+        error.code,
+        error.message,
+        reason=error.reason,
+        metadata=error.metadata,
+        violations=violations,
+        retry_after_s=error.retry_after_s,
+    )
 
 
 def to_grpc_status(error: CapmeshError) -> grpc.Status:

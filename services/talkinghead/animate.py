@@ -126,14 +126,14 @@ class _Region:
     grid_y: np.ndarray
 
     @classmethod
-    def clipped(cls, top: float, bottom: float, left: float, right: float, height: int, width: int) -> "_Region":
+    def clipped(cls, top: float, bottom: float, left: float, right: float, height: int, width: int) -> _Region:
         # Always at least one pixel inside the frame, even for a face partly cropped away.
         t = min(max(0, int(math.floor(top))), height - 1)
-        l = min(max(0, int(math.floor(left))), width - 1)
+        lft = min(max(0, int(math.floor(left))), width - 1)
         b = max(t + 1, min(height, int(math.ceil(bottom))))
-        r = max(l + 1, min(width, int(math.ceil(right))))
-        gx, gy = np.meshgrid(np.arange(l, r, dtype=np.float32), np.arange(t, b, dtype=np.float32))
-        return cls(t, b, l, r, gx, gy)
+        r = max(lft + 1, min(width, int(math.ceil(right))))
+        gx, gy = np.meshgrid(np.arange(lft, r, dtype=np.float32), np.arange(t, b, dtype=np.float32))
+        return cls(t, b, lft, r, gx, gy)
 
     @property
     def slices(self) -> tuple[slice, slice]:
@@ -173,9 +173,14 @@ class PortraitAnimator:
         box = layout.box
         self._jaw_px = JAW_DROP * box.height
         self._pivot = (layout.mouth_x, box.y + 1.25 * box.height)
-        self._mouth = _Region.clipped(layout.mouth_y - 0.22 * box.height, box.y + 1.36 * box.height,
-                                      layout.mouth_x - 0.75 * box.width, layout.mouth_x + 0.75 * box.width,
-                                      height, width)
+        self._mouth = _Region.clipped(
+            layout.mouth_y - 0.22 * box.height,
+            box.y + 1.36 * box.height,
+            layout.mouth_x - 0.75 * box.width,
+            layout.mouth_x + 0.75 * box.width,
+            height,
+            width,
+        )
         self._build_mouth_fields()
         self._lids = [self._eye_lids(eye, height, width) for eye in layout.eyes]
 
@@ -190,25 +195,27 @@ class PortraitAnimator:
         half_width = lip_half + (chin_half - lip_half) * smoothstep(my, box.y + 1.1 * fh, gy)
         across = raised_cosine(gx - mx, half_width)
         lower = smoothstep(my - 0.015 * fh, my + 0.035 * fh, gy) * (
-            1.0 - smoothstep(box.y + 1.10 * fh, box.y + 1.32 * fh, gy))
+            1.0 - smoothstep(box.y + 1.10 * fh, box.y + 1.32 * fh, gy)
+        )
         upper = smoothstep(my - 0.13 * fh, my - 0.02 * fh, gy) * (1.0 - smoothstep(my - 0.02 * fh, my + 0.01 * fh, gy))
         self._jaw_field = (across * lower).astype(np.float32)
         self._lip_field = (raised_cosine(gx - mx, lip_half) * upper).astype(np.float32)
-        spread = np.exp(-((gx - mx) / (1.4 * lay.mouth_half_width)) ** 2 - ((gy - my) / (0.12 * fh)) ** 2)
+        spread = np.exp(-(((gx - mx) / (1.4 * lay.mouth_half_width)) ** 2) - ((gy - my) / (0.12 * fh)) ** 2)
         self._spread_field = spread.astype(np.float32)
         self._offset_x = (gx - mx).astype(np.float32)
 
-    def _eye_lids(self, eye: Eye, height: int, width: int) -> "_Lid":
+    def _eye_lids(self, eye: Eye, height: int, width: int) -> _Lid:
         half_w, half_h = 1.3 * eye.half_width, 1.6 * eye.half_height
-        region = _Region.clipped(eye.cy - half_h - 1, eye.cy + half_h + 2, eye.cx - half_w - 1, eye.cx + half_w + 2,
-                                 height, width)
+        region = _Region.clipped(
+            eye.cy - half_h - 1, eye.cy + half_h + 2, eye.cx - half_w - 1, eye.cx + half_w + 2, height, width
+        )
         u = (region.grid_x - eye.cx) / half_w
         v = (region.grid_y - eye.cy) / half_h
         ellipse = smoothstep(1.0, 0.75, np.sqrt(u * u + v * v)).astype(np.float32)
         # The lid takes the colour of the skin between the eye and the brow, column by column.
         skin_top = max(0, int(eye.cy - 2.8 * eye.half_height))
         skin_bottom = max(skin_top + 1, int(eye.cy - 1.5 * eye.half_height))
-        skin = self.base[skin_top:skin_bottom, region.left:region.right].astype(np.float32).mean(axis=0)
+        skin = self.base[skin_top:skin_bottom, region.left : region.right].astype(np.float32).mean(axis=0)
         # Closed lids meet a little below the eye's centre.
         return _Lid(region, ellipse, 0.94 * skin[None, :, :], eye.cy - half_h, 1.7 * half_h, eye.half_height)
 
@@ -227,8 +234,13 @@ class PortraitAnimator:
         map_y = region.grid_y - drop * (self._jaw_field - UPPER_LIP_LIFT * self._lip_field)
         stretch = 1.0 + (lip_width - 1.0) * self._spread_field
         map_x = self.layout.mouth_x + self._offset_x / stretch
-        warped = cv2.remap(self.base, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT101)
+        warped = cv2.remap(
+            self.base,
+            map_x.astype(np.float32),
+            map_y.astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT101,
+        )
         frame[region.slices] = warped
         if drop >= 0.6:
             self._shade_interior(frame, drop, opening, lip_width)
@@ -253,5 +265,4 @@ class PortraitAnimator:
         matrix[0, 2] += pose.shift_x
         matrix[1, 2] += pose.shift_y
         height, width = frame.shape[:2]
-        return cv2.warpAffine(frame, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REFLECT101)
+        return cv2.warpAffine(frame, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)

@@ -32,16 +32,28 @@ class TalkingheadSettings(ServerSettings):
         super().__post_init__()
         check(self.engine in ENGINES, "engine", self.engine, f"must be one of {', '.join(ENGINES)}")
         check(self.max_fps >= 1, "max_fps", self.max_fps, "must be at least 1")
-        check(1 <= self.default_fps <= self.max_fps, "default_fps", self.default_fps,
-              f"must be between 1 and max_fps ({self.max_fps})")
+        check(
+            1 <= self.default_fps <= self.max_fps,
+            "default_fps",
+            self.default_fps,
+            f"must be between 1 and max_fps ({self.max_fps})",
+        )
         check(self.max_audio_s > 0, "max_audio_s", self.max_audio_s, "must be greater than 0")
         check(self.max_frames >= 1, "max_frames", self.max_frames, "must be at least 1")
         check(self.max_width >= MIN_SIDE, "max_width", self.max_width, f"must be at least {MIN_SIDE}")
         check(self.max_height >= MIN_SIDE, "max_height", self.max_height, f"must be at least {MIN_SIDE}")
-        check(MIN_SIDE <= self.default_size <= min(self.max_width, self.max_height), "default_size",
-              self.default_size, f"must be between {MIN_SIDE} and the smaller of max_width and max_height")
-        check(self.max_image_pixels >= MIN_SIDE * MIN_SIDE, "max_image_pixels", self.max_image_pixels,
-              f"must be at least {MIN_SIDE * MIN_SIDE}")
+        check(
+            MIN_SIDE <= self.default_size <= min(self.max_width, self.max_height),
+            "default_size",
+            self.default_size,
+            f"must be between {MIN_SIDE} and the smaller of max_width and max_height",
+        )
+        check(
+            self.max_image_pixels >= MIN_SIDE * MIN_SIDE,
+            "max_image_pixels",
+            self.max_image_pixels,
+            f"must be at least {MIN_SIDE * MIN_SIDE}",
+        )
         check(self.max_steps >= 1, "max_steps", self.max_steps, "must be at least 1")
         check(self.max_guidance_scale > 0, "max_guidance_scale", self.max_guidance_scale, "must be greater than 0")
         check(0 <= self.video_crf <= 51, "video_crf", self.video_crf, "must be between 0 and 51")

@@ -14,8 +14,9 @@ DEFAULT_GUIDANCE_SCALE = 2.5
 Response = pb.StreamGenerateTalkingHeadResponse
 
 
-def request_from_proto(request: pb.StreamGenerateTalkingHeadRequest, reference_image: bytes,
-                       audio: bytes) -> TalkingHeadRequest:
+def request_from_proto(
+    request: pb.StreamGenerateTalkingHeadRequest, reference_image: bytes, audio: bytes
+) -> TalkingHeadRequest:
     """The domain request, given the bytes the two artifacts resolved to."""
     return TalkingHeadRequest(
         reference_image=reference_image,
@@ -46,17 +47,20 @@ def face_box_to_proto(box: FaceBox) -> pb.FaceBox:
 
 
 def result_response(result: TalkingHeadResult) -> Response:
-    return Response(result=pb.TalkingHeadResult(
-        artifact=artifact_pb2.Artifact(mime_type=result.mime_type, size_bytes=len(result.mp4),
-                                       sha256=sha256_hex(result.mp4)),
-        num_frames=result.frame_count,
-        fps=result.fps,
-        width=result.width,
-        height=result.height,
-        duration_seconds=result.duration_s,
-        face_box=face_box_to_proto(result.face_box),
-        faces_found=result.faces_found,
-        seed=result.seed,
-        model=result.model,
-        audio_duration_seconds=result.audio_duration_s,
-    ))
+    return Response(
+        result=pb.TalkingHeadResult(
+            artifact=artifact_pb2.Artifact(
+                mime_type=result.mime_type, size_bytes=len(result.mp4), sha256=sha256_hex(result.mp4)
+            ),
+            num_frames=result.frame_count,
+            fps=result.fps,
+            width=result.width,
+            height=result.height,
+            duration_seconds=result.duration_s,
+            face_box=face_box_to_proto(result.face_box),
+            faces_found=result.faces_found,
+            seed=result.seed,
+            model=result.model,
+            audio_duration_seconds=result.audio_duration_s,
+        )
+    )

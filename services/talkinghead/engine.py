@@ -82,17 +82,32 @@ def validate(request: TalkingHeadRequest, limits: TalkingheadSettings) -> None:
     v.check(bool(request.reference_image), "reference_image", "is required: a PNG, JPEG or WebP portrait")
     v.check(bool(request.audio), "audio", "is required: the driving audio")
     v.check(1 <= request.steps <= limits.max_steps, "steps", f"must be between 1 and {limits.max_steps}")
-    v.check(0.0 <= request.guidance_scale <= limits.max_guidance_scale, "guidance_scale",
-            f"must be between 0 and {limits.max_guidance_scale:g}")
+    v.check(
+        0.0 <= request.guidance_scale <= limits.max_guidance_scale,
+        "guidance_scale",
+        f"must be between 0 and {limits.max_guidance_scale:g}",
+    )
     v.check(request.seed is None or 0 <= request.seed <= MAX_SEED, "seed", "must be between 0 and 2^63-1")
-    v.check(request.fps == 0 or 1 <= request.fps <= limits.max_fps, "fps",
-            f"must be between 1 and {limits.max_fps} (0 for the default of {limits.default_fps})")
-    v.check(0 <= request.num_frames <= limits.max_frames, "num_frames",
-            f"must be between 1 and {limits.max_frames} (0 for audio duration x fps)")
-    for name, value, limit in (("width", request.width, limits.max_width), ("height", request.height, limits.max_height)):
+    v.check(
+        request.fps == 0 or 1 <= request.fps <= limits.max_fps,
+        "fps",
+        f"must be between 1 and {limits.max_fps} (0 for the default of {limits.default_fps})",
+    )
+    v.check(
+        0 <= request.num_frames <= limits.max_frames,
+        "num_frames",
+        f"must be between 1 and {limits.max_frames} (0 for audio duration x fps)",
+    )
+    for name, value, limit in (
+        ("width", request.width, limits.max_width),
+        ("height", request.height, limits.max_height),
+    ):
         if value:
-            v.check(MIN_SIDE <= value <= limit and value % 2 == 0, name,
-                    f"must be an even number between {MIN_SIDE} and {limit} (0 to follow the reference image)")
+            v.check(
+                MIN_SIDE <= value <= limit and value % 2 == 0,
+                name,
+                f"must be an even number between {MIN_SIDE} and {limit} (0 to follow the reference image)",
+            )
     for index, viseme in enumerate(request.visemes):
         v.check(0.0 <= viseme.start_s <= viseme.end_s, f"visemes[{index}].end_s", "must not come before start_s")
         v.check(0.0 <= viseme.opening <= 1.0, f"visemes[{index}].opening", "must be between 0 and 1")
@@ -136,14 +151,19 @@ class PortraitEngine:
 
     def __init__(self, settings: TalkingheadSettings) -> None:
         self.settings = settings
-        self.models = ModelManager(self._load, [PORTRAIT_MODEL], residency=settings.residency,
-                                   idle_unload_s=settings.idle_unload_s)
+        self.models = ModelManager(
+            self._load, [PORTRAIT_MODEL], residency=settings.residency, idle_unload_s=settings.idle_unload_s
+        )
 
     @staticmethod
     def _load(_: str) -> LoadedModel:
         detector = FaceDetector()
-        return LoadedModel(handle=detector, device="cpu", memory_bytes=detector.memory_bytes(),
-                           details={"kind": "opencv haar cascades", "ignores": "steps, guidance_scale"})
+        return LoadedModel(
+            handle=detector,
+            device="cpu",
+            memory_bytes=detector.memory_bytes(),
+            details={"kind": "opencv haar cascades", "ignores": "steps, guidance_scale"},
+        )
 
     def validate(self, request: TalkingHeadRequest) -> None:
         validate(request, self.settings)
@@ -163,8 +183,11 @@ class PortraitEngine:
         image, audio = self._decode_inputs(request)
         frame_count = request.num_frames or frames_for(audio.duration_s, fps)
         if frame_count > settings.max_frames:  # num_frames itself was checked: the audio made it too many
-            raise InvalidArgument.single("audio", f"lasts {audio.duration_s:.2f} s, which at {fps:g} fps needs "
-                                                  f"{frame_count} frames, more than the limit of {settings.max_frames}")
+            raise InvalidArgument.single(
+                "audio",
+                f"lasts {audio.duration_s:.2f} s, which at {fps:g} fps needs "
+                f"{frame_count} frames, more than the limit of {settings.max_frames}",
+            )
         emit(ProgressUpdate(STAGE_DOWNLOADING, 100.0, f"{audio.duration_s:.2f} s of audio, {frame_count} frames"))
         cancel.raise_if_cancelled()
 
@@ -172,8 +195,13 @@ class PortraitEngine:
         emit(ProgressUpdate(STAGE_FACE_DETECTING, 0.0, "looking for a face"))
         shot = self._frame_the_face(request, image)
         face = shot.faces[0]
-        emit(ProgressUpdate(STAGE_FACE_DETECTING, 100.0, f"{len(shot.faces)} face(s); animating the largest at "
-                                                         f"{face.x},{face.y} {face.width}x{face.height}"))
+        emit(
+            ProgressUpdate(
+                STAGE_FACE_DETECTING,
+                100.0,
+                f"{len(shot.faces)} face(s); animating the largest at {face.x},{face.y} {face.width}x{face.height}",
+            )
+        )
         cancel.raise_if_cancelled()
 
         clock.enter(STAGE_INFERENCE)
@@ -186,16 +214,28 @@ class PortraitEngine:
         def frames() -> Iterator[np.ndarray]:
             for index in range(frame_count):
                 cancel.raise_if_cancelled()
-                yield animator.render(float(mouth.opening[index]), float(mouth.width[index]),
-                                      float(motion.blinks[index]), motion.poses[index])
+                yield animator.render(
+                    float(mouth.opening[index]),
+                    float(mouth.width[index]),
+                    float(motion.blinks[index]),
+                    motion.poses[index],
+                )
             # encode_mp4 asks for one more frame after the last: from here on it muxes the audio
             clock.enter(STAGE_MERGING_AUDIO)
             emit(ProgressUpdate(STAGE_MERGING_AUDIO, 0.0, "muxing the audio track"))
 
         def frame_done(index: int) -> None:
             done = index + 1
-            emit(ProgressUpdate(STAGE_INFERENCE, 100.0 * done / frame_count, f"frame {done}/{frame_count}",
-                                done, frame_count, timer.eta_after(done)))
+            emit(
+                ProgressUpdate(
+                    STAGE_INFERENCE,
+                    100.0 * done / frame_count,
+                    f"frame {done}/{frame_count}",
+                    done,
+                    frame_count,
+                    timer.eta_after(done),
+                )
+            )
 
         duration = frame_count / fps
         track = AudioTrack(audio.samples[: int(round(duration * audio.sample_rate))], audio.sample_rate)
@@ -203,16 +243,34 @@ class PortraitEngine:
         emit(ProgressUpdate(STAGE_MERGING_AUDIO, 100.0, f"{len(mp4)} bytes"))
         stage_seconds = clock.finish()
         height, width = shot.frame.shape[:2]
-        log.info("talkinghead.done", frames=frame_count, fps=fps, width=width, height=height, seed=seed,
-                 faces=len(shot.faces), bytes=len(mp4), stage_seconds=stage_seconds)
+        log.info(
+            "talkinghead.done",
+            frames=frame_count,
+            fps=fps,
+            width=width,
+            height=height,
+            seed=seed,
+            faces=len(shot.faces),
+            bytes=len(mp4),
+            stage_seconds=stage_seconds,
+        )
         return TalkingHeadResult(
-            mp4=mp4, frame_count=frame_count, fps=fps, width=width, height=height, duration_s=duration,
-            audio_duration_s=min(audio.duration_s, duration), face_box=face, frame_face_box=shot.layout.box,
-            faces_found=len(shot.faces), seed=seed, model=PORTRAIT_MODEL,
+            mp4=mp4,
+            frame_count=frame_count,
+            fps=fps,
+            width=width,
+            height=height,
+            duration_s=duration,
+            audio_duration_s=min(audio.duration_s, duration),
+            face_box=face,
+            frame_face_box=shot.layout.box,
+            faces_found=len(shot.faces),
+            seed=seed,
+            model=PORTRAIT_MODEL,
             stage_seconds=stage_seconds,
         )
 
-    def _frame_the_face(self, request: TalkingHeadRequest, image: np.ndarray) -> "_Shot":
+    def _frame_the_face(self, request: TalkingHeadRequest, image: np.ndarray) -> _Shot:
         """Finds the faces, crops the reference to the output's aspect around the largest, and lays it out."""
         with self.models.use(request.model) as model:
             detector: FaceDetector = model.handle
@@ -220,12 +278,16 @@ class PortraitEngine:
             if not faces:
                 raise FailedPrecondition("no face was found in the reference image", reason="NO_FACE_DETECTED")
             image_height, image_width = image.shape[:2]
-            width, height = output_size(image_width, image_height, request.width, request.height,
-                                        self.settings.default_size)
+            width, height = output_size(
+                image_width, image_height, request.width, request.height, self.settings.default_size
+            )
             crop = crop_around(faces[0], image_width, image_height, width / height)
             shrinking = crop.width > width
-            frame = cv2.resize(image[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width], (width, height),
-                               interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+            frame = cv2.resize(
+                image[crop.y : crop.y + crop.height, crop.x : crop.x + crop.width],
+                (width, height),
+                interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC,
+            )
             layout = detector.layout(frame, map_box(faces[0], crop, width / crop.width, height / crop.height))
         return _Shot(faces, frame, layout)
 

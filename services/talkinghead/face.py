@@ -109,8 +109,13 @@ class FaceDetector:
         gray = cv2.equalizeHist(cv2.cvtColor(region, cv2.COLOR_RGB2GRAY))
         min_side = max(6, box.width // 10)
         with self._lock:
-            found = self._eyes.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side),
-                                                maxSize=(box.width // 3, box.width // 3))
+            found = self._eyes.detectMultiScale(
+                gray,
+                scaleFactor=1.1,
+                minNeighbors=5,
+                minSize=(min_side, min_side),
+                maxSize=(box.width // 3, box.width // 3),
+            )
         centre_x = box.width / 2
         lefts = [e for e in found if e[0] + e[2] / 2 < centre_x]
         rights = [e for e in found if e[0] + e[2] / 2 >= centre_x]
@@ -118,8 +123,12 @@ class FaceDetector:
             return None
         pair = [max(side, key=lambda e: e[2] * e[3]) for side in (lefts, rights)]
         eyes = tuple(
-            Eye(cx=float(left + x + w / 2), cy=float(top + y + h / 2), half_width=float(w * 0.33),
-                half_height=float(h * 0.14))
+            Eye(
+                cx=float(left + x + w / 2),
+                cy=float(top + y + h / 2),
+                half_width=float(w * 0.33),
+                half_height=float(h * 0.14),
+            )
             for x, y, w, h in pair
         )
         if abs(eyes[0].cy - eyes[1].cy) > box.height * 0.12:  # not a plausible eye pair
@@ -129,8 +138,9 @@ class FaceDetector:
 
 def _proportional_eyes(box: FaceBox) -> tuple[Eye, Eye]:
     return tuple(  # type: ignore[return-value]
-        Eye(box.x + fx * box.width, box.y + EYE_Y * box.height,
-            EYE_HALF_WIDTH * box.width, EYE_HALF_HEIGHT * box.height)
+        Eye(
+            box.x + fx * box.width, box.y + EYE_Y * box.height, EYE_HALF_WIDTH * box.width, EYE_HALF_HEIGHT * box.height
+        )
         for fx in EYE_X
     )
 

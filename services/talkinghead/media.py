@@ -48,15 +48,22 @@ def decode_image(data: bytes, *, max_pixels: int, field_name: str = "reference_i
             width, height = image.size
             if width * height > max_pixels:
                 raise InvalidArgument.single(
-                    field_name, f"is {width}x{height} pixels, more than the limit of {max_pixels} pixels")
+                    field_name, f"is {width}x{height} pixels, more than the limit of {max_pixels} pixels"
+                )
             image = ImageOps.exif_transpose(image)
             rgb = np.asarray(image.convert("RGB"))
     except InvalidArgument:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
         raise InvalidArgument.single(
-            field_name, f"does not decode as a PNG, JPEG or WebP image ({type(exc).__name__})") from exc
+            field_name, f"does not decode as a PNG, JPEG or WebP image ({type(exc).__name__})"
+        ) from exc
     if min(rgb.shape[:2]) < 16:
         raise InvalidArgument.single(field_name, f"is {rgb.shape[1]}x{rgb.shape[0]} pixels; too small for a face")
     return rgb
@@ -85,8 +92,7 @@ def decode_audio(data: bytes, *, max_seconds: float, field_name: str = "audio") 
                     blocks.append(block)
                     total += len(block)
                 if total > limit:
-                    raise InvalidArgument.single(
-                        field_name, f"is longer than the limit of {max_seconds:g} seconds")
+                    raise InvalidArgument.single(field_name, f"is longer than the limit of {max_seconds:g} seconds")
             for out in resampler.resample(None):
                 block = out.to_ndarray().reshape(-1)
                 blocks.append(block)

@@ -53,7 +53,7 @@ def frame_features(samples: np.ndarray, sample_rate: int, fps: float, frame_coun
     hiss = np.zeros(frame_count)
     per_frame = sample_rate / fps
     for index in range(frame_count):
-        window = samples[int(round(index * per_frame)):int(round((index + 1) * per_frame))]
+        window = samples[int(round(index * per_frame)) : int(round((index + 1) * per_frame))]
         if not len(window):
             continue
         rms = math.sqrt(float(np.mean(np.square(window, dtype=np.float64))))
@@ -77,7 +77,9 @@ def loudness_opening(levels_db: np.ndarray) -> np.ndarray:
     return np.clip((levels_db - floor) / (peak - floor), 0.0, 1.0) ** OPEN_CURVE
 
 
-def attack_release(values: np.ndarray, fps: float, attack_s: float = ATTACK_S, release_s: float = RELEASE_S) -> np.ndarray:
+def attack_release(
+    values: np.ndarray, fps: float, attack_s: float = ATTACK_S, release_s: float = RELEASE_S
+) -> np.ndarray:
     """One-pole smoothing whose time constant is `attack_s` while rising and `release_s` while falling."""
     rise = 1.0 - math.exp(-1.0 / (fps * attack_s))
     fall = 1.0 - math.exp(-1.0 / (fps * release_s))

@@ -36,7 +36,7 @@ class Pcm:
         return len(self.samples) / self.sample_rate
 
     @classmethod
-    def silence(cls, seconds: float, sample_rate: int) -> "Pcm":
+    def silence(cls, seconds: float, sample_rate: int) -> Pcm:
         return cls(np.zeros(round(seconds * sample_rate), dtype=np.float32), sample_rate)
 
 
@@ -62,7 +62,9 @@ def resample(pcm: Pcm, rate: int) -> Pcm:
     """
     if pcm.sample_rate == rate or len(pcm.samples) == 0:
         return pcm if pcm.sample_rate == rate else Pcm(np.zeros(0, np.float32), rate)
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm.samples, dtype=np.float32)[None, :], format="flt", layout="mono")
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(pcm.samples, dtype=np.float32)[None, :], format="flt", layout="mono"
+    )
     frame.sample_rate = pcm.sample_rate
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
     frames = resampler.resample(frame) + resampler.resample(None)
@@ -78,9 +80,19 @@ def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
     riff_size = UNKNOWN_SIZE if data_bytes is None else 36 + data_bytes
     return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", riff_size, b"WAVE",
-        b"fmt ", 16, 1, 1, sample_rate, sample_rate * BYTES_PER_SAMPLE, BYTES_PER_SAMPLE, 16,
-        b"data", data_size,
+        b"RIFF",
+        riff_size,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate,
+        sample_rate * BYTES_PER_SAMPLE,
+        BYTES_PER_SAMPLE,
+        16,
+        b"data",
+        data_size,
     )
 
 

@@ -29,8 +29,9 @@ class VoiceCatalog:
     A voice whose `languages` is empty speaks any language (remote voices are multilingual).
     """
 
-    def __init__(self, voices: list[Voice], variants: tuple[str, ...] = (),
-                 preferred: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, voices: list[Voice], variants: tuple[str, ...] = (), preferred: dict[str, list[str]] | None = None
+    ) -> None:
         self.voices = voices
         self.variants = variants  # espeak-ng: "VOICE+VARIANT" picks a variant of VOICE
         self._by_id = {v.id: v for v in voices}
@@ -48,10 +49,16 @@ class VoiceCatalog:
         regional tag nobody speaks falls back to its base language."""
         wanted = language.lower()
         ranked = [self._by_id[i] for i in dict.fromkeys(self._preferred.get(wanted, [])) if i in self._by_id]
-        exact = ranked + [v for v in self.voices if v not in ranked
-                          and (wanted in (lang.lower() for lang in v.languages) or v.id.lower() == wanted)]
-        regional = [v for v in self.voices if v not in exact
-                    and any(lang.lower().startswith(wanted + "-") for lang in v.languages)]
+        exact = ranked + [
+            v
+            for v in self.voices
+            if v not in ranked and (wanted in (lang.lower() for lang in v.languages) or v.id.lower() == wanted)
+        ]
+        regional = [
+            v
+            for v in self.voices
+            if v not in exact and any(lang.lower().startswith(wanted + "-") for lang in v.languages)
+        ]
         anything = [v for v in self.voices if not v.languages]
         if not exact and not regional and "-" in wanted:  # "de-de" falls back to "de"
             return self.matching(wanted.rsplit("-", 1)[0])

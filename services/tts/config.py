@@ -39,20 +39,34 @@ class TtsSettings(ServerSettings):
         super().__post_init__()
         check(self.engine in ENGINES, "engine", self.engine, f"must be one of {', '.join(ENGINES)}")
         check(bool(self.model), "model", self.model, "must name a model (or 'tiny')")
-        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
-              self.device, "must be auto, cpu, cuda or cuda:N")
+        check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "device",
+            self.device,
+            "must be auto, cpu, cuda or cuda:N",
+        )
         check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
         check(self.max_text_chars >= 1, "max_text_chars", self.max_text_chars, "must be at least 1")
         check(self.max_sentence_chars >= 20, "max_sentence_chars", self.max_sentence_chars, "must be at least 20")
         check(self.max_scene_segments >= 1, "max_scene_segments", self.max_scene_segments, "must be at least 1")
         check(self.max_pause_s >= 0, "max_pause_s", self.max_pause_s, "must be 0 or more")
-        check(self.default_sample_rate == 0 or 8000 <= self.default_sample_rate <= 48000, "default_sample_rate",
-              self.default_sample_rate, "must be 0 (the engine's rate) or between 8000 and 48000")
-        check(64 * 1024 <= self.chunk_bytes <= 2 * 1024 * 1024, "chunk_bytes", self.chunk_bytes,
-              "must be between 65536 and 2097152 (messages stay under 4 MiB)")
+        check(
+            self.default_sample_rate == 0 or 8000 <= self.default_sample_rate <= 48000,
+            "default_sample_rate",
+            self.default_sample_rate,
+            "must be 0 (the engine's rate) or between 8000 and 48000",
+        )
+        check(
+            64 * 1024 <= self.chunk_bytes <= 2 * 1024 * 1024,
+            "chunk_bytes",
+            self.chunk_bytes,
+            "must be between 65536 and 2097152 (messages stay under 4 MiB)",
+        )
         check(self.openai_max_retries >= 0, "openai_max_retries", self.openai_max_retries, "must be 0 or more")
         check(self.openai_timeout_s > 0, "openai_timeout_s", self.openai_timeout_s, "must be greater than 0")
         check(self.openai_backoff_base_s >= 0, "openai_backoff_base_s", self.openai_backoff_base_s, "must be 0 or more")
         if self.engine == "openai":
-            check(bool(self.openai_base_url), "openai_base_url", self.openai_base_url, "must be set for the openai engine")
+            check(
+                bool(self.openai_base_url), "openai_base_url", self.openai_base_url, "must be set for the openai engine"
+            )
             check(bool(self.openai_voices), "openai_voices", self.openai_voices, "must list at least one voice")

@@ -85,8 +85,9 @@ def scene_request_from_proto(request: pb.StreamSynthesizeSceneRequest) -> SceneR
 
 def chunk_to_proto(chunk: AudioChunk, *, scene: bool = False) -> artifact_pb2.DataChunk:
     """`part_index` is the sentence, or in a scene the segment (as the proto documents); one output: index 0."""
-    return artifact_pb2.DataChunk(data=chunk.data, offset=chunk.offset,
-                                  part_index=chunk.segment_index if scene else chunk.sentence_index)
+    return artifact_pb2.DataChunk(
+        data=chunk.data, offset=chunk.offset, part_index=chunk.segment_index if scene else chunk.sentence_index
+    )
 
 
 def synthesis_result_to_proto(result: SynthesisResult | SceneResult, voice: str = "") -> pb.SynthesisResult:
@@ -134,7 +135,9 @@ def scene_event_to_proto(item: object) -> pb.StreamSynthesizeSceneResponse:
 
 
 def voices_to_proto(voices: list[Voice]) -> pb.ListVoicesResponse:
-    return pb.ListVoicesResponse(voices=[
-        pb.Voice(id=v.id, name=v.name, languages=list(v.languages), gender=v.gender)
-        for v in sorted(voices, key=lambda v: v.id)
-    ])
+    return pb.ListVoicesResponse(
+        voices=[
+            pb.Voice(id=v.id, name=v.name, languages=list(v.languages), gender=v.gender)
+            for v in sorted(voices, key=lambda v: v.id)
+        ]
+    )

@@ -96,7 +96,7 @@ class StreamEncoder(ABC):
     def finish(self) -> bytes:
         """Flushes the encoder and the container; returns the last bytes of the file."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most encoders hold nothing to release
         """Releases codec resources when synthesis stops early."""
 
 
@@ -146,8 +146,9 @@ class PyAvEncoder(StreamEncoder):
     def __init__(self, choice: CodecChoice, sample_rate: int) -> None:
         super().__init__(sample_rate)
         self._sink = _Sink()
-        self._container = av.open(self._sink, "w", format=choice.container,
-                                  options=_CONTAINER_OPTIONS.get(choice.container, {}))
+        self._container = av.open(
+            self._sink, "w", format=choice.container, options=_CONTAINER_OPTIONS.get(choice.container, {})
+        )
         stream = self._container.add_stream(choice.codec, rate=sample_rate)
         if not isinstance(stream, av.AudioStream):  # every codec in _CANDIDATES encodes audio
             raise ValueError(f"{choice.codec} is not an audio codec")
@@ -159,8 +160,9 @@ class PyAvEncoder(StreamEncoder):
     def encode(self, pcm: Pcm) -> bytes:
         if len(pcm.samples) == 0:
             return self._sink.take()
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm.samples, dtype=np.float32)[None, :],
-                                           format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm.samples, dtype=np.float32)[None, :], format="flt", layout="mono"
+        )
         frame.sample_rate = self.sample_rate
         frame.pts = self._pts
         self._pts += len(pcm.samples)

@@ -75,7 +75,7 @@ class TrackWriter:
 
     def _send(self, data: bytes, sentence_index: int, segment_index: int) -> None:
         for start in range(0, len(data), self._chunk_bytes):
-            piece = data[start:start + self._chunk_bytes]
+            piece = data[start : start + self._chunk_bytes]
             self._emit(AudioChunk(piece, self._sequence, self.total_bytes, sentence_index, segment_index))
             self._sequence += 1
             self.total_bytes += len(piece)
@@ -125,25 +125,42 @@ class TtsEngine:
             if not catalog.is_valid(voice):
                 raise FailedPrecondition(
                     f"setting {env_name(ENV_PREFIX, 'default_voice')}={voice!r} is not a voice of the "
-                    f"{self.backend.name} engine; {catalog.describe_valid()}", reason="BAD_DEFAULT_VOICE")
+                    f"{self.backend.name} engine; {catalog.describe_valid()}",
+                    reason="BAD_DEFAULT_VOICE",
+                )
 
     # -- synthesis -------------------------------------------------------------------------------
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken, emit: Emit) -> SynthesisResult:
         """Streams the audio of `request.text` sentence by sentence; returns the summary."""
         model_name = self.models.resolve(request.model)
         with self._model(model_name, emit) as model:  # first: a VITS model's voices live in it
-            voice = validate_synthesis(request, self.settings, self.abilities, self.backend.catalog(),
-                                       self.backend.default_voice())
+            voice = validate_synthesis(
+                request, self.settings, self.abilities, self.backend.catalog(), self.backend.default_voice()
+            )
             self._check_resolved([voice])
-            lines = [_Line(s, voice, request.speed, 0)
-                     for s in split_sentences(request.text, self.settings.max_sentence_chars)]
+            lines = [
+                _Line(s, voice, request.speed, 0)
+                for s in split_sentences(request.text, self.settings.max_sentence_chars)
+            ]
             seed = _seed(request.seed)
             writer = self._render(model, lines, request, seed, cancel, emit, pauses={})
-        log.info("tts.synthesized", engine=self.backend.name, voice=voice, sentences=len(lines),
-                 seconds=round(writer.duration_s, 3), format=request.format.value)
+        log.info(
+            "tts.synthesized",
+            engine=self.backend.name,
+            voice=voice,
+            sentences=len(lines),
+            seconds=round(writer.duration_s, 3),
+            format=request.format.value,
+        )
         return SynthesisResult(
-            format=request.format, sample_rate=writer.sample_rate, duration_s=writer.duration_s,
-            total_bytes=writer.total_bytes, sentences=len(lines), voice=voice, model=model_name, seed=seed,
+            format=request.format,
+            sample_rate=writer.sample_rate,
+            duration_s=writer.duration_s,
+            total_bytes=writer.total_bytes,
+            sentences=len(lines),
+            voice=voice,
+            model=model_name,
+            seed=seed,
             random_weights=model.random_weights,
         )
 
@@ -151,8 +168,9 @@ class TtsEngine:
         """Renders the segments in order into one track; returns each segment's timing."""
         model_name = self.models.resolve(request.model)
         with self._model(model_name, emit) as model:
-            voices = validate_scene(request, self.settings, self.abilities, self.backend.catalog(),
-                                    self.backend.default_voice())
+            voices = validate_scene(
+                request, self.settings, self.abilities, self.backend.catalog(), self.backend.default_voice()
+            )
             self._check_resolved(voices)
             lines = [
                 _Line(sentence, voices[index], request.speed if segment.speed is None else segment.speed, index)
@@ -162,16 +180,26 @@ class TtsEngine:
             pauses = {i: s.pause_after_s for i, s in enumerate(request.segments)}
             seed = _seed(request.seed)
             marks: dict[int, tuple[int, int, int]] = {}  # segment -> (start, speech end, end) in samples
-            writer = self._render(model, lines, request, seed, cancel, emit, pauses=pauses, marks=marks,
-                                  segments=len(request.segments))
+            writer = self._render(
+                model, lines, request, seed, cancel, emit, pauses=pauses, marks=marks, segments=len(request.segments)
+            )
         rate = writer.sample_rate
         timings = tuple(
-            SegmentTiming(index, segment.speaker, marks[index][0] / rate, marks[index][2] / rate, marks[index][1] / rate)
+            SegmentTiming(
+                index, segment.speaker, marks[index][0] / rate, marks[index][2] / rate, marks[index][1] / rate
+            )
             for index, segment in enumerate(request.segments)
         )
         return SceneResult(
-            format=request.format, sample_rate=rate, duration_s=writer.duration_s, total_bytes=writer.total_bytes,
-            sentences=len(lines), segments=timings, model=model_name, seed=seed, random_weights=model.random_weights,
+            format=request.format,
+            sample_rate=rate,
+            duration_s=writer.duration_s,
+            total_bytes=writer.total_bytes,
+            sentences=len(lines),
+            segments=timings,
+            model=model_name,
+            seed=seed,
+            random_weights=model.random_weights,
         )
 
     # -- shared pipeline -------------------------------------------------------------------------
@@ -238,8 +266,14 @@ def _progress(done: int, total: int, finished_segments: int, segments: int, time
     if segments:
         message = f"{finished_segments}/{segments} segments, {message}"
         step, steps = finished_segments, segments
-    return ProgressUpdate(stage=STAGE_SYNTHESIZING, percent=100.0 * done / total, message=message,
-                          step=step, total_steps=steps, eta_seconds=timer.eta_after(done))
+    return ProgressUpdate(
+        stage=STAGE_SYNTHESIZING,
+        percent=100.0 * done / total,
+        message=message,
+        step=step,
+        total_steps=steps,
+        eta_seconds=timer.eta_after(done),
+    )
 
 
 def _seed(requested: int | None) -> int:

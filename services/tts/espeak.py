@@ -54,8 +54,9 @@ class EspeakBackend(SpeechBackend):
     @functools.cached_property
     def _voices(self) -> VoiceCatalog:
         path = self.models.ensure_loaded().handle
-        return parse_voice_listing(self._run([path, "--voices"]).decode(),
-                                   self._run([path, "--voices=variant"]).decode())
+        return parse_voice_listing(
+            self._run([path, "--voices"]).decode(), self._run([path, "--voices=variant"]).decode()
+        )
 
     def catalog(self) -> VoiceCatalog:
         return self._voices
@@ -68,11 +69,19 @@ class EspeakBackend(SpeechBackend):
 
     def render(self, model: LoadedModel, text: str, voice: str, options: RenderOptions, cancel: CancelToken) -> Pcm:
         command = [
-            model.handle, "--stdout", "--stdin", "-b", "1",
-            "-v", voice,
-            "-s", str(round(DEFAULT_WPM * options.speed)),
-            "-p", str(min(99, max(0, round(DEFAULT_PITCH * options.pitch)))),
-            "-a", str(min(200, max(0, round(DEFAULT_AMPLITUDE * options.volume)))),
+            model.handle,
+            "--stdout",
+            "--stdin",
+            "-b",
+            "1",
+            "-v",
+            voice,
+            "-s",
+            str(round(DEFAULT_WPM * options.speed)),
+            "-p",
+            str(min(99, max(0, round(DEFAULT_PITCH * options.pitch)))),
+            "-a",
+            str(min(200, max(0, round(DEFAULT_AMPLITUDE * options.volume)))),
         ]
         wav = self._run(command, stdin=text.encode("utf-8"), timeout_s=30 + len(text) / 5)
         try:
@@ -115,8 +124,7 @@ def parse_voice_listing(voices_text: str, variants_text: str) -> VoiceCatalog:
             voice_id = match["file"].rsplit("/", 1)[-1].lower()
         others = [(lang, int(priority)) for lang, priority in _OTHER_LANGUAGE.findall(match["other"])]
         languages = tuple(dict.fromkeys([match["lang"], *(lang for lang, _ in others)]))
-        voices.append(Voice(voice_id, match["name"].replace("_", " "), languages,
-                            _GENDERS.get(match["gender"], "")))
+        voices.append(Voice(voice_id, match["name"].replace("_", " "), languages, _GENDERS.get(match["gender"], "")))
         for lang, priority in [(match["lang"], int(match["priority"])), *others]:
             ranked.setdefault(lang.lower(), []).append((priority, voice_id))
     variants = tuple(match["file"].removeprefix("!v/") for match in _voice_lines(variants_text))

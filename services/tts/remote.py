@@ -33,8 +33,12 @@ class RemoteSpeechBackend(SpeechBackend):
 
     def _connect(self, name: str) -> LoadedModel:
         client = RemoteApiClient(self._settings, ENV_PREFIX)
-        return LoadedModel(handle=client, device="remote", release=client.close,
-                           details={"base_url": self._settings.openai_base_url, "model": name})
+        return LoadedModel(
+            handle=client,
+            device="remote",
+            release=client.close,
+            details={"base_url": self._settings.openai_base_url, "model": name},
+        )
 
     def catalog(self) -> VoiceCatalog:
         return self._catalog
@@ -57,5 +61,8 @@ class RemoteSpeechBackend(SpeechBackend):
         try:
             return decode_audio(response.content)
         except Exception as exc:  # PyAV raises many error types for undecodable bytes
-            raise Unavailable(f"the remote API at {self._settings.openai_base_url} returned audio that cannot be "
-                              f"decoded ({type(exc).__name__}: {exc})", reason="REMOTE_BAD_AUDIO") from exc
+            raise Unavailable(
+                f"the remote API at {self._settings.openai_base_url} returned audio that cannot be "
+                f"decoded ({type(exc).__name__}: {exc})",
+                reason="REMOTE_BAD_AUDIO",
+            ) from exc

@@ -51,8 +51,11 @@ class VitsBackend(SpeechBackend):
     def __init__(self, settings: TtsSettings) -> None:
         self._settings = settings
         self._rng_lock = threading.Lock()
-        super().__init__(ModelManager(self._load, [settings.model], residency=settings.residency,
-                                      idle_unload_s=settings.idle_unload_s))
+        super().__init__(
+            ModelManager(
+                self._load, [settings.model], residency=settings.residency, idle_unload_s=settings.idle_unload_s
+            )
+        )
 
     def _load(self, name: str) -> LoadedModel:
         from transformers import AutoTokenizer, VitsModel
@@ -69,8 +72,11 @@ class VitsBackend(SpeechBackend):
             device=device,
             memory_bytes=torch_module_bytes(model),
             random_weights=random_weights,
-            details={"source": source, "dtype": str(dtype).removeprefix("torch."),
-                     "sample_rate": str(model.config.sampling_rate)},
+            details={
+                "source": source,
+                "dtype": str(dtype).removeprefix("torch."),
+                "sample_rate": str(model.config.sampling_rate),
+            },
         )
 
     def catalog(self) -> VoiceCatalog:

@@ -42,13 +42,24 @@ class VideogenSettings(ServerSettings):
         check(self.engine in ENGINES, "engine", self.engine, f"must be one of {', '.join(ENGINES)}")
         check(bool(self.model), "model", self.model, "must name a model (tiny, a folder or a hub id)")
         check_placement_settings(self.device, self.dtype, self.vae_dtype, self.cpu_offload)
-        for name in ("max_width", "max_height", "max_frames", "max_steps", "max_fps", "max_prompt_chars",
-                     "max_input_pixels"):
+        for name in (
+            "max_width",
+            "max_height",
+            "max_frames",
+            "max_steps",
+            "max_fps",
+            "max_prompt_chars",
+            "max_input_pixels",
+        ):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         for name in ("default_width", "default_height", "default_num_frames", "default_steps", "default_fps"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be 0 (model default) or more")
-        check(1024 <= self.chunk_bytes < 4 * MiB, "chunk_bytes", self.chunk_bytes,
-              "must be at least 1024 and below 4 MiB (4194304)")
+        check(
+            1024 <= self.chunk_bytes < 4 * MiB,
+            "chunk_bytes",
+            self.chunk_bytes,
+            "must be at least 1024 and below 4 MiB (4194304)",
+        )
 
     @property
     def served_models(self) -> list[str]:

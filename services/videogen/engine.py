@@ -77,13 +77,17 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
         family = FAMILIES[supported_class_name(checkpoint, FAMILIES)]
         configured = GenerationDefaults(
-            width=self._settings.default_width, height=self._settings.default_height,
-            num_frames=self._settings.default_num_frames, steps=self._settings.default_steps,
+            width=self._settings.default_width,
+            height=self._settings.default_height,
+            num_frames=self._settings.default_num_frames,
+            steps=self._settings.default_steps,
             fps=self._settings.default_fps,
         )
-        defaults = (family.checkpoint_defaults(checkpoint.source)
-                    .overridden_by(GenerationDefaults.load(checkpoint.source))
-                    .overridden_by(configured))
+        defaults = (
+            family.checkpoint_defaults(checkpoint.source)
+            .overridden_by(GenerationDefaults.load(checkpoint.source))
+            .overridden_by(configured)
+        )
         return ModelSpec(checkpoint, family, family.geometry(checkpoint.source), defaults)
 
     # -- generation ----------------------------------------------------------------------------
@@ -99,17 +103,35 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
         for offset, piece in chunks(video, self._settings.chunk_bytes):
             emit(VideoChunk(piece, offset))
         height, width = frames.shape[1:3]
-        log.info("videogen.generated", model=rendered.model, frames=len(frames), width=width, height=height,
-                 steps=rendered.steps, seed=job.seed, bytes=len(video),
-                 stage_seconds={k: round(s, 4) for k, s in times.seconds.items()})
+        log.info(
+            "videogen.generated",
+            model=rendered.model,
+            frames=len(frames),
+            width=width,
+            height=height,
+            steps=rendered.steps,
+            seed=job.seed,
+            bytes=len(video),
+            stage_seconds={k: round(s, 4) for k, s in times.seconds.items()},
+        )
         return VideoResult(
-            mime_type=MP4, size_bytes=len(video), sha256=hashlib.sha256(video).hexdigest(), width=width,
-            height=height, num_frames=len(frames), fps=job.fps, steps=rendered.steps, seed=job.seed,
-            model=rendered.model, random_weights=rendered.random_weights, duration_seconds=len(frames) / job.fps,
-            stage_seconds=dict(times.seconds), seconds_per_step=rendered.seconds_per_step,
+            mime_type=MP4,
+            size_bytes=len(video),
+            sha256=hashlib.sha256(video).hexdigest(),
+            width=width,
+            height=height,
+            num_frames=len(frames),
+            fps=job.fps,
+            steps=rendered.steps,
+            seed=job.seed,
+            model=rendered.model,
+            random_weights=rendered.random_weights,
+            duration_seconds=len(frames) / job.fps,
+            stage_seconds=dict(times.seconds),
+            seconds_per_step=rendered.seconds_per_step,
         )
 
-    def render(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> "RenderedVideo":
+    def render(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> RenderedVideo:
         """Validates, loads and runs the pipeline: the frames before video encoding."""
         name = self.models.resolve(request.model)
         spec = self.spec(name)
@@ -117,15 +139,29 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
         if request.prompt and not spec.family.uses_prompt:
             log.info("videogen.prompt_ignored", model=name, pipeline=spec.family.class_name)
         run = self.run_pipeline(name, _pipeline_call(spec.family, job), cancel, emit)
-        return RenderedVideo(to_uint8(spec.family.frames(run.output)), job, run.times, name, run.random_weights,
-                             run.steps, run.seconds_per_step)
+        return RenderedVideo(
+            to_uint8(spec.family.frames(run.output)),
+            job,
+            run.times,
+            name,
+            run.random_weights,
+            run.steps,
+            run.seconds_per_step,
+        )
 
     def _encode(self, frames: np.ndarray, fps: float, cancel: CancelToken, emit: Emit, times: StageTimes) -> bytes:
         total = len(frames)
 
         def frame_encoded(index: int) -> None:
-            emit(stage_update(ENCODING_VIDEO, f"encoded frame {index + 1}/{total}", (index + 1) / total,
-                              step=index + 1, total_steps=total))
+            emit(
+                stage_update(
+                    ENCODING_VIDEO,
+                    f"encoded frame {index + 1}/{total}",
+                    (index + 1) / total,
+                    step=index + 1,
+                    total_steps=total,
+                )
+            )
             cancel.raise_if_cancelled()
 
         emit(stage_update(ENCODING_VIDEO, "encoding the frames to h264 mp4", step=0, total_steps=total))
@@ -135,9 +171,12 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
 
 def _pipeline_call(family: VideoFamily, job: VideoJob) -> PipelineCall:
     return PipelineCall(
-        ENCODING_IMAGE, "encoding the input image and the prompt", job.steps,
+        ENCODING_IMAGE,
+        "encoding the input image and the prompt",
+        job.steps,
         lambda callback: family.call_arguments(job, cpu_generators(job.seed), callback),
-        workload=f"{job.width}x{job.height}x{job.num_frames}", fewer="frames",
+        workload=f"{job.width}x{job.height}x{job.num_frames}",
+        fewer="frames",
     )
 
 

@@ -74,8 +74,9 @@ class VideoFamily:
     def checkpoint_defaults(self, source: str) -> GenerationDefaults:
         return self.defaults
 
-    def call_arguments(self, job: VideoJob, generators: list[torch.Generator],
-                       callback: StepCallback | None) -> dict[str, Any]:
+    def call_arguments(
+        self, job: VideoJob, generators: list[torch.Generator], callback: StepCallback | None
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
     @staticmethod
@@ -97,14 +98,22 @@ class WanImageToVideo(VideoFamily):
         patch = read_component_config(source, denoiser).get("patch_size") or (1, 2, 2)
         spatial = int(vae.get("scale_factor_spatial") or 8)
         temporal = int(vae.get("scale_factor_temporal") or 4)
-        return VideoGeometry(spatial * int(patch[1]), temporal,
-                             f"VAE scale factor {spatial} x transformer patch size {patch[1]}")
+        return VideoGeometry(
+            spatial * int(patch[1]), temporal, f"VAE scale factor {spatial} x transformer patch size {patch[1]}"
+        )
 
     def call_arguments(self, job: VideoJob, generators, callback) -> dict[str, Any]:
         return dict(
-            image=job.image, prompt=job.prompt, negative_prompt=job.negative_prompt or None,
-            height=job.height, width=job.width, num_frames=job.num_frames, num_inference_steps=job.steps,
-            guidance_scale=job.guidance_scale, generator=generators, output_type="np",
+            image=job.image,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt or None,
+            height=job.height,
+            width=job.width,
+            num_frames=job.num_frames,
+            num_inference_steps=job.steps,
+            guidance_scale=job.guidance_scale,
+            generator=generators,
+            output_type="np",
             callback_on_step_end=callback,
         )
 
@@ -128,10 +137,18 @@ class StableVideoDiffusion(VideoFamily):
 
     def call_arguments(self, job: VideoJob, generators, callback) -> dict[str, Any]:
         return dict(
-            image=job.image, height=job.height, width=job.width, num_frames=job.num_frames,
-            num_inference_steps=job.steps, min_guidance_scale=min(1.0, job.guidance_scale),
-            max_guidance_scale=job.guidance_scale, fps=round(job.fps), generator=generators, output_type="np",
-            decode_chunk_size=self.decode_chunk_size, callback_on_step_end=callback,
+            image=job.image,
+            height=job.height,
+            width=job.width,
+            num_frames=job.num_frames,
+            num_inference_steps=job.steps,
+            min_guidance_scale=min(1.0, job.guidance_scale),
+            max_guidance_scale=job.guidance_scale,
+            fps=round(job.fps),
+            generator=generators,
+            output_type="np",
+            decode_chunk_size=self.decode_chunk_size,
+            callback_on_step_end=callback,
         )
 
 

@@ -20,8 +20,9 @@ from capmesh.services.videogen.domain import VideoRequest
 from capmesh.services.videogen.families import VideoGeometry, VideoJob
 
 
-def validate_request(request: VideoRequest, settings: VideogenSettings, geometry: VideoGeometry,
-                     defaults: GenerationDefaults) -> VideoJob:
+def validate_request(
+    request: VideoRequest, settings: VideogenSettings, geometry: VideoGeometry, defaults: GenerationDefaults
+) -> VideoJob:
     """Checks the request against the settings' limits and the model's geometry; returns the job to run."""
     v = Violations()
     image = None
@@ -38,8 +39,11 @@ def validate_request(request: VideoRequest, settings: VideogenSettings, geometry
         elif not geometry.frames_ok(frames):
             v.add("num_frames", f"must be {geometry.frame_rule} for this model; got {frames}")
     if request.fps is not None:
-        v.check(math.isfinite(request.fps) and 0 < request.fps <= settings.max_fps, "fps",
-                f"must be greater than 0 and at most {settings.max_fps}; got {request.fps:g}")
+        v.check(
+            math.isfinite(request.fps) and 0 < request.fps <= settings.max_fps,
+            "fps",
+            f"must be greater than 0 and at most {settings.max_fps}; got {request.fps:g}",
+        )
     check_range(v, "steps", request.steps, 1, settings.max_steps)
     check_guidance(v, request)
     check_range(v, "seed", request.seed, 0, MAX_SEED)

@@ -44,9 +44,13 @@ def grpcurl(*args: str) -> str:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     logs = tmp_path_factory.mktemp("mesh-logs")
-    process = subprocess.Popen([*CAPMESH, "up", "--port", "0", "--http-port", "0", "--log-dir", str(logs)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "COLUMNS": "250"})
+    process = subprocess.Popen(
+        [*CAPMESH, "up", "--port", "0", "--http-port", "0", "--log-dir", str(logs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     lines: list[str] = []
     try:
         for line in process.stdout:
@@ -71,15 +75,20 @@ def test_every_service_lists_its_contract_health_and_reflection_and_is_serving(m
     for capability, service in SERVICE_NAMES.items():
         listed = set(grpcurl(mesh[capability], "list").split())
         assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= listed
-        reply = json.loads(grpcurl("-d", json.dumps({"service": service}), mesh[capability],
-                                   "grpc.health.v1.Health/Check"))
+        reply = json.loads(
+            grpcurl("-d", json.dumps({"service": service}), mesh[capability], "grpc.health.v1.Health/Check")
+        )
         assert reply["status"] == "SERVING"
     assert set(SERVICE_NAMES.values()) <= set(grpcurl(mesh["gateway (gRPC)"], "list").split())
 
 
 def test_readme_grpcurl_examples_through_the_gateway(mesh):
-    out = grpcurl("-d", '{"messages":[{"role":"ROLE_USER","content":"hi"}],"max_tokens":16}', mesh["gateway (gRPC)"],
-                  "capmesh.llm.v1.LlmService/StreamChat")
+    out = grpcurl(
+        "-d",
+        '{"messages":[{"role":"ROLE_USER","content":"hi"}],"max_tokens":16}',
+        mesh["gateway (gRPC)"],
+        "capmesh.llm.v1.LlmService/StreamChat",
+    )
     messages = [json.loads(chunk) for chunk in re.split(r"(?<=\})\n(?=\{)", out.strip())]
     assert any("chunk" in m for m in messages) and "result" in messages[-1]
 
@@ -90,12 +99,16 @@ def test_readme_http_examples(mesh):
     with httpx.Client(base_url=base, timeout=120) as http:
         capabilities = http.get("/v1/capabilities").json()
         assert {c["capability"] for c in capabilities["capabilities"]} >= set(NAMES)
-        chat = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
-                                                       "max_tokens": 8})
+        chat = http.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+        )
         assert chat.status_code == 200, chat.text
         assert chat.json()["choices"][0]["message"]["role"] == "assistant"
-        speech = http.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello from capmesh.", "voice": "alloy",
-                                                       "response_format": "wav"})
+        speech = http.post(
+            "/v1/audio/speech",
+            json={"model": "tts-1", "input": "Hello from capmesh.", "voice": "alloy", "response_format": "wav"},
+        )
         assert speech.status_code == 200, speech.text
         assert speech.content[:4] == b"RIFF" and len(speech.content) > 1000
 
@@ -103,17 +116,32 @@ def test_readme_http_examples(mesh):
 def test_readme_cli_examples(mesh, tmp_path):
     env = {**os.environ, "CAPMESH_ADDRESS": mesh["gateway (gRPC)"], "COLUMNS": "250"}
     wav = tmp_path / "hello.wav"
-    done = subprocess.run([*CAPMESH, "tts", "Hello from capmesh.", "-o", str(wav)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*CAPMESH, "tts", "Hello from capmesh.", "-o", str(wav)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert wav.read_bytes()[:4] == b"RIFF"
     done = subprocess.run([*CAPMESH, "chat", "-m", "hi"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     done = subprocess.run([*CAPMESH, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "AVAILABLE" in done.stdout, done.stdout + done.stderr
-    done = subprocess.run([*CAPMESH, "jobs", "submit", "/capmesh.tts.v1.TtsService/StreamSynthesize", "-d",
-                           '{"text":"A job."}', "-l", "characterId=char_007", "--watch"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            *CAPMESH,
+            "jobs",
+            "submit",
+            "/capmesh.tts.v1.TtsService/StreamSynthesize",
+            "-d",
+            '{"text":"A job."}',
+            "-l",
+            "characterId=char_007",
+            "--watch",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     base = mesh["gateway (HTTP)"]
     listed = httpx.get(f"{base}/v1/operations?filter=labels.characterId%3D%22char_007%22", timeout=30).json()
@@ -161,11 +189,14 @@ def test_a_speech_job_over_http_stores_its_audio_as_a_file(mesh):
     base = mesh["gateway (HTTP)"]
     base = base if base.startswith("http") else f"http://{base}"
     with httpx.Client(base_url=base, timeout=60) as http:
-        submitted = http.post("/v1/jobs", json={
-            "method": "/capmesh.tts.v1.TtsService/StreamSynthesize",
-            "request": {"@type": "type.googleapis.com/capmesh.tts.v1.StreamSynthesizeRequest", "text": "A job."},
-            "labels": {"characterId": "char_001"},
-        })
+        submitted = http.post(
+            "/v1/jobs",
+            json={
+                "method": "/capmesh.tts.v1.TtsService/StreamSynthesize",
+                "request": {"@type": "type.googleapis.com/capmesh.tts.v1.StreamSynthesizeRequest", "text": "A job."},
+                "labels": {"characterId": "char_001"},
+            },
+        )
         assert submitted.status_code == 202, submitted.text
         name = submitted.json()["operation"]["name"]
         with http.stream("GET", f"/v1/jobs/{name.split('/')[-1]}/events") as events:

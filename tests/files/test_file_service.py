@@ -60,7 +60,7 @@ async def files(request, tmp_path, redis_server):
 def upload_messages(data: bytes, chunk: int = MiB, **header):
     yield fpb.UploadFileRequest(header=fpb.UploadHeader(**header))
     for offset in range(0, len(data), chunk):
-        yield fpb.UploadFileRequest(chunk=data[offset:offset + chunk])
+        yield fpb.UploadFileRequest(chunk=data[offset : offset + chunk])
 
 
 async def download(stub, file_id: str, offset: int = 0, length: int = 0) -> tuple[fpb.FileInfo, bytes]:
@@ -83,10 +83,16 @@ async def test_upload_in_1mib_chunks_downloads_byte_identical_by_range(files):
     assert info.mime_type == "application/octet-stream" and info.labels["k"] == "v"
     whole_info, whole = await download(stub, info.file_id)
     assert whole == data and whole_info.file_id == info.file_id
-    for offset, length in [(0, 10), (MiB - 5, 10), (MiB + 1, 2 * MiB), (len(data) - 7, 0), (len(data) - 7, 100),
-                           (len(data), 0)]:
+    for offset, length in [
+        (0, 10),
+        (MiB - 5, 10),
+        (MiB + 1, 2 * MiB),
+        (len(data) - 7, 0),
+        (len(data) - 7, 100),
+        (len(data), 0),
+    ]:
         _, part = await download(stub, info.file_id, offset, length)
-        assert part == data[offset:offset + length if length else None]
+        assert part == data[offset : offset + length if length else None]
     assert (store.root / "blobs" / info.file_id).read_bytes() == data
 
 
@@ -101,16 +107,19 @@ async def test_mime_type_is_detected_from_magic_bytes_before_the_declared_type(f
     assert info.mime_type == "audio/x-custom"
 
 
-@pytest.mark.parametrize("head, kind", [
-    (b"\xff\xd8\xff\xe0rest", "image/jpeg"),
-    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
-    (b"RIFF\x00\x00\x00\x00WAVEfmt ", "audio/wav"),
-    (b"ID3\x04\x00rest", "audio/mpeg"),
-    (b"OggS\x00\x02", "audio/ogg"),
-    (b"fLaC\x00\x00", "audio/flac"),
-    (b"\x00\x00\x00\x20ftypisom", "video/mp4"),
-    ("héllo wörld".encode(), "text/plain; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "head, kind",
+    [
+        (b"\xff\xd8\xff\xe0rest", "image/jpeg"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", "audio/wav"),
+        (b"ID3\x04\x00rest", "audio/mpeg"),
+        (b"OggS\x00\x02", "audio/ogg"),
+        (b"fLaC\x00\x00", "audio/flac"),
+        (b"\x00\x00\x00\x20ftypisom", "video/mp4"),
+        ("héllo wörld".encode(), "text/plain; charset=utf-8"),
+    ],
+)
 def test_detection_table(head, kind):
     assert detect_mime_type(head, complete=True) == kind
 
@@ -118,9 +127,11 @@ def test_detection_table(head, kind):
 @pytest.mark.parametrize("bad_id", ["../../etc/passwd", "..", "", "a" * 31, "a/" + "b" * 30, "a" * 31 + "\x00"])
 async def test_ids_that_are_not_ours_are_invalid_argument(files, bad_id):
     stub, _, _ = files
-    for call in (lambda: download(stub, bad_id),
-                 lambda: stub.GetFile(fpb.GetFileRequest(file_id=bad_id)),
-                 lambda: stub.DeleteFile(fpb.DeleteFileRequest(file_id=bad_id))):
+    for call in (
+        lambda: download(stub, bad_id),
+        lambda: stub.GetFile(fpb.GetFileRequest(file_id=bad_id)),
+        lambda: stub.DeleteFile(fpb.DeleteFileRequest(file_id=bad_id)),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call()
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -19,8 +19,14 @@ def main() -> None:
     parser.add_argument("--max-concurrency", type=int, default=64)
     parser.add_argument("--step-s", type=float, default=0.02)
     options = parser.parse_args()
-    settings = ServerSettings(port=0, gateway=options.gateway, max_concurrency=options.max_concurrency,
-                              max_queue=256, grace_period_s=2, log_level="warning")
+    settings = ServerSettings(
+        port=0,
+        gateway=options.gateway,
+        max_concurrency=options.max_concurrency,
+        max_queue=256,
+        grace_period_s=2,
+        log_level="warning",
+    )
     service, _ = build_echo_service(options.name, settings, step_s=options.step_s)
     asyncio.run(serve(service))
 

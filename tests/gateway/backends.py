@@ -82,8 +82,9 @@ class EchoServicer(llm_service_pb2_grpc.LlmServiceServicer):
             await self._sleep(float(prompt.split(":")[1]))
         if prompt == "trailers":
             context.set_trailing_metadata((("x-trailer", "t1"), ("x-trailer-bin", b"\x00\xff\x01")))
-        return llm.ChatResponse(message=llm.ChatMessage(role=llm.ROLE_ASSISTANT, content=self.name),
-                                model=request.model or "default")
+        return llm.ChatResponse(
+            message=llm.ChatMessage(role=llm.ROLE_ASSISTANT, content=self.name), model=request.model or "default"
+        )
 
     async def StreamChat(self, request, context):
         self.calls += 1
@@ -117,17 +118,24 @@ def instant_models(names: tuple[str, ...] = ("m",)) -> ModelManager:
     return ModelManager(lambda name: LoadedModel(handle=name, device="cpu"), list(names))
 
 
-def build_echo_service(name: str, settings: ServerSettings | None = None, step_s: float = 0.02, *,
-                       capability: str = "echo", services: tuple[str, ...] = ("llm", "upload"),
-                       models: ModelManager | None = None) -> tuple[CapabilityService, EchoServicer]:
+def build_echo_service(
+    name: str,
+    settings: ServerSettings | None = None,
+    step_s: float = 0.02,
+    *,
+    capability: str = "echo",
+    services: tuple[str, ...] = ("llm", "upload"),
+    models: ModelManager | None = None,
+) -> tuple[CapabilityService, EchoServicer]:
     servicer = EchoServicer(name, step_s, models)
     servicers, names = [], []
     if "llm" in services:
         servicers.append((llm_service_pb2_grpc.add_LlmServiceServicer_to_server, servicer))
         names.append(LLM_SERVICE)
     if "upload" in services:
-        servicers.append((lambda handler, server: server.add_generic_rpc_handlers([handler]),
-                          _upload_handler(name, models)))
+        servicers.append(
+            (lambda handler, server: server.add_generic_rpc_handlers([handler]), _upload_handler(name, models))
+        )
         names.append(UPLOAD_SERVICE)
     service = CapabilityService(
         capability=capability,

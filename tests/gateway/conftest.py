@@ -41,8 +41,9 @@ async def backends():
     started = []
 
     async def start(name: str, gateway: str = "", *, max_concurrency: int = 64, device_group: str = "", **options):
-        settings = ServerSettings(gateway=gateway, max_concurrency=max_concurrency, max_queue=64, grace_period_s=1,
-                                  device_group=device_group)
+        settings = ServerSettings(
+            gateway=gateway, max_concurrency=max_concurrency, max_queue=64, grace_period_s=1, device_group=device_group
+        )
         service, servicer = build_echo_service(name, settings, **options)
         running = await create_server(service)
         started.append(running)

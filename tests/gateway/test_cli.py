@@ -18,9 +18,13 @@ CLI = [sys.executable, "-m", "capmesh.cli.main"]
 
 
 async def _run(*args: str, timeout_s: float = 60) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.STDOUT,
-                                                   env={**os.environ, "COLUMNS": "250"})
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     output, _ = await asyncio.wait_for(process.communicate(), timeout_s)
     return process.returncode, output.decode()
 
@@ -43,8 +47,20 @@ async def test_status_names_an_unreachable_gateway():
 async def test_up_starts_the_gateway_and_a_service_and_ctrl_c_stops_both(tmp_path):
     capability = "tts"
     process = await asyncio.create_subprocess_exec(
-        *CLI, "up", "--only", capability, "--port", "0", "--http-port", "0", "--log-dir", str(tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "COLUMNS": "250"})
+        *CLI,
+        "up",
+        "--only",
+        capability,
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--log-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     lines = []
     try:
         while True:

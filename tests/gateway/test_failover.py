@@ -29,9 +29,17 @@ class BackendProcess:
 
     async def start(self, gateway: str) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.gateway.backend_process", self.name, "--gateway", gateway,
-            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+            sys.executable,
+            "-m",
+            "tests.gateway.backend_process",
+            self.name,
+            "--gateway",
+            gateway,
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
+        )
         line = (await asyncio.wait_for(self.process.stdout.readline(), 60)).decode()
         assert " listening on " in line, line
         self.address = line.split(" listening on ")[1].strip()

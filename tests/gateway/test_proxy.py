@@ -80,13 +80,21 @@ async def test_server_streaming_relays_messages_and_a_mid_stream_failure(mesh):
     results = []
     for channel in (direct, via_gateway):
         call = llm_service_pb2_grpc.LlmServiceStub(channel).StreamChat(
-            stream_request("fail-after:3"), metadata=(("x-request-id", "stream-1"),))
+            stream_request("fail-after:3"), metadata=(("x-request-id", "stream-1"),)
+        )
         messages = []
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for message in call:
                 messages.append(message)
-        results.append((messages, caught.value.code(), caught.value.details(),
-                        tuple(caught.value.trailing_metadata()), dict(await call.initial_metadata())["x-request-id"]))
+        results.append(
+            (
+                messages,
+                caught.value.code(),
+                caught.value.details(),
+                tuple(caught.value.trailing_metadata()),
+                dict(await call.initial_metadata())["x-request-id"],
+            )
+        )
     assert results[0] == results[1]
     assert len(results[1][0]) == 3 and results[1][1] == grpc.StatusCode.UNAVAILABLE
     assert servicer.calls == 2  # once direct, once through the gateway: never retried after output
@@ -108,16 +116,19 @@ async def test_a_client_streaming_contract_method_is_relayed_with_its_own_handle
     gateway, _, _, _ = mesh
     info = MethodInfo(UPLOAD_METHOD, UPLOAD_SERVICE, client_streaming=True, server_streaming=False)
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        UPLOAD_SERVICE, {"Upload": Proxy(gateway.gateway.router).handler(info)})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(UPLOAD_SERVICE, {"Upload": Proxy(gateway.gateway.router).handler(info)})]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
+
         async def pieces():
             yield b"abcd"
 
         call = channel_to(f"127.0.0.1:{port}").stream_unary(UPLOAD_METHOD)(
-            pieces(), metadata=(("x-request-id", "up-1"),))
+            pieces(), metadata=(("x-request-id", "up-1"),)
+        )
         assert await call == b"A:4"
         assert dict(await call.initial_metadata())["x-request-id"] == "up-1"
     finally:
@@ -125,13 +136,19 @@ async def test_a_client_streaming_contract_method_is_relayed_with_its_own_handle
 
 
 async def test_reflection_lists_every_capability_service(mesh):
-    gateway, _, via_gateway, _ = mesh
+    _gateway, _, via_gateway, _ = mesh
     stub = reflection_pb2_grpc.ServerReflectionStub(via_gateway)
     answers = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name async for answer in answers for s in answer.list_services_response.service}
-    assert {"capmesh.tts.v1.TtsService", "capmesh.llm.v1.LlmService", "capmesh.videogen.v1.VideoGenService",
-            "capmesh.imagegen.v1.ImageGenService", "capmesh.talkinghead.v1.TalkingHeadService",
-            "capmesh.gateway.v1.RegistryService", "grpc.health.v1.Health"} <= names
+    assert {
+        "capmesh.tts.v1.TtsService",
+        "capmesh.llm.v1.LlmService",
+        "capmesh.videogen.v1.VideoGenService",
+        "capmesh.imagegen.v1.ImageGenService",
+        "capmesh.talkinghead.v1.TalkingHeadService",
+        "capmesh.gateway.v1.RegistryService",
+        "grpc.health.v1.Health",
+    } <= names
 
 
 async def test_a_capability_without_backends_is_unavailable_naming_it(gateways, channel_to):
@@ -147,8 +164,9 @@ async def test_a_capability_without_backends_is_unavailable_naming_it(gateways, 
 @pytest.fixture
 async def stepper_mesh(gateways, channel_to):
     gateway = await gateways()
-    service, engine = build_stepper_service(ServerSettings(gateway=gateway.grpc_address, max_concurrency=2,
-                                                           max_queue=1, grace_period_s=0), step_s=0.02)
+    service, engine = build_stepper_service(
+        ServerSettings(gateway=gateway.grpc_address, max_concurrency=2, max_queue=1, grace_period_s=0), step_s=0.02
+    )
     running = await create_server(service)
     channel = channel_to(gateway.grpc_address)
     await wait_available(channel, 1)
@@ -165,8 +183,7 @@ async def test_client_deadline_is_deadline_exceeded_and_the_backend_sees_the_can
     engine, stub = stepper_mesh
     started = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        [m async for m in stub.StreamSynthesize(tts_service_pb2.StreamSynthesizeRequest(text="steps:200"),
-                                                timeout=0.3)]
+        [m async for m in stub.StreamSynthesize(tts_service_pb2.StreamSynthesizeRequest(text="steps:200"), timeout=0.3)]
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     stopped = await _stopped_at(engine)
     assert engine.steps_run < 200
@@ -196,5 +213,9 @@ async def test_proxied_calls_are_counted_in_the_metrics(mesh):
     assert metrics.REGISTRY.get_sample_value("capmesh_proxied_bytes_total", {"direction": "response"}) > 0
     assert metrics.REGISTRY.get_sample_value("capmesh_rpc_in_flight", {"capability": "echo"}) == 0
     [backend_id] = mesh[0].gateway.registry.entries
-    assert metrics.REGISTRY.get_sample_value(
-        "capmesh_backend_state", {"capability": "echo", "backend": backend_id, "state": "AVAILABLE"}) == 1
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "capmesh_backend_state", {"capability": "echo", "backend": backend_id, "state": "AVAILABLE"}
+        )
+        == 1
+    )

@@ -71,8 +71,11 @@ async def test_registration_with_mistakes_names_each_field(gateways, channel_to)
         await stub.Register(pb.RegisterRequest(backend=pb.Backend(services=["grpc.health.v1.Health"])))
     error = from_rpc_error(caught.value)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [field for field, _ in error.field_violations] == ["backend.address", "backend.capability",
-                                                              "backend.services[0]"]
+    assert [field for field, _ in error.field_violations] == [
+        "backend.address",
+        "backend.capability",
+        "backend.services[0]",
+    ]
 
 
 async def test_watch_sends_the_view_then_every_change(gateways, backends, channel_to):
@@ -93,8 +96,7 @@ async def test_watch_sends_the_view_then_every_change(gateways, backends, channe
     watch.cancel()
 
 
-async def test_a_second_gateway_on_the_same_redis_sees_the_same_registry(gateways, backends, channel_to,
-                                                                       redis_server):
+async def test_a_second_gateway_on_the_same_redis_sees_the_same_registry(gateways, backends, channel_to, redis_server):
     redis_server.flush()
     first = await gateways(redis_url=redis_server.url)
     second = await gateways(redis_url=redis_server.url)
@@ -103,8 +105,10 @@ async def test_a_second_gateway_on_the_same_redis_sees_the_same_registry(gateway
     seen_by_first = await wait_available(first_channel, 1)
     seen_by_second = await wait_available(second_channel, 1)
     assert list(seen_by_first) == list(seen_by_second) == [f"echo-127.0.0.1-{backend.port}"]
-    assert seen_by_second[f"echo-127.0.0.1-{backend.port}"].backend == seen_by_first[
-        f"echo-127.0.0.1-{backend.port}"].backend
+    assert (
+        seen_by_second[f"echo-127.0.0.1-{backend.port}"].backend
+        == seen_by_first[f"echo-127.0.0.1-{backend.port}"].backend
+    )
     answer = await llm_service_pb2_grpc.LlmServiceStub(second_channel).Chat(chat_request("hello"))
     assert answer.message.content == "A"
 

@@ -98,8 +98,12 @@ async def test_busy_backends_make_calls_wait_then_resource_exhausted(gateways, b
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
 
     long_call = asyncio.ensure_future(stub.Chat(chat_request("sleep:0.8")))
-    await wait_for(lambda: gateway.gateway.registry.entries and
-                   next(iter(gateway.gateway.registry.entries.values())).in_flight == 1, what="the first call")
+    await wait_for(
+        lambda: (
+            gateway.gateway.registry.entries and next(iter(gateway.gateway.registry.entries.values())).in_flight == 1
+        ),
+        what="the first call",
+    )
     waiting = asyncio.ensure_future(stub.Chat(chat_request("hello")))
     await wait_for(lambda: gateway.gateway.registry.queued.get("echo") == 1, what="the second call to queue")
     with pytest.raises(grpc.aio.AioRpcError) as full:
@@ -127,12 +131,28 @@ async def test_least_outstanding_spreads_and_a_loaded_model_attracts(gateways, b
     first, _ = await backends("A")
     second, _ = await backends("B")
     path = tmp_path / "backends.json"
-    path.write_text(json.dumps({"backends": [
-        {"address": f"127.0.0.1:{first.port}", "capability": "echo", "services": ["capmesh.llm.v1.LlmService"],
-         "loaded_models": ["alpha"], "backend_id": "a"},
-        {"address": f"127.0.0.1:{second.port}", "capability": "echo", "services": ["capmesh.llm.v1.LlmService"],
-         "loaded_models": ["beta"], "backend_id": "b"},
-    ]}))
+    path.write_text(
+        json.dumps(
+            {
+                "backends": [
+                    {
+                        "address": f"127.0.0.1:{first.port}",
+                        "capability": "echo",
+                        "services": ["capmesh.llm.v1.LlmService"],
+                        "loaded_models": ["alpha"],
+                        "backend_id": "a",
+                    },
+                    {
+                        "address": f"127.0.0.1:{second.port}",
+                        "capability": "echo",
+                        "services": ["capmesh.llm.v1.LlmService"],
+                        "loaded_models": ["beta"],
+                        "backend_id": "b",
+                    },
+                ]
+            }
+        )
+    )
     gateway = await gateways(backends_file=str(path))
     channel = channel_to(gateway.grpc_address)
     states = await wait_available(channel, 2)
@@ -140,8 +160,9 @@ async def test_least_outstanding_spreads_and_a_loaded_model_attracts(gateways, b
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
     assert {await _who(stub, model="beta") for _ in range(10)} == {"B"}
     assert {await _who(stub, model="alpha") for _ in range(10)} == {"A"}
-    spread = Counter(a.message.content for a in await asyncio.gather(
-        *(stub.Chat(chat_request("sleep:0.05")) for _ in range(20))))
+    spread = Counter(
+        a.message.content for a in await asyncio.gather(*(stub.Chat(chat_request("sleep:0.05")) for _ in range(20)))
+    )
     assert spread["A"] >= 5 and spread["B"] >= 5
 
 
@@ -163,13 +184,20 @@ async def _upload(channel) -> bytes:
 
 
 @pytest.mark.parametrize("gpu_mode", ["exclusive", "resident"])
-async def test_exclusive_gpu_mode_unloads_the_holder_before_another_member_runs(gateways, backends, channel_to,
-                                                                                gpu_mode):
+async def test_exclusive_gpu_mode_unloads_the_holder_before_another_member_runs(
+    gateways, backends, channel_to, gpu_mode
+):
     gateway = await gateways(gpu_mode=gpu_mode)
     chat_models, upload_models = instant_models(), instant_models()
     await backends("A", gateway.grpc_address, device_group="gpu0", services=("llm",), models=chat_models)
-    await backends("B", gateway.grpc_address, device_group="gpu0", services=("upload",), models=upload_models,
-                   capability="uploader")
+    await backends(
+        "B",
+        gateway.grpc_address,
+        device_group="gpu0",
+        services=("upload",),
+        models=upload_models,
+        capability="uploader",
+    )
     channel = channel_to(gateway.grpc_address)
     await wait_available(channel, 2)
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
@@ -194,28 +222,30 @@ async def test_exclusive_gpu_mode_unloads_the_holder_before_another_member_runs(
         assert upload_done < chat_done
 
 
-async def test_a_call_waits_a_little_for_the_busy_backend_that_has_its_model(gateways, backends, channel_to,
-                                                                             tmp_path):
+async def test_a_call_waits_a_little_for_the_busy_backend_that_has_its_model(gateways, backends, channel_to, tmp_path):
     first, _ = await backends("A")
     second, _ = await backends("B")
     path = tmp_path / "backends.yaml"
     path.write_text(
         f"- {{address: '127.0.0.1:{first.port}', capability: echo, services: [capmesh.llm.v1.LlmService],"
         f" loaded_models: [alpha], max_concurrency: 1}}\n"
-        f"- {{address: '127.0.0.1:{second.port}', capability: echo, services: [capmesh.llm.v1.LlmService]}}\n")
+        f"- {{address: '127.0.0.1:{second.port}', capability: echo, services: [capmesh.llm.v1.LlmService]}}\n"
+    )
     gateway = await gateways(backends_file=str(path))
     stub = llm_service_pb2_grpc.LlmServiceStub(channel_to(gateway.grpc_address))
     await wait_available(channel_to(gateway.grpc_address), 2)
 
     short = asyncio.ensure_future(stub.Chat(chat_request("sleep:0.15", "alpha")))
-    await wait_for(lambda: sum(e.in_flight for e in gateway.gateway.registry.entries.values()) == 1,
-                   what="the first call")
+    await wait_for(
+        lambda: sum(e.in_flight for e in gateway.gateway.registry.entries.values()) == 1, what="the first call"
+    )
     assert await _who(stub, model="alpha") == "A"  # waited for A rather than loading alpha on B
     assert (await short).message.content == "A"
 
     long = asyncio.ensure_future(stub.Chat(chat_request("sleep:0.9", "alpha")))
-    await wait_for(lambda: sum(e.in_flight for e in gateway.gateway.registry.entries.values()) == 1,
-                   what="the long call")
+    await wait_for(
+        lambda: sum(e.in_flight for e in gateway.gateway.registry.entries.values()) == 1, what="the long call"
+    )
     started = time.monotonic()
     assert await _who(stub, model="alpha") == "B"  # the patience ran out first
     assert 0.3 < time.monotonic() - started < 0.85

@@ -18,9 +18,17 @@ def background_loop():
 
 @pytest.fixture(scope="session")
 def mesh(background_loop, tmp_path_factory):
-    settings = GatewaySettings(port=0, http_port=0, host="127.0.0.1", files_dir=str(tmp_path_factory.mktemp("files")),
-                               sse_keepalive_s=1.0, max_body_bytes=256 * 1024, max_file_bytes=2 * 1024 * 1024,
-                               grace_period_s=0, log_level="warning")
+    settings = GatewaySettings(
+        port=0,
+        http_port=0,
+        host="127.0.0.1",
+        files_dir=str(tmp_path_factory.mktemp("files")),
+        sse_keepalive_s=1.0,
+        max_body_bytes=256 * 1024,
+        max_file_bytes=2 * 1024 * 1024,
+        grace_period_s=0,
+        log_level="warning",
+    )
     running = background_loop.run(start_mesh(settings))
     yield running
     background_loop.run(running.stop())

@@ -44,6 +44,7 @@ class BackgroundLoop:
 
 def tiny_png(width: int, height: int, shade: int) -> bytes:
     """A valid greyscale PNG of one shade (enough for file validity checks)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

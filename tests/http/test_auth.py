@@ -18,8 +18,14 @@ KEYS = ("key-one", "key-two")
 def keyed_gateway(background_loop, tmp_path_factory):
     from capmesh.gateway.server.app import start_gateway
 
-    settings = GatewaySettings(port=0, http_port=0, api_keys=KEYS, files_dir=str(tmp_path_factory.mktemp("files")),
-                               grace_period_s=0, log_level="warning")
+    settings = GatewaySettings(
+        port=0,
+        http_port=0,
+        api_keys=KEYS,
+        files_dir=str(tmp_path_factory.mktemp("files")),
+        grace_period_s=0,
+        log_level="warning",
+    )
     running = background_loop.run(start_gateway(settings))
     yield running
     background_loop.run(running.stop(grace_s=0))
@@ -81,9 +87,11 @@ def test_grpc_refuses_missing_and_wrong_keys(keyed_gateway):
 def test_grpc_accepts_keys_and_leaves_health_open(keyed_gateway):
     channel, registry = _registry(keyed_gateway)
     with channel:
-        registry.ListCapabilities(registry_service_pb2.ListCapabilitiesRequest(),
-                                  metadata=(("authorization", "Bearer key-one"),), timeout=10)
-        registry.ListCapabilities(registry_service_pb2.ListCapabilitiesRequest(),
-                                  metadata=(("x-api-key", "key-two"),), timeout=10)
+        registry.ListCapabilities(
+            registry_service_pb2.ListCapabilitiesRequest(), metadata=(("authorization", "Bearer key-one"),), timeout=10
+        )
+        registry.ListCapabilities(
+            registry_service_pb2.ListCapabilitiesRequest(), metadata=(("x-api-key", "key-two"),), timeout=10
+        )
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING

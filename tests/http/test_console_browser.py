@@ -34,8 +34,13 @@ def test_console_in_headless_chromium(mesh, tmp_path):
     image = tmp_path / "portrait.png"
     image.write_bytes(tiny_png(64, 64, 90))
     screenshot = tmp_path / "console.png"
-    completed = subprocess.run(["node", str(SCRIPT), mesh.http_url + "/", str(screenshot), str(image)],
-                               capture_output=True, text=True, timeout=170, cwd=ROOT)
+    completed = subprocess.run(
+        ["node", str(SCRIPT), mesh.http_url + "/", str(screenshot), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no report from the browser script:\n{completed.stdout}\n{completed.stderr}"
     report = json.loads(lines[-1])

@@ -26,6 +26,7 @@ def events_of(response) -> list[dict]:
 
 # ------------------------------------------------------------------------------ registry and ops
 
+
 def test_capabilities_list_get_and_watch(http):
     listed = http.get("/v1/capabilities").json()["capabilities"]
     names = {c["capability"] for c in listed}
@@ -41,8 +42,9 @@ def test_capabilities_list_get_and_watch(http):
 
 
 def test_backends_register_heartbeat_and_deregister_over_http(http):
-    registered = http.post("/v1/backends", json={"backend": {
-        "address": "127.0.0.1:1", "capability": "videogen", "services": []}})
+    registered = http.post(
+        "/v1/backends", json={"backend": {"address": "127.0.0.1:1", "capability": "videogen", "services": []}}
+    )
     assert registered.status_code == 200, registered.text
     backend_id = registered.json()["backendId"]
     assert http.post(f"/v1/backends/{backend_id}:heartbeat", json={"inFlight": 0}).json()["known"] is True
@@ -85,6 +87,7 @@ def test_pages_load_nothing_from_the_internet(http, page):
 
 # ------------------------------------------------------------------------------- capabilities
 
+
 def test_llm_chat_stream_chat_and_models(http):
     messages = [{"role": "ROLE_USER", "content": "hello"}]
     chat = http.post("/v1/llm:chat", json={"messages": messages, "maxTokens": 4, "seed": "7"})
@@ -106,14 +109,19 @@ def test_tts_synthesize_voices_and_scene(http):
     assert audio[:4] == b"RIFF"
     assert events[-1]["result"]["artifact"]["sizeBytes"] == str(len(audio))  # int64 is a string in proto3 JSON
     assert http.get("/v1/tts/voices").json()["voices"]
-    scene = http.post("/v1/tts:synthesizeScene", json={"segments": [{"speaker": "a", "text": "One."},
-                                                                     {"speaker": "b", "text": "Two."}]})
+    scene = http.post(
+        "/v1/tts:synthesizeScene",
+        json={"segments": [{"speaker": "a", "text": "One."}, {"speaker": "b", "text": "Two."}]},
+    )
     assert len(events_of(scene)[-1]["result"]["timings"]) == 2
 
 
 def test_imagegen_generate(http):
-    events = events_of(http.post("/v1/imagegen:generate", json={"prompt": "a red square", "width": 16, "height": 16,
-                                                                "steps": 2, "seed": "1"}))
+    events = events_of(
+        http.post(
+            "/v1/imagegen:generate", json={"prompt": "a red square", "width": 16, "height": 16, "steps": 2, "seed": "1"}
+        )
+    )
     png = b"".join(base64.b64decode(e["chunk"]["data"]) for e in events if "chunk" in e)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert events[-1]["result"]["images"][0]["width"] == 16
@@ -121,10 +129,14 @@ def test_imagegen_generate(http):
 
 # -------------------------------------------------------------------------------------- files
 
+
 def test_files_upload_multipart_and_raw_then_download_with_ranges(http):
     content = bytes(range(256)) * 40
-    uploaded = http.post("/v1/files", files={"file": ("blob.bin", content, "application/octet-stream")},
-                         data={"labels": json.dumps({"purpose": "test"})})
+    uploaded = http.post(
+        "/v1/files",
+        files={"file": ("blob.bin", content, "application/octet-stream")},
+        data={"labels": json.dumps({"purpose": "test"})},
+    )
     assert uploaded.status_code == 201, uploaded.text
     info = uploaded.json()["file"]
     assert info["sizeBytes"] == str(len(content)) and info["labels"] == {"purpose": "test"}
@@ -162,12 +174,14 @@ def test_files_upload_multipart_and_raw_then_download_with_ranges(http):
 
 def test_upload_over_the_file_limit_is_413(http):
     too_big = b"\x00" * (2 * 1024 * 1024 + 1)
-    response = http.post("/v1/files?name=big.bin", content=too_big,
-                         headers={"Content-Type": "application/octet-stream"})
+    response = http.post(
+        "/v1/files?name=big.bin", content=too_big, headers={"Content-Type": "application/octet-stream"}
+    )
     assert response.status_code == 413
 
 
 # --------------------------------------------------------------------------------------- jobs
+
 
 def submit(http, text: str, labels: dict[str, str]) -> dict:
     response = http.post("/v1/jobs", json={"method": TTS_METHOD, "request": {"text": text}, "labels": labels})
@@ -209,6 +223,6 @@ def test_job_events_resume_after_a_dropped_connection(http):
     resumed_events = sse_events(resumed.text)
     everything = sse_events(http.get(f"/v1/jobs/{job_id}/events").text)
     all_ids = [e["id"] for e in everything]
-    assert [e["id"] for e in resumed_events] == all_ids[all_ids.index(seen_ids[-1]) + 1:]
+    assert [e["id"] for e in resumed_events] == all_ids[all_ids.index(seen_ids[-1]) + 1 :]
     assert all_ids[:2] == seen_ids
     assert json.loads(resumed_events[-1]["data"])["event"]["type"] == "JOB_EVENT_TYPE_SUCCEEDED"

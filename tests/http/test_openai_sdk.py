@@ -25,8 +25,12 @@ def model(sdk) -> str:
 
 def test_chat_completion(sdk, model):
     completion = sdk.chat.completions.create(
-        model=model, max_tokens=5, seed=3, temperature=0,
-        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+        model=model,
+        max_tokens=5,
+        seed=3,
+        temperature=0,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    )
     assert completion.object == "chat.completion"
     choice = completion.choices[0]
     assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
@@ -36,9 +40,14 @@ def test_chat_completion(sdk, model):
 
 
 def test_chat_completion_stream(sdk, model):
-    stream = sdk.chat.completions.create(model=model, max_tokens=6, temperature=0, stream=True,
-                                         stream_options={"include_usage": True},
-                                         messages=[{"role": "user", "content": "Count"}])
+    stream = sdk.chat.completions.create(
+        model=model,
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Count"}],
+    )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -46,8 +55,9 @@ def test_chat_completion_stream(sdk, model):
     assert len(finishes) == 1
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 6
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    whole = sdk.chat.completions.create(model=model, max_tokens=6, temperature=0,
-                                        messages=[{"role": "user", "content": "Count"}])
+    whole = sdk.chat.completions.create(
+        model=model, max_tokens=6, temperature=0, messages=[{"role": "user", "content": "Count"}]
+    )
     assert text == whole.choices[0].message.content  # greedy: the stream joins to the same answer
 
 
@@ -63,13 +73,17 @@ def test_chat_errors_in_openai_shape(sdk, mesh):
     assert raw.status_code == 400 and raw.json()["error"]["param"] == "body"
 
 
-@pytest.mark.parametrize(("response_format", "magic", "content_type"), [
-    ("wav", b"RIFF", "audio/wav"),
-    ("pcm", None, "audio/pcm"),
-])
+@pytest.mark.parametrize(
+    ("response_format", "magic", "content_type"),
+    [
+        ("wav", b"RIFF", "audio/wav"),
+        ("pcm", None, "audio/pcm"),
+    ],
+)
 def test_speech(sdk, response_format, magic, content_type):
     with sdk.audio.speech.with_streaming_response.create(
-            model="tts-1", voice="alloy", input="Hello from the bridge.", response_format=response_format) as speech:
+        model="tts-1", voice="alloy", input="Hello from the bridge.", response_format=response_format
+    ) as speech:
         assert speech.headers["content-type"] == content_type
         audio = speech.read()
     assert len(audio) > 1000
@@ -84,13 +98,15 @@ def test_speech_refuses_an_unknown_format(sdk):
 
 
 def test_images_as_b64_json_and_as_url(sdk):
-    generated = sdk.images.generate(prompt="a red square", size="16x16", n=2, response_format="b64_json",
-                                    extra_body={"steps": 2, "seed": 5})
+    generated = sdk.images.generate(
+        prompt="a red square", size="16x16", n=2, response_format="b64_json", extra_body={"steps": 2, "seed": 5}
+    )
     assert len(generated.data) == 2
     for image in generated.data:
         assert base64.b64decode(image.b64_json)[:8] == b"\x89PNG\r\n\x1a\n"
-    linked = sdk.images.generate(prompt="a blue square", size="16x16", response_format="url",
-                                 extra_body={"steps": 2, "seed": 5})
+    linked = sdk.images.generate(
+        prompt="a blue square", size="16x16", response_format="url", extra_body={"steps": 2, "seed": 5}
+    )
     downloaded = httpx.get(linked.data[0].url, timeout=30)
     assert downloaded.status_code == 200 and downloaded.headers["content-type"] == "image/png"
     assert downloaded.content[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,15 +21,24 @@ def test_no_route_answers_a_server_error(mesh):
     assert len(operations) > 25
 
     for operation in operations:
+
         @given(case=operation.as_strategy())
         # derandomize: the same cases every run, so CI judges the code, not the draw of the day
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case):
             response = case.call(timeout=30)
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path} {case.body!r:.200} -> "
-                                f"{response.status_code}: {response.text[:300]}")
+                failures.append(
+                    f"{case.method} {case.formatted_path} {case.body!r:.200} -> "
+                    f"{response.status_code}: {response.text[:300]}"
+                )
 
         check()
     assert not failures, "\n".join(failures)

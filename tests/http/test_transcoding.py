@@ -25,15 +25,24 @@ def stepper_bridge(background_loop, tmp_path_factory):
     folder = tmp_path_factory.mktemp("transcoding")
 
     async def start():
-        service, engine = build_stepper_service(ServerSettings(max_concurrency=1, max_queue=0, grace_period_s=0),
-                                                step_s=0.05)
+        service, engine = build_stepper_service(
+            ServerSettings(max_concurrency=1, max_queue=0, grace_period_s=0), step_s=0.05
+        )
         backend = await create_server(service)
         # No max_concurrency in the record: the backend itself refuses what it cannot take.
         backends = folder / "backends.json"
         backends.write_text(json.dumps({"backends": [{"address": f"127.0.0.1:{backend.port}", "capability": "tts"}]}))
-        settings = GatewaySettings(port=0, http_port=0, host="127.0.0.1", sse_keepalive_s=0.02, max_body_bytes=1024,
-                                   backends_file=str(backends), files_dir=str(folder / "files"), grace_period_s=0,
-                                   log_level="warning")
+        settings = GatewaySettings(
+            port=0,
+            http_port=0,
+            host="127.0.0.1",
+            sse_keepalive_s=0.02,
+            max_body_bytes=1024,
+            backends_file=str(backends),
+            files_dir=str(folder / "files"),
+            grace_period_s=0,
+            log_level="warning",
+        )
         gateway = await start_gateway(settings)
         await wait_available(gateway.grpc_address, {"tts"})
         return backend, engine, gateway
@@ -107,15 +116,18 @@ def test_invalid_argument_is_400_with_field_violations(stepper_bridge):
     assert bad_request["fieldViolations"] == [{"field": "text", "description": "must not be empty"}]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ('{"text": ', "body"),
-    ('{"text": 5}', "text"),
-    ('{"speed": "fast"}', "speed"),
-    ('{"sampleRate": 1.5}', "sample_rate"),
-    ('{"format": "AUDIO_FORMAT_NOPE"}', "format"),
-    ('{"nope": 1}', "nope"),
-    ('[1, 2]', "body"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"text": ', "body"),
+        ('{"text": 5}', "text"),
+        ('{"speed": "fast"}', "speed"),
+        ('{"sampleRate": 1.5}', "sample_rate"),
+        ('{"format": "AUDIO_FORMAT_NOPE"}', "format"),
+        ('{"nope": 1}', "nope"),
+        ("[1, 2]", "body"),
+    ],
+)
 def test_malformed_json_or_wrong_types_are_400_naming_the_field(stepper_bridge, body, field):
     url, _ = stepper_bridge
     with client(url) as http:
@@ -165,13 +177,15 @@ def test_resource_exhausted_is_429_with_retry_after(stepper_bridge):
 def test_client_disconnect_cancels_the_upstream_call(stepper_bridge):
     url, engine = stepper_bridge
     engine.stopped.wait(5)
-    with httpx.Client(base_url=url, timeout=30) as http:
-        with http.stream("POST", SYNTHESIZE, json={"text": "steps:200"}) as response:
-            lines = response.iter_lines()
-            while not next(lines).startswith("data:"):
-                pass
-            started = engine.steps_run
-        # closing the response drops the connection
+    with (
+        httpx.Client(base_url=url, timeout=30) as http,
+        http.stream("POST", SYNTHESIZE, json={"text": "steps:200"}) as response,
+    ):
+        lines = response.iter_lines()
+        while not next(lines).startswith("data:"):
+            pass
+        started = engine.steps_run
+    # closing the response drops the connection
     assert engine.stopped.wait(5), "the engine never stopped"
     assert engine.steps_run < 200
     assert engine.steps_run >= started

@@ -17,10 +17,26 @@ async def test_image_command_writes_numbered_pngs(tmp_path, tiny_sd):
     running = await create_server(build_service(ImagegenSettings()))
     out = tmp_path / "fox.png"
     try:
-        result = await asyncio.to_thread(CliRunner().invoke, app, [
-            "image", "a red fox", "-o", str(out), "-n", "2", "--size", "48x32", "--steps", "2", "--seed", "3",
-            "--address", f"127.0.0.1:{running.port}",
-        ])
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            [
+                "image",
+                "a red fox",
+                "-o",
+                str(out),
+                "-n",
+                "2",
+                "--size",
+                "48x32",
+                "--steps",
+                "2",
+                "--seed",
+                "3",
+                "--address",
+                f"127.0.0.1:{running.port}",
+            ],
+        )
     finally:
         await running.shutdown(grace_s=0)
 

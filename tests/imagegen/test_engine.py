@@ -36,8 +36,9 @@ def denoising(events):
 
 def test_n_images_come_back_as_valid_pngs_with_their_seeds(make_engine):
     engine = make_engine(chunk_bytes=1024)
-    result, events = run(engine, ImageRequest(prompt="a cat on the beach", width=40, height=32, steps=3,
-                                              num_images=3, seed=11))
+    result, events = run(
+        engine, ImageRequest(prompt="a cat on the beach", width=40, height=32, steps=3, num_images=3, seed=11)
+    )
 
     files = pngs_of(events)
     assert sorted(files) == [0, 1, 2]
@@ -102,8 +103,9 @@ def test_cancel_after_the_first_step_stops_before_the_second(engine):
 
 def test_invalid_fields_are_all_reported_with_their_rule(make_engine):
     engine = make_engine(max_images=4, max_steps=20)
-    request = ImageRequest(prompt=" ", width=36, height=4096, steps=0, num_images=5, guidance_scale=float("nan"),
-                           seed=-1)
+    request = ImageRequest(
+        prompt=" ", width=36, height=4096, steps=0, num_images=5, guidance_scale=float("nan"), seed=-1
+    )
     with pytest.raises(InvalidArgument) as excinfo:
         run(engine, request)
     found = {v.field: v.description for v in excinfo.value.violations}

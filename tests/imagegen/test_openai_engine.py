@@ -46,8 +46,16 @@ def make_engine(api):
     engines = []
 
     def build(**overrides):
-        settings = ImagegenSettings(**{"engine": "openai", "openai_base_url": api.base_url, "openai_api_key": "sk-test",
-                                       "openai_model": "gpt-image-1", "openai_backoff_base_s": 0.01, **overrides})
+        settings = ImagegenSettings(
+            **{
+                "engine": "openai",
+                "openai_base_url": api.base_url,
+                "openai_api_key": "sk-test",
+                "openai_model": "gpt-image-1",
+                "openai_backoff_base_s": 0.01,
+                **overrides,
+            }
+        )
         engines.append(OpenAIImageEngine(settings))
         return engines[-1]
 
@@ -73,8 +81,10 @@ def test_b64_answers_become_pngs_and_the_request_carries_model_prompt_n_size(api
     [sent] = api.requests(PATH)
     assert sent.body == {"model": "gpt-image-1", "prompt": "a red fox", "n": 2, "size": "64x48"}
     assert sent.headers["authorization"] == "Bearer sk-test"
-    assert [(i.index, i.width, i.height, i.mime_type) for i in result.images] == [(0, 64, 48, "image/png"),
-                                                                                 (1, 64, 48, "image/png")]
+    assert [(i.index, i.width, i.height, i.mime_type) for i in result.images] == [
+        (0, 64, 48, "image/png"),
+        (1, 64, 48, "image/png"),
+    ]
     assert all(files[i].startswith(b"\x89PNG") for i in (0, 1))
     assert result.model == "gpt-image-1" and not result.random_weights
     assert result.images[0].seed is None

@@ -38,8 +38,12 @@ async def serve():
 async def test_n_pngs_stream_in_chunks_then_one_result(serve, tiny_sd):
     _, _, channel = await serve(ImagegenSettings(chunk_bytes=1024))
     stub = imagegen_service_pb2_grpc.ImageGenServiceStub(channel)
-    messages = [m async for m in stub.StreamGenerateImages(images_request("a cat", width=40, height=32, steps=2,
-                                                                          seed=9, num_images=2))]
+    messages = [
+        m
+        async for m in stub.StreamGenerateImages(
+            images_request("a cat", width=40, height=32, steps=2, seed=9, num_images=2)
+        )
+    ]
 
     kinds = [m.WhichOneof("event") for m in messages]
     assert kinds[-1] == "result" and kinds.count("result") == 1
@@ -47,8 +51,9 @@ async def test_n_pngs_stream_in_chunks_then_one_result(serve, tiny_sd):
     result = messages[-1].result
     assert (result.seed, result.steps, result.model) == (9, 2, "tiny")
     for image in result.images:
-        data = b"".join(m.chunk.data for m in messages if m.WhichOneof("event") == "chunk"
-                        and m.chunk.index == image.index)
+        data = b"".join(
+            m.chunk.data for m in messages if m.WhichOneof("event") == "chunk" and m.chunk.index == image.index
+        )
         assert len(data) == image.artifact.size_bytes
         assert Image.open(io.BytesIO(data)).size == (40, 32) == (image.width, image.height)
     await channel.close()

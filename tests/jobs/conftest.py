@@ -12,8 +12,16 @@ from capmesh.services.runtime.settings import ServerSettings
 from tests.jobs.support import Client, eventually, write_backends
 from tests.runtime.stepper import build_stepper_service
 
-FAST_JOBS = dict(job_lease_s=1.5, job_backoff_base_s=0.05, job_backoff_max_s=0.2, heartbeat_interval_s=0.5,
-                 lease_s=3.0, grace_period_s=0, http_port=0, log_level="warning")
+FAST_JOBS = dict(
+    job_lease_s=1.5,
+    job_backoff_base_s=0.05,
+    job_backoff_max_s=0.2,
+    heartbeat_interval_s=0.5,
+    lease_s=3.0,
+    grace_period_s=0,
+    http_port=0,
+    log_level="warning",
+)
 
 
 @pytest.fixture
@@ -44,8 +52,11 @@ async def gateways(tmp_path, redis_server):
     started = []
 
     async def start(store: str, addresses: list[str], *, max_concurrency: int = 1, **settings):
-        backends = write_backends(tmp_path / f"backends-{len(started)}.json", addresses, max_concurrency) \
-            if addresses else None
+        backends = (
+            write_backends(tmp_path / f"backends-{len(started)}.json", addresses, max_concurrency)
+            if addresses
+            else None
+        )
         values = {**FAST_JOBS, "files_dir": str(tmp_path / "files"), **settings}
         if backends is not None:
             values["backends_file"] = str(backends)

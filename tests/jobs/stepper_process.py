@@ -17,8 +17,9 @@ def main() -> None:
     parser.add_argument("--step-s", type=float, default=0.02)
     parser.add_argument("--max-concurrency", type=int, default=4)
     options = parser.parse_args()
-    settings = ServerSettings(port=0, max_concurrency=options.max_concurrency, max_queue=64, grace_period_s=0,
-                              log_level="warning")
+    settings = ServerSettings(
+        port=0, max_concurrency=options.max_concurrency, max_queue=64, grace_period_s=0, log_level="warning"
+    )
     service, _ = build_stepper_service(settings, step_s=options.step_s)
     asyncio.run(serve(service))
 

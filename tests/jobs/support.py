@@ -19,9 +19,8 @@ from google.protobuf import any_pb2
 
 from capmesh.client import aio_channel
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
-from capmesh.gateway.v1 import job_service_pb2_grpc
+from capmesh.gateway.v1 import job_service_pb2_grpc, registry_service_pb2_grpc
 from capmesh.gateway.v1 import registry_service_pb2 as registry_pb2
-from capmesh.gateway.v1 import registry_service_pb2_grpc
 from capmesh.tts.v1 import tts_service_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +54,11 @@ def submit_request(text: str, **kw) -> jobs_pb2.SubmitJobRequest:
 
 
 def write_backends(path: Path, addresses: list[str], max_concurrency: int) -> Path:
-    path.write_text(json.dumps({"backends": [
-        {"address": a, "capability": "tts", "max_concurrency": max_concurrency} for a in addresses]}))
+    path.write_text(
+        json.dumps(
+            {"backends": [{"address": a, "capability": "tts", "max_concurrency": max_concurrency} for a in addresses]}
+        )
+    )
     return path
 
 
@@ -64,8 +66,14 @@ class Process:
     """A child process that prints one line when it serves; SIGKILL or SIGTERM it."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, marker: str = "listening on") -> None:
-        self.popen = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})})
+        self.popen = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             line = self.popen.stdout.readline()  # blocks until the child says it serves (or exits)
@@ -88,8 +96,9 @@ class Process:
 
 
 def start_stepper_process(step_s: float = 0.02, max_concurrency: int = 4) -> tuple[Process, str]:
-    process = Process(["-m", "tests.jobs.stepper_process", "--step-s", str(step_s),
-                       "--max-concurrency", str(max_concurrency)])
+    process = Process(
+        ["-m", "tests.jobs.stepper_process", "--step-s", str(step_s), "--max-concurrency", str(max_concurrency)]
+    )
     return process, process.line.rsplit(" ", 1)[1]
 
 
@@ -114,7 +123,7 @@ class Client:
         self.registry = registry_service_pb2_grpc.RegistryServiceStub(self.channel)
 
     @classmethod
-    def connect(cls, address: str) -> "Client":
+    def connect(cls, address: str) -> Client:
         return cls(aio_channel(address))
 
     async def submit(self, text: str, **kw) -> str:
@@ -131,6 +140,7 @@ class Client:
         async def done():
             operation, _ = await self.get(job_id)
             return operation if operation.done else None
+
         return await eventually(done, timeout_s, f"job {job_id} to end")
 
     async def events(self, job_id: str, after: str = "", until=None) -> list[jobs_pb2.JobEvent]:

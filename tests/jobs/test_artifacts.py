@@ -18,9 +18,14 @@ async def test_each_image_is_stored_and_its_artifact_gets_the_file_id(tmp_path):
     for index, data in images.items():
         await collector.add(artifact_pb2.DataChunk(data=data[:5], offset=0, index=index))
         await collector.add(artifact_pb2.DataChunk(data=data[5:], offset=5, index=index))
-    result = imagegen_service_pb2.ImagesResult(images=[
-        imagegen_service_pb2.GeneratedImage(index=index, artifact=artifact_pb2.Artifact(
-            mime_type="image/png", size_bytes=len(data))) for index, data in images.items()])
+    result = imagegen_service_pb2.ImagesResult(
+        images=[
+            imagegen_service_pb2.GeneratedImage(
+                index=index, artifact=artifact_pb2.Artifact(mime_type="image/png", size_bytes=len(data))
+            )
+            for index, data in images.items()
+        ]
+    )
 
     stored = await collector.commit(result)
 
@@ -33,8 +38,11 @@ async def test_each_image_is_stored_and_its_artifact_gets_the_file_id(tmp_path):
 async def test_a_scene_result_nested_artifact_gets_the_file_and_its_declared_type(tmp_path):
     collector = ArtifactCollector(FileStore(tmp_path / "files"), "job-2", ttl_s=60)
     await collector.add(artifact_pb2.DataChunk(data=bytes(range(256)), offset=0, part_index=3))
-    result = tts_service_pb2.SceneResult(audio=tts_service_pb2.SynthesisResult(
-        artifact=artifact_pb2.Artifact(mime_type="audio/x-custom", size_bytes=256)))
+    result = tts_service_pb2.SceneResult(
+        audio=tts_service_pb2.SynthesisResult(
+            artifact=artifact_pb2.Artifact(mime_type="audio/x-custom", size_bytes=256)
+        )
+    )
 
     [stored] = await collector.commit(result)
 

@@ -18,8 +18,13 @@ def gateway_address(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     stepper, backend = start_stepper_process(step_s=0.01)
     settings = {k: v for k, v in FAST_JOBS.items() if k != "log_level"}
-    gateway, address = start_gateway_process(port=0, files_dir=folder / "files", log_level="error",
-                                             backends_file=write_backends(folder / "b.json", [backend], 2), **settings)
+    gateway, address = start_gateway_process(
+        port=0,
+        files_dir=folder / "files",
+        log_level="error",
+        backends_file=write_backends(folder / "b.json", [backend], 2),
+        **settings,
+    )
     yield address
     gateway.kill()
     stepper.kill()
@@ -33,8 +38,17 @@ def run(*args: str, address: str) -> str:
 
 def test_jobs_submit_watch_list_get_and_cancel(gateway_address):
     # The gateway may still be probing its backend: submit queues either way, watch waits it out.
-    output = run("jobs", "submit", SYNTHESIZE, "-d", '{"text": "steps:3"}', "--label", "characterId=char_001",
-                 "--watch", address=gateway_address)
+    output = run(
+        "jobs",
+        "submit",
+        SYNTHESIZE,
+        "-d",
+        '{"text": "steps:3"}',
+        "--label",
+        "characterId=char_001",
+        "--watch",
+        address=gateway_address,
+    )
     job_id = output.split()[0]
     got = json.loads(run("jobs", "get", job_id, address=gateway_address))
     assert got["done"] and got["result"]["response"]["sentenceCount"] == 3

@@ -9,8 +9,14 @@ from google.rpc import code_pb2
 
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
 from tests.jobs.conftest import FAST_JOBS
-from tests.jobs.support import Client, event_types, eventually, start_gateway_process, start_stepper_process, \
-    write_backends
+from tests.jobs.support import (
+    Client,
+    event_types,
+    eventually,
+    start_gateway_process,
+    start_stepper_process,
+    write_backends,
+)
 
 PROGRESS = jobs_pb2.JOB_EVENT_TYPE_PROGRESS
 
@@ -31,8 +37,13 @@ def gateway_process(tmp_path, redis_server, processes):
     async def start(addresses: list[str]):
         backends = write_backends(tmp_path / "backends.json", addresses, max_concurrency=2)
         process, address = start_gateway_process(
-            redis_url=redis_server.url, backends_file=backends, files_dir=tmp_path / "files", port=0,
-            **{k: v for k, v in FAST_JOBS.items() if k != "log_level"}, log_level="error")
+            redis_url=redis_server.url,
+            backends_file=backends,
+            files_dir=tmp_path / "files",
+            port=0,
+            **{k: v for k, v in FAST_JOBS.items() if k != "log_level"},
+            log_level="error",
+        )
         processes.append(process)
         client = Client.connect(address)
         await eventually(lambda: client.available_backends(), what="a backend")
@@ -100,7 +111,7 @@ async def test_a_cancel_survives_restarts_and_reaches_a_job_whose_gateway_died(g
     second.kill()
     _, third = await gateway_process([address])
     for job_id in (cancelled, orphan):
-        operation, meta = await third.get(job_id)
+        _operation, meta = await third.get(job_id)
         assert meta.state == jobs_pb2.JOB_STATE_CANCELLED and meta.attempt == 1
         kinds = event_types(await third.events(job_id))
         assert kinds.count("STARTED") == 1 and kinds[-1] == "CANCELLED"

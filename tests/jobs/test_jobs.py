@@ -19,7 +19,7 @@ from tests.jobs.support import event_types, eventually, submit_request
 
 async def test_a_job_streams_events_stores_its_audio_and_returns_the_result(store, steppers, gateways):
     [(_, _, address)] = await steppers(1)
-    running, client = await gateways(store, [address])
+    _running, client = await gateways(store, [address])
     job_id = await client.submit("steps:3", labels={"characterId": "char_001"})
     events = await client.events(job_id)
     assert event_types(events) == ["QUEUED", "STARTED"] + ["PROGRESS"] * 3 + ["SUCCEEDED"]
@@ -38,14 +38,15 @@ async def test_a_job_streams_events_stores_its_audio_and_returns_the_result(stor
     [artifact] = result.artifacts
     assert artifact.size_bytes == 3 and artifact.mime_type == "text/plain; charset=utf-8"
     files = file_service_pb2_grpc.FileServiceStub(client.channel)
-    data = b"".join([m.data async for m in files.DownloadFile(file_service_pb2.DownloadFileRequest(
-        file_id=artifact.file_id))])
+    data = b"".join(
+        [m.data async for m in files.DownloadFile(file_service_pb2.DownloadFileRequest(file_id=artifact.file_id))]
+    )
     assert data == b"xxx"
     assert events[-1].result == result
 
 
 async def test_priority_order_holds_under_a_full_queue(store, steppers, gateways):
-    [(_, engine, address)] = await steppers(1, step_s=0.02)
+    [(_, _engine, address)] = await steppers(1, step_s=0.02)
     _, client = await gateways(store, [address], max_concurrency=1)
     blocker = await client.submit("steps:25")
     await client.events(blocker, until=lambda e: e.type == jobs_pb2.JOB_EVENT_TYPE_STARTED)
@@ -159,15 +160,19 @@ async def test_list_filters_by_labels_state_and_capability_with_paging(store, st
         await client.wait(job_id)
     names, token = [], ""
     while True:
-        page = await client.operations.ListOperations(operations_pb2.ListOperationsRequest(
-            filter='labels.characterId = "char_001" AND state = SUCCEEDED', page_size=2, page_token=token))
+        page = await client.operations.ListOperations(
+            operations_pb2.ListOperationsRequest(
+                filter='labels.characterId = "char_001" AND state = SUCCEEDED', page_size=2, page_token=token
+            )
+        )
         names += [o.name.split("/")[1] for o in page.operations]
         token = page.next_page_token
         if not token:
             break
     assert names == ours[::-1]
-    none = await client.operations.ListOperations(operations_pb2.ListOperationsRequest(
-        filter='labels.characterId = "char_001" AND state = FAILED'))
+    none = await client.operations.ListOperations(
+        operations_pb2.ListOperationsRequest(filter='labels.characterId = "char_001" AND state = FAILED')
+    )
     assert list(none.operations) == []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await client.operations.ListOperations(operations_pb2.ListOperationsRequest(filter="colour = blue"))
@@ -178,12 +183,14 @@ async def test_wait_operation_returns_when_done_or_at_its_timeout(store, stepper
     [(_, _, address)] = await steppers(1, step_s=0.02)
     _, client = await gateways(store, [address])
     job_id = await client.submit("steps:5")
-    operation = await client.operations.WaitOperation(operations_pb2.WaitOperationRequest(
-        name=f"operations/{job_id}", timeout=duration_pb2.Duration(seconds=30)))
+    operation = await client.operations.WaitOperation(
+        operations_pb2.WaitOperationRequest(name=f"operations/{job_id}", timeout=duration_pb2.Duration(seconds=30))
+    )
     assert operation.done and operation.HasField("response")
     slow = await client.submit("steps:1000")
-    operation = await client.operations.WaitOperation(operations_pb2.WaitOperationRequest(
-        name=f"operations/{slow}", timeout=duration_pb2.Duration(nanos=200_000_000)))
+    operation = await client.operations.WaitOperation(
+        operations_pb2.WaitOperationRequest(name=f"operations/{slow}", timeout=duration_pb2.Duration(nanos=200_000_000))
+    )
     assert not operation.done
 
 
@@ -203,7 +210,7 @@ async def test_a_watch_resumes_after_the_given_event_id(store, steppers, gateway
     everything = await client.events(job_id)
     for cut in range(len(everything)):
         rest = await client.events(job_id, after=everything[cut].event_id)
-        assert [e.event_id for e in rest] == [e.event_id for e in everything[cut + 1:]]
+        assert [e.event_id for e in rest] == [e.event_id for e in everything[cut + 1 :]]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await client.events(job_id, after="not-an-id")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -10,15 +10,27 @@ from google.rpc import code_pb2
 from capmesh.gateway.server.jobs.filtering import parse_filter
 from capmesh.gateway.server.jobs.policy import StreamEndedEarly, backoff_s, classify
 from capmesh.gateway.server.jobs.record import FAILED, SUCCEEDED, JobRecord
-from capmesh.services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, \
-    ResourceExhausted, Unavailable
+from capmesh.services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
-@pytest.mark.parametrize("error, retry", [
-    (Unavailable("down"), True), (ResourceExhausted("full", retry_after_s=3), True),
-    (StreamEndedEarly("gone"), True), (InvalidArgument.single("text", "bad"), False),
-    (FailedPrecondition("no"), False), (PermissionDenied("no"), False), (ValueError("bug"), False),
-])
+@pytest.mark.parametrize(
+    "error, retry",
+    [
+        (Unavailable("down"), True),
+        (ResourceExhausted("full", retry_after_s=3), True),
+        (StreamEndedEarly("gone"), True),
+        (InvalidArgument.single("text", "bad"), False),
+        (FailedPrecondition("no"), False),
+        (PermissionDenied("no"), False),
+        (ValueError("bug"), False),
+    ],
+)
 def test_what_is_retried(error, retry):
     status, retryable, _ = classify(error)
     assert retryable is retry and status.code != code_pb2.OK
@@ -50,8 +62,9 @@ def test_filters_combine_terms_with_and():
     assert parse_filter("")(record(FAILED))
 
 
-@pytest.mark.parametrize("text", ["colour = blue", "state = SLEEPING", "labels. = x", "state SUCCEEDED",
-                                  "done = maybe"])
+@pytest.mark.parametrize(
+    "text", ["colour = blue", "state = SLEEPING", "labels. = x", "state SUCCEEDED", "done = maybe"]
+)
 def test_bad_filters_are_invalid_argument(text):
     with pytest.raises(InvalidArgument) as caught:
         parse_filter(text)

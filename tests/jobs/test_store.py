@@ -24,8 +24,16 @@ class Clock:
 
 def new_record(job_id: str, priority: int = 0) -> JobRecord:
     now = time.time()
-    return JobRecord(job_id=job_id, capability="tts", method="/m", request=b"", priority=priority,
-                     create_time=now, deadline=now + 60, max_attempts=3)
+    return JobRecord(
+        job_id=job_id,
+        capability="tts",
+        method="/m",
+        request=b"",
+        priority=priority,
+        create_time=now,
+        deadline=now + 60,
+        max_attempts=3,
+    )
 
 
 def event(job_id: str, kind: int, state: int) -> jobs_pb2.JobEvent:
@@ -45,8 +53,9 @@ async def store(request, redis_server):
 
 
 async def submit(store, job_id: str, priority: int = 0):
-    record, created = await store.submit(new_record(job_id, priority), event(job_id, 1, QUEUED),
-                                         queue_limit=100, hold_s=3600)
+    record, created = await store.submit(
+        new_record(job_id, priority), event(job_id, 1, QUEUED), queue_limit=100, hold_s=3600
+    )
     assert created
     return record
 
@@ -56,9 +65,16 @@ async def test_results_and_records_expire_on_their_own_clocks(store):
     await submit(jobs, "a")
     claimed = await jobs.claim("tts", "owner-1", 30, time.time())
     assert claimed.job_id == "a" and claimed.attempt == 1
-    done = await jobs.finish("a", "owner-1", SUCCEEDED, {"end_time": time.time()}, event("a", 5, SUCCEEDED),
-                             result=jobs_pb2.JobResult().SerializeToString() + b"\x12\x00", result_ttl_s=10,
-                             record_ttl_s=100)
+    done = await jobs.finish(
+        "a",
+        "owner-1",
+        SUCCEEDED,
+        {"end_time": time.time()},
+        event("a", 5, SUCCEEDED),
+        result=jobs_pb2.JobResult().SerializeToString() + b"\x12\x00",
+        result_ttl_s=10,
+        record_ttl_s=100,
+    )
     assert done
     if client is not None:
         assert 9_000 < await client.pttl("capmesh:job:a:result") <= 10_000
@@ -90,10 +106,12 @@ async def test_writes_are_fenced_by_the_lease_and_expired_runs_are_recovered(sto
     assert await jobs.renew("a", "owner-2", 30) == (True, False)
     await jobs.request_cancel("a")
     assert await jobs.renew("a", "owner-2", 30) == (True, True)
-    assert not await jobs.finish("a", "", CANCELLED, {}, event("a", 7, CANCELLED), result=b"", result_ttl_s=1,
-                                 record_ttl_s=1)  # a live runner owns it: only it may finish it
-    assert await jobs.finish("a", "owner-2", CANCELLED, {}, event("a", 7, CANCELLED), result=b"", result_ttl_s=10,
-                             record_ttl_s=10)
+    assert not await jobs.finish(
+        "a", "", CANCELLED, {}, event("a", 7, CANCELLED), result=b"", result_ttl_s=1, record_ttl_s=1
+    )  # a live runner owns it: only it may finish it
+    assert await jobs.finish(
+        "a", "owner-2", CANCELLED, {}, event("a", 7, CANCELLED), result=b"", result_ttl_s=10, record_ttl_s=10
+    )
 
 
 async def test_claims_follow_priority_then_submission_order_and_skip_cancelled(store):
@@ -101,8 +119,9 @@ async def test_claims_follow_priority_then_submission_order_and_skip_cancelled(s
     for job_id, priority in [("low", -5), ("a", 0), ("high", 9), ("b", 0), ("gone", 50)]:
         await submit(jobs, job_id, priority)
     await jobs.request_cancel("gone")
-    assert await jobs.finish("gone", "", CANCELLED, {}, event("gone", 7, CANCELLED), result=b"", result_ttl_s=10,
-                             record_ttl_s=10)
+    assert await jobs.finish(
+        "gone", "", CANCELLED, {}, event("gone", 7, CANCELLED), result=b"", result_ttl_s=10, record_ttl_s=10
+    )
     assert (await jobs.get("low")).queue_position == 3
     order = [(await jobs.claim("tts", "o", 30, time.time())).job_id for _ in range(4)]
     assert order == ["high", "a", "b", "low"]

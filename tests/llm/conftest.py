@@ -19,8 +19,9 @@ def tiny_llm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def llm_settings(tiny_llm_path: Path) -> LlmSettings:
-    return LlmSettings(model="tiny", device="cpu", max_batch_size=8, max_waiting=8,
-                       default_max_tokens=32, log_json=False)
+    return LlmSettings(
+        model="tiny", device="cpu", max_batch_size=8, max_waiting=8, default_max_tokens=32, log_json=False
+    )
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,13 @@ async def server(llm_settings):
 async def run_cli(*args: str) -> tuple[int, str, str]:
     """Runs `capmesh` in its own process, as a user would."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from capmesh.cli.main import app; app()", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        "from capmesh.cli.main import app; app()",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode, out.decode(), err.decode()
 
@@ -38,8 +43,9 @@ async def test_one_shot_prints_the_streamed_answer(server):
     code, out, _ = await run_cli("chat", "-m", "hello", "-n", "12", "-t", "0", "--address", address)
     assert code == 0
     async with grpc.aio.insecure_channel(address) as channel:
-        reply = await llm_service_pb2_grpc.LlmServiceStub(channel).Chat(pb.ChatRequest(
-            messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hello")], temperature=0, max_tokens=12))
+        reply = await llm_service_pb2_grpc.LlmServiceStub(channel).Chat(
+            pb.ChatRequest(messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hello")], temperature=0, max_tokens=12)
+        )
     assert out == reply.message.content + "\n"
 
 
@@ -53,8 +59,18 @@ async def test_one_shot_reports_invalid_arguments(server):
 async def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(server):
     address, engine = server
     chat = await asyncio.create_subprocess_exec(  # its own process: SIGINT must reach only the CLI
-        sys.executable, "-c", "from capmesh.cli.main import app; app()", "chat", "-t", "0", "--address", address,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        "from capmesh.cli.main import app; app()",
+        "chat",
+        "-t",
+        "0",
+        "--address",
+        address,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         chat.stdin.write(b"tell me a long story\n")
         await chat.stdin.drain()

@@ -49,10 +49,11 @@ def test_streamed_deltas_match_the_tokenizer_decode_of_the_answer(engine, tiny_l
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm_path)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm_path)
     request = greedy("Grüße 🙂 日本", 40)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Grüße 🙂 日本"}],
-                                           add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Grüße 🙂 日本"}], add_generation_prompt=True, tokenize=False
+    )
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    reference = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=None)[0, ids.shape[1]:]
+    reference = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=None)[0, ids.shape[1] :]
     deltas, result = run(engine, request)
     assert result.text == tokenizer.decode(reference, skip_special_tokens=True)
     assert "".join(deltas) == result.text
@@ -186,7 +187,10 @@ def test_answer_stops_at_the_context_window(llm_settings):
         (ChatRequest([ChatMessage("user", "hi")], max_tokens=10_000), ["max_tokens"]),
         (ChatRequest([ChatMessage("user", "hi")], stop=["a", "b", "c", "d", "e"]), ["stop"]),
         (ChatRequest([ChatMessage("user", "hi")], stop=["a", ""]), ["stop[1]"]),
-        (ChatRequest([ChatMessage("user", "")], temperature=-1, top_p=2), ["messages[0].content", "temperature", "top_p"]),
+        (
+            ChatRequest([ChatMessage("user", "")], temperature=-1, top_p=2),
+            ["messages[0].content", "temperature", "top_p"],
+        ),
     ],
 )
 def test_invalid_requests_name_every_bad_field(engine, request_, fields):

@@ -27,16 +27,22 @@ WORDS = ["Hel", "lo", ", wör", "ld 🙂"]
 
 
 def chunk(content=None, finish=None, usage=None):
-    event = {"id": "c1", "object": "chat.completion.chunk", "model": "remote-model",
-             "choices": [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}]}
+    event = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "remote-model",
+        "choices": [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}],
+    }
     if usage:
         event["choices"], event["usage"] = [], usage
     return event
 
 
 def answer(request: FakeRequest) -> Reply:
-    events = [chunk(w) for w in WORDS] + [chunk(finish="stop"),
-                                          chunk(usage={"prompt_tokens": 9, "completion_tokens": 4})]
+    events = [chunk(w) for w in WORDS] + [
+        chunk(finish="stop"),
+        chunk(usage={"prompt_tokens": 9, "completion_tokens": 4}),
+    ]
     return Reply.sse(events)
 
 
@@ -49,8 +55,16 @@ def api():
 
 @pytest.fixture
 def engine(api):
-    engine = OpenAIChatEngine(LlmSettings(engine="openai", openai_base_url=api.base_url, openai_api_key=SECRET,
-                                          openai_model="remote-model", openai_backoff_base_s=0.01, log_json=False))
+    engine = OpenAIChatEngine(
+        LlmSettings(
+            engine="openai",
+            openai_base_url=api.base_url,
+            openai_api_key=SECRET,
+            openai_model="remote-model",
+            openai_backoff_base_s=0.01,
+            log_json=False,
+        )
+    )
     yield engine
     engine.close()
 
@@ -101,9 +115,8 @@ def test_persistent_5xx_gives_up_as_unavailable(engine, api):
 
 def test_401_is_unauthenticated_names_the_key_setting_and_never_shows_the_key(engine, api):
     api.fail_next(PATH, Reply.json(401, {"error": {"message": f"bad key {SECRET[:5]}"}}))
-    with structlog.testing.capture_logs() as logs:
-        with pytest.raises(Unauthenticated) as error:
-            ask(engine)
+    with structlog.testing.capture_logs() as logs, pytest.raises(Unauthenticated) as error:
+        ask(engine)
     assert "CAPMESH_LLM_OPENAI_API_KEY" in error.value.message
     assert SECRET not in error.value.message and SECRET not in repr(engine.settings)
     assert all(SECRET not in str(entry) for entry in logs)
@@ -125,6 +138,7 @@ def test_a_stream_broken_after_partial_output_is_unavailable_not_retried(engine,
         def chunks():
             yield b'data: {"choices": [{"index": 0, "delta": {"content": "par"}}]}\n\n'
             raise RuntimeError("the upstream worker crashed mid-answer")  # the server drops the connection
+
         return Reply(200, {"Content-Type": "text/event-stream"}, chunks())
 
     api.route(PATH, broken)

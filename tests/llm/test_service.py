@@ -15,7 +15,6 @@ from capmesh.llm.v1 import llm_service_pb2_grpc
 from capmesh.services.llm.main import build_service
 from capmesh.services.runtime.server import create_server
 
-
 # One server for the module: starting and stopping one per test costs more than the tests.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -33,9 +32,15 @@ async def served(llm_settings):
 
 def chat(prompt: str, max_tokens: int = 24, *, stream: bool = False, **kwargs):
     cls = pb.StreamChatRequest if stream else pb.ChatRequest
-    return cls(messages=[pb.ChatMessage(role=pb.ROLE_SYSTEM, content="You are tiny."),
-                         pb.ChatMessage(role=pb.ROLE_USER, content=prompt)],
-               temperature=0.0, max_tokens=max_tokens, **kwargs)
+    return cls(
+        messages=[
+            pb.ChatMessage(role=pb.ROLE_SYSTEM, content="You are tiny."),
+            pb.ChatMessage(role=pb.ROLE_USER, content=prompt),
+        ],
+        temperature=0.0,
+        max_tokens=max_tokens,
+        **kwargs,
+    )
 
 
 async def stream_text(stub, request) -> tuple[str, list[pb.StreamChatResponse]]:
@@ -91,15 +96,27 @@ async def test_deadline_ends_the_answer_with_deadline_exceeded(served):
 async def test_invalid_requests_are_invalid_argument_with_field_violations(served):
     stub, _ = served
     bad = pb.StreamChatRequest(
-        messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi"), pb.ChatMessage(role=pb.ROLE_UNSPECIFIED, content="")],
-        temperature=2.5, top_p=0.0, max_tokens=0, stop=["a", "b", "c", "d", "e"],
+        messages=[
+            pb.ChatMessage(role=pb.ROLE_USER, content="hi"),
+            pb.ChatMessage(role=pb.ROLE_UNSPECIFIED, content=""),
+        ],
+        temperature=2.5,
+        top_p=0.0,
+        max_tokens=0,
+        stop=["a", "b", "c", "d", "e"],
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         [m async for m in stub.StreamChat(bad)]
     error = from_rpc_error(caught.value)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in error.field_violations] == [
-        "messages[1].role", "messages[1].content", "temperature", "top_p", "max_tokens", "stop"]
+        "messages[1].role",
+        "messages[1].content",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+    ]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Chat(pb.ChatRequest())
     assert from_rpc_error(caught.value).field_violations[0][0] == "messages"

@@ -33,7 +33,8 @@ def test_tokenizer_round_trips_multibyte_text_and_has_a_chat_template(tiny_llm_p
     assert any("\ufffd" in tokenizer.decode([i]) for i in ids)
     prompt = tokenizer.apply_chat_template(
         [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-        add_generation_prompt=True, tokenize=False,
+        add_generation_prompt=True,
+        tokenize=False,
     )
     assert prompt.endswith("<|im_start|>assistant\n")
     assert prompt.count(EOS_TOKEN) == 2

@@ -71,10 +71,12 @@ class SteppingServicer(tts_service_pb2_grpc.TtsServiceServicer):
                 yield tts_service_pb2.StreamSynthesizeResponse(progress=progress_to_proto(item))
             elif isinstance(item, StepChunk):
                 yield tts_service_pb2.StreamSynthesizeResponse(
-                    chunk=artifact_pb2.DataChunk(data=b"x", offset=item.index))
+                    chunk=artifact_pb2.DataChunk(data=b"x", offset=item.index)
+                )
             else:
                 yield tts_service_pb2.StreamSynthesizeResponse(
-                    result=tts_service_pb2.SynthesisResult(sentence_count=item))
+                    result=tts_service_pb2.SynthesisResult(sentence_count=item)
+                )
 
 
 def build_stepper_service(

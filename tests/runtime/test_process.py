@@ -37,11 +37,18 @@ def grpcurl(*args: str) -> str:
 
 def test_grpcurl_lists_describes_and_checks_health(stepper_process):
     services = grpcurl(stepper_process.address, "list").split()
-    assert {"capmesh.tts.v1.TtsService", "grpc.health.v1.Health", "capmesh.admin.v1.AdminService",
-            "grpc.reflection.v1alpha.ServerReflection"} <= set(services)
+    assert {
+        "capmesh.tts.v1.TtsService",
+        "grpc.health.v1.Health",
+        "capmesh.admin.v1.AdminService",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= set(services)
     assert "StreamSynthesize" in grpcurl(stepper_process.address, "describe", "capmesh.tts.v1.TtsService")
-    health = json.loads(grpcurl("-d", '{"service": "capmesh.tts.v1.TtsService"}', stepper_process.address,
-                                "grpc.health.v1.Health/Check"))
+    health = json.loads(
+        grpcurl(
+            "-d", '{"service": "capmesh.tts.v1.TtsService"}', stepper_process.address, "grpc.health.v1.Health/Check"
+        )
+    )
     assert health["status"] == "SERVING"
     out = grpcurl("-d", '{"text": "steps:2"}', stepper_process.address, "capmesh.tts.v1.TtsService/StreamSynthesize")
     assert out.count('"result"') == 1
@@ -53,6 +60,7 @@ def test_sigterm_finishes_the_stream_in_flight_and_reports_not_serving():
         statuses: list[int] = []
         with grpc.insecure_channel(server.address) as channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+
             def collect() -> None:
                 try:
                     for reply in watch:
@@ -63,7 +71,8 @@ def test_sigterm_finishes_the_stream_in_flight_and_reports_not_serving():
             watcher = threading.Thread(target=collect, daemon=True)
             watcher.start()
             stream = tts_service_pb2_grpc.TtsServiceStub(channel).StreamSynthesize(
-                tts_service_pb2.StreamSynthesizeRequest(text="steps:30"))
+                tts_service_pb2.StreamSynthesizeRequest(text="steps:30")
+            )
             kinds = [next(stream).WhichOneof("event")]
             server.process.send_signal(signal.SIGTERM)
             kinds += [m.WhichOneof("event") for m in stream]

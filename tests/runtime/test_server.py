@@ -31,7 +31,7 @@ def request(text: str) -> tts_service_pb2.StreamSynthesizeRequest:
 
 
 async def test_stream_sends_progress_chunks_then_exactly_one_result(stepper):
-    running, engine, channel = stepper
+    _running, _engine, channel = stepper
     stub = tts_service_pb2_grpc.TtsServiceStub(channel)
     kinds = [m.WhichOneof("event") async for m in stub.StreamSynthesize(request("steps:3"))]
     assert kinds == ["progress", "chunk"] * 3 + ["result"]

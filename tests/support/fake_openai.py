@@ -39,24 +39,26 @@ class Reply:
     drop_connection: bool = False
 
     @classmethod
-    def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> "Reply":
+    def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
         return cls(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(payload).encode())
 
     @classmethod
-    def raw(cls, body: bytes, content_type: str, status: int = 200) -> "Reply":
+    def raw(cls, body: bytes, content_type: str, status: int = 200) -> Reply:
         return cls(status, {"Content-Type": content_type}, body)
 
     @classmethod
-    def sse(cls, events: Iterable[Any]) -> "Reply":
+    def sse(cls, events: Iterable[Any]) -> Reply:
         """Streams each event as `data: <json>` and ends with `data: [DONE]`."""
+
         def chunks():
             for event in events:
                 yield f"data: {json.dumps(event)}\n\n".encode()
             yield b"data: [DONE]\n\n"
+
         return cls(200, {"Content-Type": "text/event-stream"}, chunks())
 
     @classmethod
-    def drop(cls) -> "Reply":
+    def drop(cls) -> Reply:
         return cls(drop_connection=True)
 
 
@@ -148,7 +150,7 @@ class FakeOpenAI:
             return Reply.json(404, {"error": {"message": f"no route {request.path}", "type": "not_found"}})
         return handler(request)
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         self._thread.start()
         return self
 

@@ -22,14 +22,18 @@ class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120.0) -> None:
         self.args = args
         self.process = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            args,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             env={**os.environ, **(env or {})},
         )
         self.port = self._read_port(timeout_s)
         self.address = f"127.0.0.1:{self.port}"
 
     @classmethod
-    def python_module(cls, module: str, *args: str, **kwargs) -> "ServerProcess":
+    def python_module(cls, module: str, *args: str, **kwargs) -> ServerProcess:
         return cls([sys.executable, "-m", module, *args], **kwargs)
 
     def _read_port(self, timeout_s: float) -> int:
@@ -68,7 +72,7 @@ class ServerProcess:
                 self.process.kill()
         return self.process.wait()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -44,6 +44,7 @@ def probe_mp4(data: bytes, *, decode_frames: bool = True) -> tuple[VideoProbe, l
             for frame in container.decode(audio=0):
                 samples += frame.samples
             audio_seconds = samples / rate if rate else 0.0
-        probe = VideoProbe(probe.frame_count, probe.width, probe.height, probe.fps, probe.video_codec, audio_codec,
-                           audio_seconds)
+        probe = VideoProbe(
+            probe.frame_count, probe.width, probe.height, probe.fps, probe.video_codec, audio_codec, audio_seconds
+        )
     return probe, frames

@@ -38,8 +38,9 @@ async def test_talk_with_an_audio_file(cli, talkinghead_address, tmp_path, portr
     face, audio, out = tmp_path / "face.png", tmp_path / "speech.wav", tmp_path / "out.mp4"
     face.write_bytes(portrait_png)
     audio.write_bytes(speech_wav)
-    result = await invoke(cli, ["talk", str(face), str(audio), "-o", str(out), "--address", talkinghead_address,
-                                "--seed", "3"])
+    result = await invoke(
+        cli, ["talk", str(face), str(audio), "-o", str(out), "--address", talkinghead_address, "--seed", "3"]
+    )
     assert result.exit_code == 0, result.output
     probe, _ = probe_mp4(out.read_bytes(), decode_frames=False)
     assert (probe.width, probe.height, probe.audio_codec) == (128, 128, "aac")
@@ -67,14 +68,27 @@ async def test_talk_with_text_calls_tts_first(cli, talkinghead_address, tmp_path
     from capmesh.services.runtime.settings import load_settings
     from capmesh.services.tts import main as tts
 
-    running = await create_server(tts.build_service(load_settings(tts.Settings, tts.ENV_PREFIX, {"engine": "espeak"},
-                                                                  environ={})))
+    running = await create_server(
+        tts.build_service(load_settings(tts.Settings, tts.ENV_PREFIX, {"engine": "espeak"}, environ={}))
+    )
     try:
         face, out = tmp_path / "face.png", tmp_path / "out.mp4"
         face.write_bytes(portrait_png)
-        result = await invoke(cli, ["talk", str(face), "--text", "Hello there", "-o", str(out),
-                                    "--tts-address", f"127.0.0.1:{running.port}",
-                                    "--talkinghead-address", talkinghead_address])
+        result = await invoke(
+            cli,
+            [
+                "talk",
+                str(face),
+                "--text",
+                "Hello there",
+                "-o",
+                str(out),
+                "--tts-address",
+                f"127.0.0.1:{running.port}",
+                "--talkinghead-address",
+                talkinghead_address,
+            ],
+        )
     finally:
         await running.shutdown(grace_s=0)
     assert result.exit_code == 0, result.output

@@ -35,7 +35,7 @@ def small(portrait: bytes, audio: bytes, **overrides) -> TalkingHeadRequest:
 
 def test_finds_the_face_and_writes_the_requested_video(engine, portrait_png, silence_then_speech):
     audio, duration = silence_then_speech
-    result, progress = run(engine, small(portrait_png, audio))
+    result, _progress = run(engine, small(portrait_png, audio))
 
     assert result.faces_found == 1
     box = result.face_box
@@ -69,14 +69,16 @@ def test_mouth_moves_with_loudness(engine, portrait_png, silence_then_speech):
     _, frames = probe_mp4(result.mp4)
     reference = cv2.resize(astronaut(), (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
     box = result.frame_face_box
-    mouth = (slice(box.y + int(0.65 * box.height), box.y + int(1.1 * box.height)),
-             slice(box.x + int(0.2 * box.width), box.x + int(0.8 * box.width)))
+    mouth = (
+        slice(box.y + int(0.65 * box.height), box.y + int(1.1 * box.height)),
+        slice(box.x + int(0.2 * box.width), box.x + int(0.8 * box.width)),
+    )
 
     def change(frame: np.ndarray) -> float:
         return float(np.abs(frame.astype(np.float32)[mouth] - reference[mouth]).mean())
 
     silent = [change(f) for f in frames[: int(SILENCE_S * FPS) - 1]]
-    speaking = [change(f) for f in frames[int((SILENCE_S + 0.2) * FPS): int((duration - 0.2) * FPS)]]
+    speaking = [change(f) for f in frames[int((SILENCE_S + 0.2) * FPS) : int((duration - 0.2) * FPS)]]
     assert np.mean(speaking) > 1.5 * np.mean(silent)
     assert max(speaking) > 2 * max(silent)
 
@@ -104,10 +106,12 @@ def test_size_follows_the_reference_aspect_and_default_size(portrait_png, speech
     probe, _ = probe_mp4(wide.mp4, decode_frames=False)
     assert (probe.width, probe.height) == (256, 128)
     box = wide.frame_face_box  # the crop keeps the face inside the frame
-    assert 0 <= box.y and box.y + box.height <= 128
+    assert box.y >= 0 and box.y + box.height <= 128
 
 
-@pytest.mark.parametrize(("image_format", "audio_format"), [("JPEG", ("flac", "flac")), ("WEBP", ("mp3", "libmp3lame"))])
+@pytest.mark.parametrize(
+    ("image_format", "audio_format"), [("JPEG", ("flac", "flac")), ("WEBP", ("mp3", "libmp3lame"))]
+)
 def test_accepts_jpeg_webp_and_compressed_audio(engine, speech, image_format, audio_format):
     samples, rate = speech
     image = encode_image(astronaut(), image_format)
@@ -121,8 +125,9 @@ def test_uses_the_largest_of_several_faces(engine, speech_wav):
     canvas = np.full((512, 800, 3), 235, dtype=np.uint8)
     canvas[:, :512] = big
     canvas[128:384, 530:786] = cv2.resize(big, (256, 256), interpolation=cv2.INTER_AREA)
-    result, _ = run(engine, TalkingHeadRequest(encode_image(canvas), speech_wav, fps=FPS, num_frames=2,
-                                               width=200, height=128))
+    result, _ = run(
+        engine, TalkingHeadRequest(encode_image(canvas), speech_wav, fps=FPS, num_frames=2, width=200, height=128)
+    )
     assert result.faces_found == 2
     assert result.face_box.x < 512 and result.face_box.width > 70
 

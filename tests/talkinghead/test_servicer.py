@@ -86,7 +86,11 @@ async def test_streams_stages_then_the_mp4_then_one_result(server, portrait_png,
     mp4 = b"".join(m.chunk.data for m in messages if m.HasField("chunk"))
     result = messages[-1].result
     assert (result.artifact.size_bytes, result.artifact.mime_type, result.seed, result.model) == (
-        len(mp4), "video/mp4", 5, "portrait-haar")
+        len(mp4),
+        "video/mp4",
+        5,
+        "portrait-haar",
+    )
     probe, _ = probe_mp4(mp4, decode_frames=False)
     assert (probe.frame_count, probe.width, probe.height) == (result.num_frames, 256, 256)
     assert probe.fps == pytest.approx(12) == pytest.approx(result.fps)
@@ -110,8 +114,9 @@ async def test_inputs_that_do_not_decode_are_field_violations(server):
 
 async def test_file_ids_need_a_gateway(server, speech_wav):
     stub, _ = server
-    request = pb.StreamGenerateTalkingHeadRequest(reference_image=artifact_pb2.Artifact(file_id="f-1"),
-                                                  audio=inline(speech_wav))
+    request = pb.StreamGenerateTalkingHeadRequest(
+        reference_image=artifact_pb2.Artifact(file_id="f-1"), audio=inline(speech_wav)
+    )
     error = await failure(stub, request)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [field for field, _ in error.field_violations] == ["reference_image.file_id"]
@@ -145,7 +150,6 @@ async def test_cancel_reaches_the_engine_before_the_next_frame(server, portrait_
 async def test_deadline_reaches_the_engine(server, portrait_png, long_speech):
     stub, engine = server
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        [m async for m in stub.StreamGenerateTalkingHead(make_request(portrait_png, long_speech, fps=60),
-                                                         timeout=0.3)]
+        [m async for m in stub.StreamGenerateTalkingHead(make_request(portrait_png, long_speech, fps=60), timeout=0.3)]
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert await asyncio.to_thread(engine.stopped.wait, 5.0)

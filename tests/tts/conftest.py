@@ -58,8 +58,10 @@ def decode_with_pyav(data: bytes) -> Pcm:
     """Decodes a whole file with FFmpeg (independent of our own WAV reader)."""
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.audio[0]
-        parts = [frame.to_ndarray().astype(np.float32).reshape(frame.samples, -1).mean(axis=1)
-                 for frame in container.decode(stream)]
+        parts = [
+            frame.to_ndarray().astype(np.float32).reshape(frame.samples, -1).mean(axis=1)
+            for frame in container.decode(stream)
+        ]
         return Pcm(np.concatenate(parts) if parts else np.zeros(0, np.float32), stream.rate)
 
 

@@ -78,7 +78,9 @@ def test_resample_keeps_duration_and_gain_clips():
     assert louder.samples.max() <= 1.0 and louder.samples.max() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("audio_format", [f for f in available_formats() if f not in (AudioFormat.WAV, AudioFormat.PCM)])
+@pytest.mark.parametrize(
+    "audio_format", [f for f in available_formats() if f not in (AudioFormat.WAV, AudioFormat.PCM)]
+)
 def test_compressed_encoders_stream_pieces_that_form_one_decodable_file(audio_format):
     rate = nearest_supported_rate(audio_format, 22050)
     blocks = [tone(0.4, rate), tone(0.4, rate, 660.0), tone(0.4, rate, 880.0)]

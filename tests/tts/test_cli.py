@@ -40,8 +40,9 @@ async def test_tts_writes_a_standard_wav(address, tmp_path):
 
 async def test_tts_mp3_with_voice_and_speed(address, tmp_path):
     out = tmp_path / "speech.mp3"
-    result = await capmesh("tts", "Faster speech in mp3.", "--voice", "en-gb", "--speed", "1.2",
-                           "-o", str(out), "--address", address)
+    result = await capmesh(
+        "tts", "Faster speech in mp3.", "--voice", "en-gb", "--speed", "1.2", "-o", str(out), "--address", address
+    )
     assert result.exit_code == 0, result.output
     assert decode_with_pyav(out.read_bytes()).duration_s > 0.3
     assert "of mp3" in result.output
@@ -55,10 +56,16 @@ async def test_tts_lists_voices(address):
 
 async def test_tts_scene(address, tmp_path):
     scene = tmp_path / "scene.json"
-    scene.write_text(json.dumps({"segments": [
-        {"speaker": "Ann", "text": "Hello Bob.", "voice": "en-us", "pause_after_seconds": 0.3},
-        {"speaker": "Bob", "text": "Hi Ann.", "voice": "en-gb+Alicia"},
-    ]}))
+    scene.write_text(
+        json.dumps(
+            {
+                "segments": [
+                    {"speaker": "Ann", "text": "Hello Bob.", "voice": "en-us", "pause_after_seconds": 0.3},
+                    {"speaker": "Bob", "text": "Hi Ann.", "voice": "en-gb+Alicia"},
+                ]
+            }
+        )
+    )
     out = tmp_path / "scene.wav"
     result = await capmesh("tts", "--scene", str(scene), "-o", str(out), "--address", address)
     assert result.exit_code == 0, result.output
@@ -78,4 +85,4 @@ async def test_tts_rejects_a_bad_scene_file(tmp_path):
     scene = tmp_path / "scene.json"
     scene.write_text(json.dumps([{"speaker": "Ann", "txt": "typo"}]))
     result = await capmesh("tts", "--scene", str(scene), "--address", "127.0.0.1:1")
-    assert result.exit_code == 2 and "needs \"text\"" in result.output
+    assert result.exit_code == 2 and 'needs "text"' in result.output

@@ -14,10 +14,16 @@ def test_defaults_are_the_offline_profile():
 
 
 def test_environment_and_flags_are_parsed_and_flags_win():
-    settings = load_settings(TtsSettings, ENV_PREFIX, 
+    settings = load_settings(
+        TtsSettings,
+        ENV_PREFIX,
         {"engine": "openai"},
-        environ={"CAPMESH_TTS_ENGINE": "transformers", "CAPMESH_TTS_OPENAI_VOICES": "alloy, nova",
-                 "CAPMESH_TTS_MAX_TEXT_CHARS": "100", "CAPMESH_TTS_OPENAI_API_KEY": "sk-secret"},
+        environ={
+            "CAPMESH_TTS_ENGINE": "transformers",
+            "CAPMESH_TTS_OPENAI_VOICES": "alloy, nova",
+            "CAPMESH_TTS_MAX_TEXT_CHARS": "100",
+            "CAPMESH_TTS_OPENAI_API_KEY": "sk-secret",
+        },
     )
     assert settings.engine == "openai" and settings.openai_voices == ("alloy", "nova")
     assert settings.max_text_chars == 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import wave
 from dataclasses import replace
 
@@ -98,7 +99,7 @@ def test_speed_pitch_and_volume_change_the_audio(espeak_engine):
 def test_text_cannot_inject_arguments(espeak_engine, tmp_path):
     """Text that looks like options (leading '-', quotes, newlines) is spoken, never parsed."""
     target = tmp_path / "pwned.wav"
-    text = f'-w {target} --help "-v" \'--stdout\'\n-x --ipa\n--voices'
+    text = f"-w {target} --help \"-v\" '--stdout'\n-x --ipa\n--voices"
     run = synthesize(espeak_engine, SynthesisRequest(text=text))
     pcm = wav_pcm(run.data)
     assert not target.exists()
@@ -167,8 +168,9 @@ def test_formats_without_an_encoder_and_rates_a_format_cannot_carry_are_rejected
     abilities = replace(espeak_engine.abilities, formats=(AudioFormat.WAV, AudioFormat.PCM))
     catalog = espeak_engine.backend.catalog()
     with pytest.raises(InvalidArgument) as caught:
-        validate_synthesis(SynthesisRequest(text="Hi.", format=AudioFormat.MP3), espeak_engine.settings, abilities,
-                           catalog, "en-us")
+        validate_synthesis(
+            SynthesisRequest(text="Hi.", format=AudioFormat.MP3), espeak_engine.settings, abilities, catalog, "en-us"
+        )
     assert fields_of(caught.value) == {"format": "mp3 has no encoder on this server; available: wav, pcm"}
     rates = supported_sample_rates(AudioFormat.MP3)
     if AudioFormat.MP3 in available_formats() and rates:
@@ -185,24 +187,26 @@ def test_a_bad_default_voice_setting_is_a_failed_precondition():
 
 
 def test_scene_timings_are_contiguous_and_match_the_track(espeak_engine):
-    request = SceneRequest(segments=(
-        SceneSegment("Alice", "Hello Bob. How are you today?", voice="en-us", pause_after_s=0.3),
-        SceneSegment("Bob", "I am fine, thanks.", voice="en-gb+Alicia"),
-        SceneSegment("Narrator", "Ils partent ensemble.", voice="fr-fr", pause_after_s=0.5),
-    ))
+    request = SceneRequest(
+        segments=(
+            SceneSegment("Alice", "Hello Bob. How are you today?", voice="en-us", pause_after_s=0.3),
+            SceneSegment("Bob", "I am fine, thanks.", voice="en-gb+Alicia"),
+            SceneSegment("Narrator", "Ils partent ensemble.", voice="fr-fr", pause_after_s=0.5),
+        )
+    )
     run = synthesize_scene(espeak_engine, request)
     result = run.result
     pcm = wav_pcm(run.data)
     timings = result.segments
     assert [t.speaker for t in timings] == ["Alice", "Bob", "Narrator"]
     assert timings[0].start_s == 0.0
-    for before, after in zip(timings, timings[1:]):
+    for before, after in itertools.pairwise(timings):
         assert after.start_s == before.end_s
     assert timings[-1].end_s == pytest.approx(result.duration_s) == pytest.approx(pcm.duration_s)
     for timing, pause in zip(timings, (0.3, 0.0, 0.5)):
         assert timing.end_s - timing.speech_end_s == pytest.approx(pause, abs=1 / pcm.sample_rate)
         assert timing.speech_end_s > timing.start_s
-    tail = pcm.samples[round(timings[-1].speech_end_s * pcm.sample_rate):]
+    tail = pcm.samples[round(timings[-1].speech_end_s * pcm.sample_rate) :]
     assert len(tail) and not tail.any(), "pauses are silence"
     assert {c.segment_index for c in run.chunks} == {0, 1, 2}
     assert result.sentences == 4
@@ -210,10 +214,15 @@ def test_scene_timings_are_contiguous_and_match_the_track(espeak_engine):
 
 def test_invalid_scenes_name_the_segment_fields(espeak_engine):
     with pytest.raises(InvalidArgument) as caught:
-        synthesize_scene(espeak_engine, SceneRequest(segments=(
-            SceneSegment("A", "Fine."),
-            SceneSegment("B", " ", voice="nobody", pause_after_s=99.0),
-        )))
+        synthesize_scene(
+            espeak_engine,
+            SceneRequest(
+                segments=(
+                    SceneSegment("A", "Fine."),
+                    SceneSegment("B", " ", voice="nobody", pause_after_s=99.0),
+                )
+            ),
+        )
     assert set(fields_of(caught.value)) == {"segments[1].text", "segments[1].voice", "segments[1].pause_after_seconds"}
     with pytest.raises(InvalidArgument) as caught:
         synthesize_scene(espeak_engine, SceneRequest(segments=()))

@@ -44,8 +44,16 @@ def api():
 
 @pytest.fixture()
 def engine(api):
-    engine = make_engine(TtsSettings(engine="openai", openai_base_url=api.base_url, openai_api_key=KEY,
-                                     openai_model="tts-test", openai_backoff_base_s=0.01, openai_timeout_s=5.0))
+    engine = make_engine(
+        TtsSettings(
+            engine="openai",
+            openai_base_url=api.base_url,
+            openai_api_key=KEY,
+            openai_model="tts-test",
+            openai_backoff_base_s=0.01,
+            openai_timeout_s=5.0,
+        )
+    )
     yield engine
     engine.close()
 
@@ -70,7 +78,9 @@ def test_remote_audio_is_re_encoded_in_any_format(engine):
 
 
 def test_rate_limit_honours_retry_after_then_succeeds(api, engine):
-    api.fail_next(PATH, Reply.json(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0.05"}))
+    api.fail_next(
+        PATH, Reply.json(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0.05"})
+    )
     run = synthesize(engine, SynthesisRequest(text="Hello world."))
     assert api.calls(PATH) == 2 and run.result.duration_s == pytest.approx(0.2, abs=0.001)
 
@@ -140,9 +150,15 @@ def test_cancel_between_sentences_stops_remote_calls(api, engine):
 
 
 def test_remote_scene_uses_each_segment_voice(api, engine):
-    run = synthesize_scene(engine, SceneRequest(segments=(
-        SceneSegment("A", "Hi there.", voice="alloy", pause_after_s=0.1), SceneSegment("B", "Hello.", voice="onyx"),
-    )))
+    run = synthesize_scene(
+        engine,
+        SceneRequest(
+            segments=(
+                SceneSegment("A", "Hi there.", voice="alloy", pause_after_s=0.1),
+                SceneSegment("B", "Hello.", voice="onyx"),
+            )
+        ),
+    )
     assert [r.body["voice"] for r in api.requests(PATH)] == ["alloy", "onyx"]
     timings = run.result.segments
     assert (timings[0].speech_end_s, timings[0].end_s, timings[1].end_s) == pytest.approx((0.2, 0.3, 0.4))

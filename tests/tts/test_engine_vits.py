@@ -44,9 +44,13 @@ def test_vits_output_is_a_wav_at_the_model_rate_and_reports_random_weights(vits_
 
 def test_speed_and_resampling_apply_to_vits(vits_engine):
     normal = synthesize(vits_engine, SynthesisRequest(text="A fairly long sentence for timing.", seed=3)).result
-    fast = synthesize(vits_engine, SynthesisRequest(text="A fairly long sentence for timing.", seed=3, speed=3.0)).result
+    fast = synthesize(
+        vits_engine, SynthesisRequest(text="A fairly long sentence for timing.", seed=3, speed=3.0)
+    ).result
     assert fast.duration_s < 0.6 * normal.duration_s
-    flac = synthesize(vits_engine, SynthesisRequest(text="Short one.", seed=3, format=AudioFormat.FLAC, sample_rate=22050))
+    flac = synthesize(
+        vits_engine, SynthesisRequest(text="Short one.", seed=3, format=AudioFormat.FLAC, sample_rate=22050)
+    )
     decoded = decode_with_pyav(flac.data)
     assert decoded.sample_rate == 22050
     assert decoded.duration_s == pytest.approx(flac.result.duration_s, abs=0.01)
@@ -61,9 +65,16 @@ def test_vits_voices_and_unsupported_pitch(vits_engine):
 
 
 def test_vits_scene(vits_engine):
-    run = synthesize_scene(vits_engine, SceneRequest(segments=(
-        SceneSegment("A", "One two.", pause_after_s=0.25), SceneSegment("B", "Three."),
-    ), seed=5))
+    run = synthesize_scene(
+        vits_engine,
+        SceneRequest(
+            segments=(
+                SceneSegment("A", "One two.", pause_after_s=0.25),
+                SceneSegment("B", "Three."),
+            ),
+            seed=5,
+        ),
+    )
     timings = run.result.segments
     assert timings[0].end_s == timings[1].start_s
     assert timings[1].end_s == pytest.approx(wav_pcm(run.data).duration_s)
@@ -73,7 +84,7 @@ def test_model_setting_tiny_serves_the_cached_checkpoint_and_unloads(vits_engine
     vits_engine.models.unload()
     run = synthesize(vits_engine, SynthesisRequest(text="Hello.", seed=1))
     assert run.result.model == "tiny" and run.result.random_weights
-    assert [p.stage for p in run.progress][0] == "loading_model"
+    assert next(p.stage for p in run.progress) == "loading_model"
     (status,) = vits_engine.models.status()
     assert status.details["source"] == str(tiny_vits_dir)
     vits_engine.models.unload()

@@ -109,8 +109,9 @@ async def test_stream_synthesize_streams_sentences_then_one_result(tts):
 
 async def test_compressed_format_speed_and_rate_through_grpc(tts):
     stub = tts.stub
-    request = pb.StreamSynthesizeRequest(text="Compressed audio. Two sentences.", format=pb.AUDIO_FORMAT_MP3,
-                                         speed=1.2, volume=0.8, sample_rate=16000)
+    request = pb.StreamSynthesizeRequest(
+        text="Compressed audio. Two sentences.", format=pb.AUDIO_FORMAT_MP3, speed=1.2, volume=0.8, sample_rate=16000
+    )
     _, chunks, _, result = await collect(stub.StreamSynthesize(request))
     decoded = decode_with_pyav(b"".join(c.data for c in chunks))
     assert result.artifact.mime_type == "audio/mpeg" and result.sample_rate == decoded.sample_rate == 16000
@@ -119,8 +120,9 @@ async def test_compressed_format_speed_and_rate_through_grpc(tts):
 
 async def test_invalid_requests_are_invalid_argument_with_field_violations(tts):
     stub, counting = tts.stub, tts.counting
-    error = await rpc_error(lambda: stub.StreamSynthesize(
-        pb.StreamSynthesizeRequest(text="", voice="klingon", speed=9.0, volume=3.0)))
+    error = await rpc_error(
+        lambda: stub.StreamSynthesize(pb.StreamSynthesizeRequest(text="", voice="klingon", speed=9.0, volume=3.0))
+    )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     fields = dict(error.field_violations)
     assert set(fields) == {"text", "voice", "speed", "volume"} and "en-us" in fields["voice"]
@@ -128,10 +130,18 @@ async def test_invalid_requests_are_invalid_argument_with_field_violations(tts):
     assert (error.code, [f for f, _ in error.field_violations]) == (grpc.StatusCode.INVALID_ARGUMENT, ["format"])
     error = await rpc_error(lambda: stub.StreamSynthesize(pb.StreamSynthesizeRequest(text="x" * 5001)))
     assert error.field_violations == [("text", "has 5001 characters; the limit is 5000")]
-    error = await rpc_error(lambda: stub.StreamSynthesizeScene(pb.StreamSynthesizeSceneRequest(segments=[
-        pb.SceneSegment(text="ok"), pb.SceneSegment(text="", pause_after_seconds=11, speed=0.1)])))
+    error = await rpc_error(
+        lambda: stub.StreamSynthesizeScene(
+            pb.StreamSynthesizeSceneRequest(
+                segments=[pb.SceneSegment(text="ok"), pb.SceneSegment(text="", pause_after_seconds=11, speed=0.1)]
+            )
+        )
+    )
     assert {f for f, _ in error.field_violations} == {
-        "segments[1].text", "segments[1].pause_after_seconds", "segments[1].speed"}
+        "segments[1].text",
+        "segments[1].pause_after_seconds",
+        "segments[1].speed",
+    }
     assert counting.rendered == 0
 
 
@@ -148,11 +158,13 @@ async def test_list_voices_sorted_and_filtered(tts):
 async def test_scene_timings_and_segment_chunks(tts):
     stub = tts.stub
     pauses = [0.4, 0.0, 0.25]
-    request = pb.StreamSynthesizeSceneRequest(segments=[
-        pb.SceneSegment(speaker="Ann", text="Hello Bob. Nice day.", voice="en-us", pause_after_seconds=pauses[0]),
-        pb.SceneSegment(speaker="Bob", text="It is.", voice="en-gb", speed=1.5),
-        pb.SceneSegment(speaker="Ann", text="Let us go.", pause_after_seconds=pauses[2]),
-    ])
+    request = pb.StreamSynthesizeSceneRequest(
+        segments=[
+            pb.SceneSegment(speaker="Ann", text="Hello Bob. Nice day.", voice="en-us", pause_after_seconds=pauses[0]),
+            pb.SceneSegment(speaker="Bob", text="It is.", voice="en-gb", speed=1.5),
+            pb.SceneSegment(speaker="Ann", text="Let us go.", pause_after_seconds=pauses[2]),
+        ]
+    )
     kinds, chunks, progress, result = await collect(stub.StreamSynthesizeScene(request))
     assert kinds[-1] == "result" and kinds.count("result") == 1
     timings = result.timings

@@ -20,13 +20,41 @@ async def test_video_command_writes_the_mp4_and_reports_it(tmp_path, tiny_wan):
     first.write_bytes(png_bytes(64, 32))
     out = tmp_path / "out.mp4"
     try:
-        result = await asyncio.to_thread(CliRunner().invoke, app, [
-            "video", str(first), "a cat walks", "-o", str(out), "--frames", "9", "--fps", "10", "--steps", "2",
-            "--seed", "4", "--size", "64x32", "--address", f"127.0.0.1:{running.port}",
-        ])
-        invalid = await asyncio.to_thread(CliRunner().invoke, app, [
-            "video", str(first), "--frames", "8", "--address", f"127.0.0.1:{running.port}",
-        ])
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            [
+                "video",
+                str(first),
+                "a cat walks",
+                "-o",
+                str(out),
+                "--frames",
+                "9",
+                "--fps",
+                "10",
+                "--steps",
+                "2",
+                "--seed",
+                "4",
+                "--size",
+                "64x32",
+                "--address",
+                f"127.0.0.1:{running.port}",
+            ],
+        )
+        invalid = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            [
+                "video",
+                str(first),
+                "--frames",
+                "8",
+                "--address",
+                f"127.0.0.1:{running.port}",
+            ],
+        )
     finally:
         await running.shutdown(grace_s=0)
 

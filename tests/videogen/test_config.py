@@ -10,23 +10,34 @@ from capmesh.services.videogen.config import ENV_PREFIX, VideogenSettings
 
 
 def test_settings_come_from_the_environment():
-    settings = load_settings(VideogenSettings, ENV_PREFIX, environ={
-        "CAPMESH_VIDEOGEN_DEVICE": "cpu", "CAPMESH_VIDEOGEN_DTYPE": "float32", "CAPMESH_VIDEOGEN_CPU_OFFLOAD": "none",
-        "CAPMESH_VIDEOGEN_MAX_FRAMES": "33", "CAPMESH_VIDEOGEN_EXTRA_MODELS": "a,b", "CAPMESH_VIDEOGEN_MODEL": "a",
-    })
+    settings = load_settings(
+        VideogenSettings,
+        ENV_PREFIX,
+        environ={
+            "CAPMESH_VIDEOGEN_DEVICE": "cpu",
+            "CAPMESH_VIDEOGEN_DTYPE": "float32",
+            "CAPMESH_VIDEOGEN_CPU_OFFLOAD": "none",
+            "CAPMESH_VIDEOGEN_MAX_FRAMES": "33",
+            "CAPMESH_VIDEOGEN_EXTRA_MODELS": "a,b",
+            "CAPMESH_VIDEOGEN_MODEL": "a",
+        },
+    )
     assert (settings.device, settings.max_frames, settings.cpu_offload) == ("cpu", 33, Offload.NONE)
     assert settings.served_models == ["a", "b"]
     assert settings.max_concurrency == 1
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("DEVICE", "tpu", "device='tpu'"),
-    ("DTYPE", "float8", "dtype='float8'"),
-    ("CPU_OFFLOAD", "always", "CAPMESH_VIDEOGEN_CPU_OFFLOAD='always'"),
-    ("CHUNK_BYTES", str(4 * 1024 * 1024), "below 4 MiB"),
-    ("MAX_FRAMES", "0", "max_frames=0"),
-    ("ENGINE", "runway", "engine='runway'"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("DEVICE", "tpu", "device='tpu'"),
+        ("DTYPE", "float8", "dtype='float8'"),
+        ("CPU_OFFLOAD", "always", "CAPMESH_VIDEOGEN_CPU_OFFLOAD='always'"),
+        ("CHUNK_BYTES", str(4 * 1024 * 1024), "below 4 MiB"),
+        ("MAX_FRAMES", "0", "max_frames=0"),
+        ("ENGINE", "runway", "engine='runway'"),
+    ],
+)
 def test_bad_values_are_refused_naming_them(name, value, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(VideogenSettings, ENV_PREFIX, environ={f"CAPMESH_VIDEOGEN_{name}": value})

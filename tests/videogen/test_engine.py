@@ -33,8 +33,10 @@ def video_of(events) -> bytes:
 
 
 def test_one_progress_event_per_denoising_step_with_eta(engine, first_frame):
-    result, events = run(engine, VideoRequest(image=first_frame, prompt="a cat walks", width=32, height=32,
-                                              num_frames=5, steps=3, seed=1))
+    result, events = run(
+        engine,
+        VideoRequest(image=first_frame, prompt="a cat walks", width=32, height=32, num_frames=5, steps=3, seed=1),
+    )
 
     denoising = progress_of(events, "denoising")
     assert [e.step for e in denoising] == [1, 2, 3]
@@ -52,8 +54,10 @@ def test_one_progress_event_per_denoising_step_with_eta(engine, first_frame):
 
 def test_mp4_decodes_to_requested_frames_size_and_fps(make_engine, first_frame):
     engine = make_engine(chunk_bytes=1024)
-    result, events = run(engine, VideoRequest(image=first_frame, prompt="a cat", width=48, height=32,
-                                              num_frames=9, fps=12, steps=2, seed=3))
+    result, events = run(
+        engine,
+        VideoRequest(image=first_frame, prompt="a cat", width=48, height=32, num_frames=9, fps=12, steps=2, seed=3),
+    )
 
     video = video_of(events)
     assert len([e for e in events if isinstance(e, VideoChunk)]) > 1
@@ -67,7 +71,7 @@ def test_mp4_decodes_to_requested_frames_size_and_fps(make_engine, first_frame):
 
 
 def test_unset_fields_come_from_the_checkpoint_defaults_and_the_image_aspect(engine):
-    result, events = run(engine, VideoRequest(image=png_bytes(64, 32), seed=0))
+    _result, events = run(engine, VideoRequest(image=png_bytes(64, 32), seed=0))
 
     probe, _ = probe_mp4(video_of(events), decode_frames=False)
     # Tiny defaults: 32x32 area (1024 px) at the image's 2:1 aspect, 5 frames at 8 fps, 2 steps.
@@ -77,8 +81,9 @@ def test_unset_fields_come_from_the_checkpoint_defaults_and_the_image_aspect(eng
 
 def test_same_seed_gives_identical_frames_and_another_seed_does_not(engine, first_frame):
     def frames(seed):
-        request = VideoRequest(image=first_frame, prompt="a dog runs", width=32, height=32, num_frames=5,
-                               steps=2, seed=seed)
+        request = VideoRequest(
+            image=first_frame, prompt="a dog runs", width=32, height=32, num_frames=5, steps=2, seed=seed
+        )
         return engine.render(request, CancelToken.never(), lambda _: None).frames
 
     first, again, other = frames(7), frames(7), frames(8)
@@ -132,8 +137,11 @@ def test_cancel_after_the_first_step_stops_before_the_second(engine, first_frame
 
 def test_a_passed_deadline_stops_the_call(engine, first_frame):
     with pytest.raises(DeadlineExceeded):
-        run(engine, VideoRequest(image=first_frame, width=32, height=32, num_frames=5, steps=2),
-            cancel=CancelToken.with_timeout(0))
+        run(
+            engine,
+            VideoRequest(image=first_frame, width=32, height=32, num_frames=5, steps=2),
+            cancel=CancelToken.with_timeout(0),
+        )
 
 
 def violations(excinfo) -> dict[str, str]:
@@ -142,8 +150,9 @@ def violations(excinfo) -> dict[str, str]:
 
 def test_invalid_fields_are_all_reported_with_their_rule(make_engine):
     engine = make_engine(max_width=64, max_height=64, max_frames=17, max_steps=10)
-    request = VideoRequest(image=b"not an image", width=40, height=128, num_frames=8, steps=0, fps=0,
-                           guidance_scale=-1.0, seed=-5)
+    request = VideoRequest(
+        image=b"not an image", width=40, height=128, num_frames=8, steps=0, fps=0, guidance_scale=-1.0, seed=-5
+    )
 
     with pytest.raises(InvalidArgument) as excinfo:
         run(engine, request)
@@ -158,12 +167,15 @@ def test_invalid_fields_are_all_reported_with_their_rule(make_engine):
     assert engine.models.loaded_models() == []  # refused before any weight loaded
 
 
-@pytest.mark.parametrize("field, value, rule", [
-    ("num_frames", 21, "between 1 and 17"),
-    ("steps", 11, "between 1 and 10"),
-    ("steps", -1, "between 1 and 10"),
-    ("width", 80, "between 16 and 64"),
-])
+@pytest.mark.parametrize(
+    "field, value, rule",
+    [
+        ("num_frames", 21, "between 1 and 17"),
+        ("steps", 11, "between 1 and 10"),
+        ("steps", -1, "between 1 and 10"),
+        ("width", 80, "between 16 and 64"),
+    ],
+)
 def test_limits_are_configurable(make_engine, first_frame, field, value, rule):
     engine = make_engine(max_width=64, max_frames=17, max_steps=10)
     with pytest.raises(InvalidArgument) as excinfo:
@@ -194,8 +206,12 @@ def test_unload_frees_the_model_and_the_next_call_reloads_it(engine, first_frame
 def test_stable_video_diffusion_checkpoint_loads_by_its_model_index(make_engine, tiny_svd, first_frame):
     engine = make_engine(extra_models=(str(tiny_svd),))
     # Any frame count works for SVD; the prompt is not used by the pipeline.
-    result, events = run(engine, VideoRequest(image=first_frame, prompt="ignored", model=str(tiny_svd), width=32,
-                                              height=32, num_frames=3, steps=2, seed=0))
+    result, events = run(
+        engine,
+        VideoRequest(
+            image=first_frame, prompt="ignored", model=str(tiny_svd), width=32, height=32, num_frames=3, steps=2, seed=0
+        ),
+    )
 
     probe, _ = probe_mp4(video_of(events), decode_frames=False)
     assert (probe.frame_count, probe.width, probe.height) == (3, 32, 32)

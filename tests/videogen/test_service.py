@@ -53,7 +53,12 @@ async def test_stream_sends_progress_then_the_mp4_then_one_result(server):
     assert (probe.frame_count, probe.width, probe.height, probe.fps) == (9, 48, 32, 12.0)
     assert (result.num_frames, result.width, result.height, result.fps) == (9, 48, 32, 12.0)
     assert (result.artifact.mime_type, result.artifact.size_bytes, result.seed, result.steps, result.model) == (
-        "video/mp4", len(mp4), 1, 2, "tiny")
+        "video/mp4",
+        len(mp4),
+        1,
+        2,
+        "tiny",
+    )
 
 
 async def test_the_client_helper_checks_the_mp4_against_the_result(server):
@@ -63,8 +68,9 @@ async def test_the_client_helper_checks_the_mp4_against_the_result(server):
     def call():
         with sync_channel(f"127.0.0.1:{running.port}") as channel:
             progress = []
-            video = VideoGenClient(channel).generate(png_bytes(), "a dog", width=32, height=32, num_frames=5,
-                                                     steps=2, on_progress=progress.append)
+            video = VideoGenClient(channel).generate(
+                png_bytes(), "a dog", width=32, height=32, num_frames=5, steps=2, on_progress=progress.append
+            )
             return video, progress
 
     video, progress = await asyncio.to_thread(call)

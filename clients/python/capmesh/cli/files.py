@@ -1,15 +1,14 @@
 """`capmesh files`: the gateway's file store (inputs and outputs referenced by id).
 
-    capmesh files upload portrait.png [--ttl 3600] [--label characterId=char_001]
-    capmesh files download FILE_ID [-o out.bin] [--offset N --length M]
-    capmesh files ls
-    capmesh files rm FILE_ID
+capmesh files upload portrait.png [--ttl 3600] [--label characterId=char_001]
+capmesh files download FILE_ID [-o out.bin] [--offset N --length M]
+capmesh files ls
+capmesh files rm FILE_ID
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,8 +31,10 @@ def _fail(error) -> None:
 
 
 def _describe(info) -> str:
-    return (f"{info.file_id}  {info.size_bytes} bytes  {info.mime_type}  sha256 {info.sha256}  "
-            f"expires {info.expire_time.ToDatetime():%Y-%m-%d %H:%M:%S}Z  {info.name}")
+    return (
+        f"{info.file_id}  {info.size_bytes} bytes  {info.mime_type}  sha256 {info.sha256}  "
+        f"expires {info.expire_time.ToDatetime():%Y-%m-%d %H:%M:%S}Z  {info.name}"
+    )
 
 
 @files_app.command("upload")
@@ -57,8 +58,11 @@ def upload(
         task = bar.add_task(path.name, total=total)
 
         def messages():
-            yield file_service_pb2.UploadFileRequest(header=file_service_pb2.UploadHeader(
-                name=path.name, mime_type=mime_type, ttl_seconds=ttl, labels=labels))
+            yield file_service_pb2.UploadFileRequest(
+                header=file_service_pb2.UploadHeader(
+                    name=path.name, mime_type=mime_type, ttl_seconds=ttl, labels=labels
+                )
+            )
             with path.open("rb") as handle:
                 while chunk := handle.read(CHUNK_BYTES):
                     bar.advance(task, len(chunk))
@@ -75,7 +79,7 @@ def upload(
 @files_app.command("download")
 def download(
     file_id: str = typer.Argument(...),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write; default: the stored name."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write; default: the stored name."),
     offset: int = typer.Option(0, help="First byte."),
     length: int = typer.Option(0, help="Bytes to read; 0: to the end."),
     address: str = ADDRESS,
@@ -88,7 +92,8 @@ def download(
 
     with sync_channel(address) as channel:
         stream = file_service_pb2_grpc.FileServiceStub(channel).DownloadFile(
-            file_service_pb2.DownloadFileRequest(file_id=file_id, offset=offset, length=length))
+            file_service_pb2.DownloadFileRequest(file_id=file_id, offset=offset, length=length)
+        )
         handle = None
         written = 0
         try:
@@ -139,7 +144,9 @@ def remove(file_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
 
     with sync_channel(address) as channel:
         try:
-            file_service_pb2_grpc.FileServiceStub(channel).DeleteFile(file_service_pb2.DeleteFileRequest(file_id=file_id))
+            file_service_pb2_grpc.FileServiceStub(channel).DeleteFile(
+                file_service_pb2.DeleteFileRequest(file_id=file_id)
+            )
         except grpc.RpcError as exc:
             _fail(exc)
     typer.echo(f"deleted {file_id}", err=True)

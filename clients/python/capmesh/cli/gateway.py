@@ -1,8 +1,8 @@
 """`capmesh gateway`, `capmesh status` and `capmesh up` (the gateway and every service at once).
 
-    capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--backends-file b.yaml]
-    capmesh status [--address HOST:PORT] [--watch]
-    capmesh up [--only tts --only llm] [--port 50051] [--http-port 8080]
+capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--backends-file b.yaml]
+capmesh status [--address HOST:PORT] [--watch]
+capmesh up [--only tts --only llm] [--port 50051] [--http-port 8080]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -28,12 +28,12 @@ def register(app: typer.Typer) -> None:
 
 
 def gateway(
-    host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="gRPC port (default 50051); 0 picks a free one."),
-    http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8080); 0 picks a free one."),
-    redis: Optional[str] = typer.Option(None, "--redis", help="Share the registry and jobs in Redis (redis://...)."),
-    backends_file: Optional[str] = typer.Option(None, help="YAML or JSON file of static backends."),
-    gpu_mode: Optional[str] = typer.Option(None, help="resident, or exclusive (one device-group member at a time)."),
+    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="gRPC port (default 50051); 0 picks a free one."),
+    http_port: int | None = typer.Option(None, help="HTTP port (default 8080); 0 picks a free one."),
+    redis: str | None = typer.Option(None, "--redis", help="Share the registry and jobs in Redis (redis://...)."),
+    backends_file: str | None = typer.Option(None, help="YAML or JSON file of static backends."),
+    gpu_mode: str | None = typer.Option(None, help="resident, or exclusive (one device-group member at a time)."),
     setting: list[str] = typer.Option([], "--set", help="Any other gateway setting as KEY=VALUE (repeatable)."),
 ) -> None:
     """Run the gateway: capability proxy, registry, jobs, files and the HTTP bridge."""
@@ -45,8 +45,15 @@ def gateway(
     from capmesh.services.runtime.errors import CapmeshError
     from capmesh.services.runtime.settings import SettingsError, load_settings
 
-    overrides = {"host": host, "port": port, "http_port": http_port, "redis_url": redis,
-                 "backends_file": backends_file, "gpu_mode": gpu_mode, **parse_assignments(setting)}
+    overrides = {
+        "host": host,
+        "port": port,
+        "http_port": http_port,
+        "redis_url": redis,
+        "backends_file": backends_file,
+        "gpu_mode": gpu_mode,
+        **parse_assignments(setting),
+    }
     try:
         settings = load_settings(GatewaySettings, ENV_PREFIX, overrides)
     except SettingsError as exc:
@@ -78,8 +85,9 @@ def status(
             for view in stub.WatchCapabilities(pb.WatchCapabilitiesRequest()):
                 console.print(capability_table(view.capabilities, address))
         else:
-            console.print(capability_table(stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10).capabilities,
-                                           address))
+            console.print(
+                capability_table(stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10).capabilities, address)
+            )
     except grpc.RpcError as exc:
         typer.secho(f"capmesh status: {address}: {from_rpc_error(exc)}", fg="red", err=True)
         raise typer.Exit(1) from exc
@@ -94,8 +102,18 @@ def capability_table(capabilities, address: str):
     from capmesh.gateway.v1 import registry_service_pb2 as pb
 
     table = Table(title=f"capmesh at {address}", title_justify="left")
-    for column in ("capability", "state", "backend", "address", "backend state", "in flight", "loaded models",
-                   "last success", "last error", "cooldown"):
+    for column in (
+        "capability",
+        "state",
+        "backend",
+        "address",
+        "backend state",
+        "in flight",
+        "loaded models",
+        "last success",
+        "last error",
+        "cooldown",
+    ):
         table.add_column(column, overflow="fold")
     if not capabilities:
         table.add_row("-", "no backend registered", "", "", "", "", "", "", "", "")
@@ -132,16 +150,23 @@ def up(
     host: str = typer.Option("127.0.0.1", help="Address every process binds."),
     port: int = typer.Option(50051, help="The gateway's gRPC port; 0 picks a free one."),
     http_port: int = typer.Option(8080, help="The gateway's HTTP port; 0 picks a free one."),
-    redis: Optional[str] = typer.Option(None, "--redis", help="Give the gateway a Redis (redis://...)."),
+    redis: str | None = typer.Option(None, "--redis", help="Give the gateway a Redis (redis://...)."),
     timeout: float = typer.Option(300.0, help="Seconds to wait for every service to be SERVING."),
-    log_dir: Optional[Path] = typer.Option(None, help="Where each process writes its log (default a temp folder)."),
+    log_dir: Path | None = typer.Option(None, help="Where each process writes its log (default a temp folder)."),
 ) -> None:
     """Start the gateway and every capability service, each its own process, on the offline
     profile; wait until all serve; Ctrl-C stops them all."""
     import asyncio
 
-    mesh = Mesh(capabilities=chosen_capabilities(only), host=host, port=port, http_port=http_port, redis_url=redis or "",
-                timeout_s=timeout, log_dir=log_dir)
+    mesh = Mesh(
+        capabilities=chosen_capabilities(only),
+        host=host,
+        port=port,
+        http_port=http_port,
+        redis_url=redis or "",
+        timeout_s=timeout,
+        log_dir=log_dir,
+    )
     try:
         code = asyncio.run(mesh.run())
     except MeshError as exc:
@@ -167,8 +192,9 @@ def chosen_capabilities(only: list[str]) -> list[str]:
 
     unknown = [name for name in only if name not in NAMES]
     if unknown:
-        raise typer.BadParameter(f"unknown capabilities {', '.join(unknown)}; known: {', '.join(NAMES)}",
-                                 param_hint="--only")
+        raise typer.BadParameter(
+            f"unknown capabilities {', '.join(unknown)}; known: {', '.join(NAMES)}", param_hint="--only"
+        )
     return list(only) or list(NAMES)
 
 
@@ -202,15 +228,19 @@ class _Child:
 
         log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            *self.args, stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+            *self.args, stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True
+        )
         log.close()
         try:
             line = await asyncio.wait_for(self._listening_line(), timeout_s)
         except TimeoutError:
             raise MeshError(f"{self.name} did not start within {timeout_s:.0f}s; log: {self.log_path}") from None
         self.banner = line
-        self.address = line.split(" listening on ", 1)[1].split()[-1] if self.name != "gateway" else \
-            line.split(" grpc ", 1)[1].split()[0]
+        self.address = (
+            line.split(" listening on ", 1)[1].split()[-1]
+            if self.name != "gateway"
+            else line.split(" grpc ", 1)[1].split()[0]
+        )
         self._drain = asyncio.get_running_loop().create_task(self._copy_rest())
 
     async def _listening_line(self) -> str:
@@ -218,8 +248,10 @@ class _Child:
             raw = await self.stdout.readline()
             if not raw:
                 await self.proc.wait()
-                raise MeshError(f"{self.name} exited with code {self.proc.returncode} during start-up; "
-                                f"log: {self.log_path}\n{_tail(self.log_path)}")
+                raise MeshError(
+                    f"{self.name} exited with code {self.proc.returncode} during start-up; "
+                    f"log: {self.log_path}\n{_tail(self.log_path)}"
+                )
             line = raw.decode(errors="replace").strip()
             if " listening on " in line:
                 return line
@@ -258,8 +290,17 @@ def _tail(path: Path, lines: int = 15) -> str:
 class Mesh:
     """The gateway plus one process per capability, each registering itself with the gateway."""
 
-    def __init__(self, *, capabilities: list[str], host: str, port: int, http_port: int, redis_url: str,
-                 timeout_s: float, log_dir: Path | None) -> None:
+    def __init__(
+        self,
+        *,
+        capabilities: list[str],
+        host: str,
+        port: int,
+        http_port: int,
+        redis_url: str,
+        timeout_s: float,
+        log_dir: Path | None,
+    ) -> None:
         import tempfile
 
         self.capabilities = capabilities
@@ -288,17 +329,29 @@ class Mesh:
             loop.add_signal_handler(sig, stop.set)
         env = {**os.environ, **OFFLINE_ENV}
         try:
-            gateway_args = ["gateway", "--host", self.host, "--port", str(self.port),
-                            "--http-port", str(self.http_port)]
+            gateway_args = [
+                "gateway",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--http-port",
+                str(self.http_port),
+            ]
             if self.redis_url:
                 gateway_args += ["--redis", self.redis_url]
             gateway = _Child("gateway", self._command(*gateway_args), self.log_dir / "gateway.log")
             self.children.append(gateway)
             with console.status("starting the gateway"):
                 await gateway.start(env, self.timeout_s)
-            services = [_Child(name, self._command("serve", name, "--host", self.host, "--port", "0",
-                                                   "--gateway", gateway.address), self.log_dir / f"{name}.log")
-                        for name in self.capabilities]
+            services = [
+                _Child(
+                    name,
+                    self._command("serve", name, "--host", self.host, "--port", "0", "--gateway", gateway.address),
+                    self.log_dir / f"{name}.log",
+                )
+                for name in self.capabilities
+            ]
             self.children.extend(services)
             with console.status(f"starting {', '.join(self.capabilities) or 'no services'}"):
                 await asyncio.gather(*(child.start(env, self.timeout_s) for child in services))
@@ -331,12 +384,15 @@ class Mesh:
                     return view
                 for child in self.children:
                     if not child.running():
-                        raise MeshError(f"{child.name} exited with code {child.proc.returncode}; "
-                                        f"log: {child.log_path}\n{_tail(child.log_path)}")
+                        raise MeshError(
+                            f"{child.name} exited with code {child.proc.returncode}; "
+                            f"log: {child.log_path}\n{_tail(child.log_path)}"
+                        )
                 if time.monotonic() > deadline:
                     waiting = sorted(set(self.capabilities) - serving)
-                    raise MeshError(f"not SERVING after {self.timeout_s:.0f}s: {', '.join(waiting)}; "
-                                    f"logs: {self.log_dir}")
+                    raise MeshError(
+                        f"not SERVING after {self.timeout_s:.0f}s: {', '.join(waiting)}; logs: {self.log_dir}"
+                    )
                 await asyncio.sleep(0.1)  # polling the registry until every service registered
         return None
 

@@ -9,7 +9,6 @@ With -n above 1 the files are numbered: lighthouse-0.png, lighthouse-1.png, ...
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,14 +25,15 @@ def image(
     output: Path = typer.Option(Path("out.png"), "--output", "-o", help="Where to write the PNG."),
     num_images: int = typer.Option(1, "-n", "--num-images", help="How many images."),
     size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty takes the model default."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed: image i uses seed + i."),
+    steps: int | None = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed: image i uses seed + i."),
     negative_prompt: str = typer.Option("", "--negative", help="What the images should avoid."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
+    guidance_scale: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
     model: str = typer.Option("", help="The model; empty selects the service default."),
-    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
-                                help="The gateway, or the ImageGen server."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds before the call gives up."),
+    address: str = typer.Option(
+        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the ImageGen server."
+    ),
+    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
 ) -> None:
     """Text to image: streams denoising progress, then writes the PNG files."""
     from capmesh.client.imagegen import ImageGenClient
@@ -41,9 +41,17 @@ def image(
     width, height = parse_size(size)
     with streamed_call("image", address) as (progress, channel):
         generated = ImageGenClient(channel).generate(
-            prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
-            guidance_scale=guidance_scale, seed=seed, num_images=num_images, model=model,
-            on_progress=progress.update, timeout=timeout,
+            prompt,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            model=model,
+            on_progress=progress.update,
+            timeout=timeout,
         )
     r = generated.result
     for info, png in zip(r.images, generated.pngs):

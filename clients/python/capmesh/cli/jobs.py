@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -77,18 +78,17 @@ def _operation_dict(operation) -> dict:
     from capmesh.gateway.v1 import job_service_pb2
     from capmesh.services.catalog import load_contracts
 
-    out = {"name": operation.name, "done": operation.done,
-           "metadata": json_format.MessageToDict(_metadata(operation))}
+    out = {"name": operation.name, "done": operation.done, "metadata": json_format.MessageToDict(_metadata(operation))}
     if operation.HasField("response"):
         result = job_service_pb2.JobResult()
         operation.response.Unpack(result)
-        out["result"] = {"artifacts": [json_format.MessageToDict(a) for a in result.artifacts],
-                         "response_type": result.response.TypeName()}
+        out["result"] = {
+            "artifacts": [json_format.MessageToDict(a) for a in result.artifacts],
+            "response_type": result.response.TypeName(),
+        }
         load_contracts()  # the response's type must be in the descriptor pool to print it
-        try:
+        with contextlib.suppress(TypeError):
             out["result"]["response"] = json_format.MessageToDict(result.response)
-        except TypeError:
-            pass
     if operation.HasField("error"):
         out["error"] = {"code": operation.error.code, "message": operation.error.message}
     return out
@@ -113,9 +113,14 @@ def submit(
     from capmesh.gateway.v1 import job_service_pb2, job_service_pb2_grpc
 
     path, message = _request_message(method, data)
-    request = job_service_pb2.SubmitJobRequest(method=path, priority=priority, labels=_labels(label),
-                                               request_id=request_id, timeout_seconds=timeout,
-                                               max_attempts=max_attempts)
+    request = job_service_pb2.SubmitJobRequest(
+        method=path,
+        priority=priority,
+        labels=_labels(label),
+        request_id=request_id,
+        timeout_seconds=timeout,
+        max_attempts=max_attempts,
+    )
     request.request.Pack(message)
     with sync_channel(address) as channel:
         try:
@@ -130,8 +135,9 @@ def submit(
 
 @jobs_app.command("list")
 def list_jobs(
-    filter_text: str = typer.Option("", "--filter", "-f",
-                                    help='e.g. \'labels.characterId = "char_001" AND state = SUCCEEDED\''),
+    filter_text: str = typer.Option(
+        "", "--filter", "-f", help="e.g. 'labels.characterId = \"char_001\" AND state = SUCCEEDED'"
+    ),
     page_size: int = typer.Option(50, help="Jobs per page."),
     all_pages: bool = typer.Option(False, "--all", help="Follow every page."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
@@ -152,8 +158,11 @@ def list_jobs(
         stub = operations_pb2_grpc.OperationsStub(channel)
         while True:
             try:
-                page = stub.ListOperations(operations_pb2.ListOperationsRequest(
-                    name="operations", filter=filter_text, page_size=page_size, page_token=token))
+                page = stub.ListOperations(
+                    operations_pb2.ListOperationsRequest(
+                        name="operations", filter=filter_text, page_size=page_size, page_token=token
+                    )
+                )
             except grpc.RpcError as exc:
                 _fail(exc)
             for operation in page.operations:
@@ -161,10 +170,15 @@ def list_jobs(
                     typer.echo(json.dumps(_operation_dict(operation)))
                     continue
                 meta = _metadata(operation)
-                table.add_row(meta.job_id, meta.capability,
-                              job_service_pb2.JobState.Name(meta.state).removeprefix("JOB_STATE_"),
-                              f"{meta.progress.percent:.0f}%", f"{meta.attempt}/{meta.max_attempts}",
-                              str(meta.priority), ",".join(f"{k}={v}" for k, v in sorted(meta.labels.items())))
+                table.add_row(
+                    meta.job_id,
+                    meta.capability,
+                    job_service_pb2.JobState.Name(meta.state).removeprefix("JOB_STATE_"),
+                    f"{meta.progress.percent:.0f}%",
+                    f"{meta.attempt}/{meta.max_attempts}",
+                    str(meta.priority),
+                    ",".join(f"{k}={v}" for k, v in sorted(meta.labels.items())),
+                )
             token = page.next_page_token
             if not token or not all_pages:
                 break
@@ -185,7 +199,8 @@ def get(job_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
     with sync_channel(address) as channel:
         try:
             operation = operations_pb2_grpc.OperationsStub(channel).GetOperation(
-                operations_pb2.GetOperationRequest(name=f"operations/{job_id}"))
+                operations_pb2.GetOperationRequest(name=f"operations/{job_id}")
+            )
         except grpc.RpcError as exc:
             _fail(exc)
     typer.echo(json.dumps(_operation_dict(operation), indent=2))
@@ -201,12 +216,18 @@ def _watch(channel, job_id: str, after: str) -> None:
     names = job_service_pb2.JobEventType
     console = Console(stderr=True)
     last = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                  TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(job_id[:12], total=100)
         try:
             for response in job_service_pb2_grpc.JobServiceStub(channel).WatchJob(
-                    job_service_pb2.WatchJobRequest(job_id=job_id, after_event_id=after)):
+                job_service_pb2.WatchJobRequest(job_id=job_id, after_event_id=after)
+            ):
                 last = event = response.event
                 kind = names.Name(event.type).removeprefix("JOB_EVENT_TYPE_")
                 if event.type == job_service_pb2.JOB_EVENT_TYPE_PROGRESS:
@@ -223,9 +244,11 @@ def _watch(channel, job_id: str, after: str) -> None:
 
 
 @jobs_app.command("watch")
-def watch(job_id: str = typer.Argument(...),
-          after: str = typer.Option("", help="Resume after this event id."),
-          address: str = ADDRESS) -> None:
+def watch(
+    job_id: str = typer.Argument(...),
+    after: str = typer.Option("", help="Resume after this event id."),
+    address: str = ADDRESS,
+) -> None:
     """Follow a job's events with a live progress bar until it ends (exit 1 unless it succeeded)."""
     from capmesh.client import sync_channel
 
@@ -244,7 +267,8 @@ def cancel(job_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
     with sync_channel(address) as channel:
         try:
             operations_pb2_grpc.OperationsStub(channel).CancelOperation(
-                operations_pb2.CancelOperationRequest(name=f"operations/{job_id}"))
+                operations_pb2.CancelOperationRequest(name=f"operations/{job_id}")
+            )
         except grpc.RpcError as exc:
             _fail(exc)
     typer.echo(f"cancel requested for {job_id}")

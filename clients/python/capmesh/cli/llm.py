@@ -12,7 +12,7 @@ being written (the server stops generating at its next token) and the chat goes 
 from __future__ import annotations
 
 import sys
-from typing import Optional, TypedDict
+from typing import TypedDict
 
 import typer
 
@@ -36,17 +36,18 @@ def register(app: typer.Typer) -> None:
 
 
 def chat(
-    message: Optional[str] = typer.Option(None, "--message", "-m", help="Ask this once and exit (for scripts)."),
+    message: str | None = typer.Option(None, "--message", "-m", help="Ask this once and exit (for scripts)."),
     system: str = typer.Option("", "--system", "-s", help="The system prompt."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="0 to 2; 0 is greedy."),
-    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass, above 0 and at most 1."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens."),
+    temperature: float | None = typer.Option(None, "--temperature", "-t", help="0 to 2; 0 is greedy."),
+    top_p: float | None = typer.Option(None, help="Nucleus sampling mass, above 0 and at most 1."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens."),
     stop: list[str] = typer.Option([], "--stop", help="A sequence that ends the answer (repeatable)."),
-    seed: Optional[int] = typer.Option(None, help="Sampling seed, for repeatable answers."),
+    seed: int | None = typer.Option(None, help="Sampling seed, for repeatable answers."),
     model: str = typer.Option("", help="The model; empty selects the service's default."),
-    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
-                                help="The gateway, or the LLM server itself."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds before one answer gives up."),
+    address: str = typer.Option(
+        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the LLM server itself."
+    ),
+    timeout: float | None = typer.Option(None, help="Seconds before one answer gives up."),
 ) -> None:
     """Chat with the LLM: tokens print as they stream; Ctrl-C stops the answer, not the chat."""
     from rich.console import Console
@@ -55,8 +56,9 @@ def chat(
     from capmesh.client.llm import LlmClient, Message
 
     console = Console(stderr=True)
-    options = _ChatOptions(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=seed,
-                           model=model, timeout=timeout)
+    options = _ChatOptions(
+        temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=seed, model=model, timeout=timeout
+    )
     history = [Message("system", system)] if system else []
 
     def write(text: str) -> None:

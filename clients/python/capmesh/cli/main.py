@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -33,11 +32,11 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 @app.command()
 def serve(
     name: str = typer.Argument(..., metavar="CAPABILITY", help=", ".join(NAMES)),
-    host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port to bind; 0 picks a free one."),
-    gateway: Optional[str] = typer.Option(None, help="host:port of a gateway to register with."),
-    engine: Optional[str] = typer.Option(None, help="The engine, e.g. espeak, transformers, openai."),
-    model: Optional[str] = typer.Option(None, help="The model: 'tiny', a local folder or a hub id."),
+    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port to bind; 0 picks a free one."),
+    gateway: str | None = typer.Option(None, help="host:port of a gateway to register with."),
+    engine: str | None = typer.Option(None, help="The engine, e.g. espeak, transformers, openai."),
+    model: str | None = typer.Option(None, help="The model: 'tiny', a local folder or a hub id."),
     setting: list[str] = typer.Option([], "--set", help="Any other setting as KEY=VALUE (repeatable)."),
 ) -> None:
     """Run one capability's gRPC server until SIGTERM or Ctrl-C."""
@@ -65,7 +64,7 @@ def serve(
 
 @models_app.command("make-tiny")
 def make_tiny(
-    directory: Optional[Path] = typer.Argument(None, help="Where to build; default the tiny cache."),
+    directory: Path | None = typer.Argument(None, help="Where to build; default the tiny cache."),
     only: list[str] = typer.Option([], help="Build only these capabilities' checkpoints."),
 ) -> None:
     """Build tiny random checkpoints for every model-backed engine (offline tests and demos)."""

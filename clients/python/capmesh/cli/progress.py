@@ -20,7 +20,7 @@ def report_failure(command: str, exc) -> None:
 
 
 @contextmanager
-def streamed_call(command: str, address: str) -> Iterator[tuple["StageProgress", object]]:
+def streamed_call(command: str, address: str) -> Iterator[tuple[StageProgress, object]]:
     """A live progress bar and a channel to `address`; a failed call is reported and exits with status 1."""
     from capmesh.client import CapmeshClientError, sync_channel
 
@@ -34,13 +34,18 @@ def streamed_call(command: str, address: str) -> Iterator[tuple["StageProgress",
 class StageProgress:
     """One live bar over the whole call (the services report overall percent), naming the stage and step."""
 
-    def __enter__(self) -> "StageProgress":
+    def __enter__(self) -> StageProgress:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-        self._bars = Progress(TextColumn("{task.description:<15}"), BarColumn(), TaskProgressColumn(),
-                              TimeElapsedColumn(), TextColumn("{task.fields[note]}", style="dim"),
-                              console=Console(stderr=True))
+        self._bars = Progress(
+            TextColumn("{task.description:<15}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}", style="dim"),
+            console=Console(stderr=True),
+        )
         self._bars.__enter__()
         self._task = self._bars.add_task("waiting", total=100, note="")
         return self

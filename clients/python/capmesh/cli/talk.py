@@ -10,7 +10,6 @@ Both calls go to `--address` (the gateway, which routes each service; or one ser
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,23 +25,29 @@ def register(app: typer.Typer) -> None:
 
 def talk(
     face: Path = typer.Argument(..., exists=True, dir_okay=False, help="The portrait: PNG, JPEG or WebP."),
-    audio: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,
-                                           help="The driving audio (WAV, MP3, OGG, FLAC...); or use --text."),
-    text: Optional[str] = typer.Option(None, "--text", "-t", help="Speak this text (TTS) instead of an audio file."),
+    audio: Path | None = typer.Argument(
+        None, exists=True, dir_okay=False, help="The driving audio (WAV, MP3, OGG, FLAC...); or use --text."
+    ),
+    text: str | None = typer.Option(None, "--text", "-t", help="Speak this text (TTS) instead of an audio file."),
     output: Path = typer.Option(Path("talk.mp4"), "--output", "-o", help="Where to write the mp4."),
-    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
-                                help="The gateway, or one server that serves both services."),
-    tts_address: Optional[str] = typer.Option(None, help="The TTS service, when not at --address."),
-    talkinghead_address: Optional[str] = typer.Option(None, help="The TalkingHead service, when not at --address."),
+    address: str = typer.Option(
+        DEFAULT_ADDRESS,
+        "--address",
+        envvar="CAPMESH_ADDRESS",
+        help="The gateway, or one server that serves both services.",
+    ),
+    tts_address: str | None = typer.Option(None, help="The TTS service, when not at --address."),
+    talkinghead_address: str | None = typer.Option(None, help="The TalkingHead service, when not at --address."),
     voice: str = typer.Option("", help="TTS voice (with --text)."),
     language: str = typer.Option("", help="TTS language (with --text)."),
     fps: float = typer.Option(0.0, help="Frames per second; 0 takes the service default."),
     num_frames: int = typer.Option(0, "--frames", help="Number of frames; 0 follows the audio length."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the head motion and blinks."),
-    steps: Optional[int] = typer.Option(None, help="Inference steps (neural engines)."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance",
-                                                   help="Classifier-free guidance scale (neural engines)."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds before each call gives up."),
+    seed: int | None = typer.Option(None, help="Seed of the head motion and blinks."),
+    steps: int | None = typer.Option(None, help="Inference steps (neural engines)."),
+    guidance_scale: float | None = typer.Option(
+        None, "--guidance", help="Classifier-free guidance scale (neural engines)."
+    ),
+    timeout: float | None = typer.Option(None, help="Seconds before each call gives up."),
 ) -> None:
     """Make a talking-head video: FACE speaks AUDIO, or --text spoken by TTS."""
     if (audio is None) == (text is None):
@@ -54,8 +59,13 @@ def talk(
     from capmesh.client.talkinghead import TalkingHeadClient, artifact
 
     console = Console(stderr=True)
-    columns = (TextColumn("{task.description:<15}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[note]}", style="dim"))
+    columns = (
+        TextColumn("{task.description:<15}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}", style="dim"),
+    )
     try:
         with Progress(*columns, console=console, transient=False) as bars:
             stages = _StageBars(bars)
@@ -69,9 +79,15 @@ def talk(
                 stages.task(stage)
             with sync_channel(talkinghead_address or address) as channel:
                 video = TalkingHeadClient(channel).generate(
-                    artifact(face.read_bytes(), name=face.name), artifact(audio_bytes, name=audio_name),
-                    fps=fps, num_frames=num_frames, seed=seed, steps=steps, guidance_scale=guidance_scale,
-                    on_progress=stages.update, timeout=timeout,
+                    artifact(face.read_bytes(), name=face.name),
+                    artifact(audio_bytes, name=audio_name),
+                    fps=fps,
+                    num_frames=num_frames,
+                    seed=seed,
+                    steps=steps,
+                    guidance_scale=guidance_scale,
+                    on_progress=stages.update,
+                    timeout=timeout,
                 )
             stages.finish()
     except CapmeshClientError as exc:
@@ -79,9 +95,11 @@ def talk(
     output.write_bytes(video.mp4)
     result = video.result
     box = result.face_box
-    typer.echo(f"{output}: {result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
-               f"{result.duration_seconds:.2f} s; face {box.width}x{box.height} at {box.x},{box.y} "
-               f"(of {result.faces_found} found); seed {result.seed}")
+    typer.echo(
+        f"{output}: {result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
+        f"{result.duration_seconds:.2f} s; face {box.width}x{box.height} at {box.x},{box.y} "
+        f"(of {result.faces_found} found); seed {result.seed}"
+    )
 
 
 class _StageBars:
@@ -119,8 +137,13 @@ def _synthesize(channel, text: str, voice: str, language: str, stages: _StageBar
     from capmesh.client.tts import TtsClient
 
     stages.set("tts", 0.0, "synthesizing")
-    speech = TtsClient(channel).synthesize(text, voice=voice, language=language, audio_format="wav",
-                                           on_progress=lambda p: stages.set("tts", p.percent, p.message),
-                                           timeout=timeout)
+    speech = TtsClient(channel).synthesize(
+        text,
+        voice=voice,
+        language=language,
+        audio_format="wav",
+        on_progress=lambda p: stages.set("tts", p.percent, p.message),
+        timeout=timeout,
+    )
     stages.set("tts", 100.0, f"{speech.result.duration_seconds:.2f} s of speech")
     return speech.audio

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,24 +27,27 @@ def register(app: typer.Typer) -> None:
 
 
 def tts(
-    text: Optional[str] = typer.Argument(None, help="The text to speak; '-' reads it from stdin."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the audio (default out.<format>)."),
+    text: str | None = typer.Argument(None, help="The text to speak; '-' reads it from stdin."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the audio (default out.<format>)."),
     voice: str = typer.Option("", "--voice", "-v", help="A voice id from `capmesh tts --voices`."),
     language: str = typer.Option("", "--language", "-l", help="A language tag (en, fr, zh...) that picks a voice."),
-    audio_format: Optional[str] = typer.Option(None, "--format", "-f",
-                                               help="wav, pcm, mp3, ogg or flac (default: from -o's suffix, else wav)."),
-    speed: Optional[float] = typer.Option(None, help="Speaking rate, 1.0 is normal."),
-    volume: Optional[float] = typer.Option(None, help="Loudness, 1.0 is unchanged (0 to 2)."),
-    pitch: Optional[float] = typer.Option(None, help="Pitch, 1.0 is the voice's own (engines that support it)."),
+    audio_format: str | None = typer.Option(
+        None, "--format", "-f", help="wav, pcm, mp3, ogg or flac (default: from -o's suffix, else wav)."
+    ),
+    speed: float | None = typer.Option(None, help="Speaking rate, 1.0 is normal."),
+    volume: float | None = typer.Option(None, help="Loudness, 1.0 is unchanged (0 to 2)."),
+    pitch: float | None = typer.Option(None, help="Pitch, 1.0 is the voice's own (engines that support it)."),
     sample_rate: int = typer.Option(0, help="Output sample rate in Hz; 0 keeps the engine's."),
-    seed: Optional[int] = typer.Option(None, help="Seed for sampling engines (same seed, same audio)."),
+    seed: int | None = typer.Option(None, help="Seed for sampling engines (same seed, same audio)."),
     model: str = typer.Option("", help="Model, for model-backed engines."),
     voices: bool = typer.Option(False, "--voices", help="List the voices (filtered by --language) and exit."),
-    scene: Optional[Path] = typer.Option(None, "--scene", exists=True, dir_okay=False,
-                                         help="Render a scene JSON file into one track."),
-    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
-                                help="The gateway, or the TTS server."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds before the call gives up."),
+    scene: Path | None = typer.Option(
+        None, "--scene", exists=True, dir_okay=False, help="Render a scene JSON file into one track."
+    ),
+    address: str = typer.Option(
+        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the TTS server."
+    ),
+    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
 ) -> None:
     """Text to speech: streams the audio sentence by sentence with a progress bar."""
     from rich.console import Console
@@ -59,8 +61,9 @@ def tts(
         raise typer.BadParameter("give exactly one of: TEXT, --voices, --scene FILE")
     chosen_format = (audio_format or (output.suffix.lstrip(".").lower() if output else "") or "wav").lower()
     if chosen_format not in AUDIO_FORMATS:
-        raise typer.BadParameter(f"unknown format {chosen_format!r}; one of {', '.join(AUDIO_FORMATS)}",
-                                 param_hint="--format")
+        raise typer.BadParameter(
+            f"unknown format {chosen_format!r}; one of {', '.join(AUDIO_FORMATS)}", param_hint="--format"
+        )
     target = output or Path(f"out.{chosen_format}")
     lines, scene_options = _read_scene(scene) if scene is not None else ([], {})
     spoken_text = typer.get_text_stream("stdin").read() if text == "-" else text or ""
@@ -73,26 +76,46 @@ def tts(
             with _ProgressBar(console) as bar:
                 if scene is not None:
                     rendered = client.synthesize_scene(
-                        lines, language=scene_options.get("language", language), audio_format=chosen_format,
-                        sample_rate=sample_rate, seed=scene_options.get("seed", seed), model=model,
-                        on_progress=bar.update, timeout=timeout)
+                        lines,
+                        language=scene_options.get("language", language),
+                        audio_format=chosen_format,
+                        sample_rate=sample_rate,
+                        seed=scene_options.get("seed", seed),
+                        model=model,
+                        on_progress=bar.update,
+                        timeout=timeout,
+                    )
                     audio, description = rendered.audio, rendered.result.audio
                 else:
                     spoken = client.synthesize(
                         spoken_text,
-                        voice=voice, language=language, speed=speed, volume=volume, pitch=pitch,
-                        audio_format=chosen_format, sample_rate=sample_rate, seed=seed, model=model,
-                        on_progress=bar.update, timeout=timeout)
+                        voice=voice,
+                        language=language,
+                        speed=speed,
+                        volume=volume,
+                        pitch=pitch,
+                        audio_format=chosen_format,
+                        sample_rate=sample_rate,
+                        seed=seed,
+                        model=model,
+                        on_progress=bar.update,
+                        timeout=timeout,
+                    )
                     audio, description = spoken.audio, spoken.result
     except CapmeshClientError as exc:
         report_failure("tts", exc)
     target.write_bytes(audio)
-    typer.echo(f"{target}: {description.duration_seconds:.2f} s of {chosen_format} at {description.sample_rate} Hz, "
-               f"{description.sentence_count} sentences, {len(audio)} bytes"
-               + (f", voice {description.voice}" if description.voice else "") + f", seed {description.seed}")
+    typer.echo(
+        f"{target}: {description.duration_seconds:.2f} s of {chosen_format} at {description.sample_rate} Hz, "
+        f"{description.sentence_count} sentences, {len(audio)} bytes"
+        + (f", voice {description.voice}" if description.voice else "")
+        + f", seed {description.seed}"
+    )
     if scene is not None:
         for timing in rendered.result.timings:
-            typer.echo(f"  [{timing.index}] {timing.start_seconds:7.2f} - {timing.end_seconds:7.2f} s  {timing.speaker}")
+            typer.echo(
+                f"  [{timing.index}] {timing.start_seconds:7.2f} - {timing.end_seconds:7.2f} s  {timing.speaker}"
+            )
 
 
 class _ProgressBar:
@@ -101,12 +124,17 @@ class _ProgressBar:
     def __init__(self, console) -> None:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("{task.description:<14}"), BarColumn(), TaskProgressColumn(),
-                                  TimeRemainingColumn(), TextColumn("{task.fields[note]}", style="dim"),
-                                  console=console)
+        self._progress = Progress(
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}", style="dim"),
+            console=console,
+        )
         self._task = self._progress.add_task("synthesizing", total=100, note="")
 
-    def __enter__(self) -> "_ProgressBar":
+    def __enter__(self) -> _ProgressBar:
         self._progress.start()
         return self
 
@@ -127,18 +155,25 @@ def _read_scene(path: Path):
         raise typer.BadParameter(f"{path}: {exc}", param_hint="--scene") from exc
     segments = document.get("segments") if isinstance(document, dict) else document
     if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
-        raise typer.BadParameter(f"{path}: expected a list of segments or {{\"segments\": [...]}}", param_hint="--scene")
+        raise typer.BadParameter(f'{path}: expected a list of segments or {{"segments": [...]}}', param_hint="--scene")
     lines = []
     for index, segment in enumerate(segments):
         unknown = set(segment) - SEGMENT_KEYS
         if unknown or "text" not in segment:
             raise typer.BadParameter(
-                f"{path}: segment {index} needs \"text\" and may have {', '.join(sorted(SEGMENT_KEYS - {'text'}))}"
-                + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""), param_hint="--scene")
-        lines.append(SceneLine(speaker=str(segment.get("speaker", "")), text=str(segment["text"]),
-                               voice=str(segment.get("voice", "")),
-                               pause_after_seconds=float(segment.get("pause_after_seconds", 0.0)),
-                               speed=float(segment["speed"]) if "speed" in segment else None))
+                f'{path}: segment {index} needs "text" and may have {", ".join(sorted(SEGMENT_KEYS - {"text"}))}'
+                + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""),
+                param_hint="--scene",
+            )
+        lines.append(
+            SceneLine(
+                speaker=str(segment.get("speaker", "")),
+                text=str(segment["text"]),
+                voice=str(segment.get("voice", "")),
+                pause_after_seconds=float(segment.get("pause_after_seconds", 0.0)),
+                speed=float(segment["speed"]) if "speed" in segment else None,
+            )
+        )
     options = {k: document[k] for k in ("language", "seed") if isinstance(document, dict) and k in document}
     return lines, options
 

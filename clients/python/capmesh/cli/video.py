@@ -1,13 +1,12 @@
 """`capmesh video`: animate an image into a short mp4, with a live progress bar.
 
-    capmesh video first.png "the cat walks away" -o out.mp4
-    capmesh video first.png "waves roll in" --frames 33 --fps 16 --steps 30 --seed 7 --size 832x480
+capmesh video first.png "the cat walks away" -o out.mp4
+capmesh video first.png "waves roll in" --frames 33 --fps 16 --steps 30 --seed 7 --size 832x480
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,15 +25,16 @@ def video(
     output: Path = typer.Option(Path("out.mp4"), "--output", "-o", help="Where to write the mp4."),
     frames: int = typer.Option(0, "--frames", help="Number of frames (Wan: 4k+1); 0 takes the model default."),
     fps: float = typer.Option(0.0, "--fps", help="Frames per second; 0 takes the model default."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed: the same seed gives the same video."),
+    steps: int | None = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed: the same seed gives the same video."),
     size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty: from the image's aspect and the model."),
     negative_prompt: str = typer.Option("", "--negative", help="What the video should avoid."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
+    guidance_scale: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
     model: str = typer.Option("", help="The model; empty selects the service default."),
-    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS",
-                                help="The gateway, or the VideoGen server."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds before the call gives up."),
+    address: str = typer.Option(
+        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the VideoGen server."
+    ),
+    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
 ) -> None:
     """Image to video: streams denoising progress, then writes the mp4."""
     from capmesh.client.videogen import VideoGenClient
@@ -42,14 +42,26 @@ def video(
     width, height = parse_size(size)
     with streamed_call("video", address) as (progress, channel):
         generated = VideoGenClient(channel).generate(
-            image.read_bytes(), prompt, negative_prompt=negative_prompt, width=width, height=height,
-            num_frames=frames, fps=fps, steps=steps, guidance_scale=guidance_scale, seed=seed, model=model,
-            on_progress=progress.update, timeout=timeout,
+            image.read_bytes(),
+            prompt,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            num_frames=frames,
+            fps=fps,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            model=model,
+            on_progress=progress.update,
+            timeout=timeout,
         )
     output.write_bytes(generated.mp4)
     r = generated.result
-    typer.echo(f"{output}: {r.num_frames} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
-               f"{r.steps} steps, seed {r.seed}, model {r.model}")
+    typer.echo(
+        f"{output}: {r.num_frames} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
+        f"{r.steps} steps, seed {r.seed}, model {r.model}"
+    )
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -60,4 +72,3 @@ def parse_size(size: str) -> tuple[int, int]:
     if not sep or not width.isdigit() or not height.isdigit():
         raise typer.BadParameter(f"--size {size!r} is not WIDTHxHEIGHT, e.g. 832x480")
     return int(width), int(height)
-

@@ -23,16 +23,16 @@ from capmesh.client.errors import (
 )
 
 __all__ = [
-    "aio_channel",
-    "sync_channel",
+    "AuthError",
+    "BusyError",
+    "CancelledError",
     "CapmeshClientError",
     "InvalidRequestError",
     "NotFoundError",
     "RefusedError",
-    "BusyError",
-    "UnavailableError",
-    "AuthError",
-    "CancelledError",
     "ServerError",
+    "UnavailableError",
+    "aio_channel",
     "from_rpc_error",
+    "sync_channel",
 ]

@@ -79,5 +79,10 @@ def from_rpc_error(error: grpc.RpcError) -> CapmeshClientError:
     status = status_of(error)
     details = read_details(status)
     return _BY_CODE.get(code, ServerError)(
-        code=code, message=status.message, reason=details.reason, domain=details.domain,
-        field_violations=details.field_violations, retry_after_s=details.retry_after_s)
+        code=code,
+        message=status.message,
+        reason=details.reason,
+        domain=details.domain,
+        field_violations=details.field_violations,
+        retry_after_s=details.retry_after_s,
+    )

@@ -1,12 +1,12 @@
 """A typed helper over `capmesh.imagegen.v1.ImageGenService` (text-to-image).
 
-    from capmesh.client import sync_channel
-    from capmesh.client.imagegen import ImageGenClient
+from capmesh.client import sync_channel
+from capmesh.client.imagegen import ImageGenClient
 
-    with sync_channel("127.0.0.1:50051") as channel:
-        images = ImageGenClient(channel).generate("a lighthouse at dawn", num_images=2, seed=7)
-        for index, png in enumerate(images.pngs):
-            open(f"out-{index}.png", "wb").write(png)
+with sync_channel("127.0.0.1:50051") as channel:
+    images = ImageGenClient(channel).generate("a lighthouse at dawn", num_images=2, seed=7)
+    for index, png in enumerate(images.pngs):
+        open(f"out-{index}.png", "wb").write(png)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from capmesh.common.v1 import progress_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2 as pb
 from capmesh.imagegen.v1 import imagegen_service_pb2_grpc as pb_grpc
 
-__all__ = ["ImageGenClient", "GeneratedImages", "images_request"]
+__all__ = ["GeneratedImages", "ImageGenClient", "images_request"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,15 @@ def images_request(
 ) -> pb.StreamGenerateImagesRequest:
     """The request message; 0 / None leave a field to the model's default."""
     return pb.StreamGenerateImagesRequest(
-        prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
-        guidance_scale=guidance_scale, seed=seed, num_images=num_images, model=model,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        num_images=num_images,
+        model=model,
     )
 
 
@@ -74,7 +81,11 @@ class ImageGenClient:
         def file(index: int) -> StreamedFile:
             return files.setdefault(index, StreamedFile("imagegen", f"image {index}"))
 
-        result = receive(self._stub.StreamGenerateImages(request, timeout=timeout, metadata=metadata), "imagegen",
-                         lambda chunk: file(chunk.index).add(chunk.offset, chunk.data), on_progress)
+        result = receive(
+            self._stub.StreamGenerateImages(request, timeout=timeout, metadata=metadata),
+            "imagegen",
+            lambda chunk: file(chunk.index).add(chunk.offset, chunk.data),
+            on_progress,
+        )
         pngs = [file(image.index).verified(image.artifact) for image in result.images]
         return GeneratedImages(pngs, result)

@@ -24,11 +24,14 @@ from capmesh.client.errors import ServerError, from_rpc_error
 from capmesh.llm.v1 import llm_service_pb2 as pb
 from capmesh.llm.v1 import llm_service_pb2_grpc as pb_grpc
 
-__all__ = ["LlmClient", "Message", "Answer", "ROLES"]
+__all__ = ["ROLES", "Answer", "LlmClient", "Message"]
 
 ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT}
-FINISH_REASONS = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
-                  pb.FINISH_REASON_CANCELLED: "cancelled"}
+FINISH_REASONS = {
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_CANCELLED: "cancelled",
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class LlmClient:
         """Starts StreamChat and returns the call: iterate it for messages, `cancel()` it to stop."""
         request = pb.StreamChatRequest(
             messages=[pb.ChatMessage(role=ROLES.get(m.role, pb.ROLE_UNSPECIFIED), content=m.content) for m in messages],
-            model=model, stop=list(stop),
+            model=model,
+            stop=list(stop),
         )
         for name, value in (("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens), ("seed", seed)):
             if value is not None:
@@ -88,8 +92,13 @@ class LlmClient:
                     on_delta(message.chunk.text)
                 elif kind == "result":
                     result = message.result
-                    return Answer(result.text, FINISH_REASONS.get(result.finish_reason, "stop"),
-                                  result.usage.prompt_tokens, result.usage.completion_tokens, result.model)
+                    return Answer(
+                        result.text,
+                        FINISH_REASONS.get(result.finish_reason, "stop"),
+                        result.usage.prompt_tokens,
+                        result.usage.completion_tokens,
+                        result.model,
+                    )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         raise ServerError(grpc.StatusCode.INTERNAL, "the stream ended without a result")

@@ -36,10 +36,13 @@ class StreamedFile:
     def verified(self, artifact: artifact_pb2.Artifact) -> bytes:
         """The file's bytes, once they match the size and sha256 (where given) the result's Artifact announces."""
         data = bytes(self._data)
-        if len(data) != artifact.size_bytes or (artifact.sha256
-                                                and hashlib.sha256(data).hexdigest() != artifact.sha256):
-            raise stream_broken(self._service, f"{self._prefix}received {len(data)} bytes that do not match "
-                                               "the result's size and sha256")
+        if len(data) != artifact.size_bytes or (
+            artifact.sha256 and hashlib.sha256(data).hexdigest() != artifact.sha256
+        ):
+            raise stream_broken(
+                self._service,
+                f"{self._prefix}received {len(data)} bytes that do not match the result's size and sha256",
+            )
         return data
 
 

@@ -1,11 +1,11 @@
 """A typed helper over `capmesh.talkinghead.v1.TalkingHeadService`.
 
-    from capmesh.client import sync_channel
-    from capmesh.client.talkinghead import TalkingHeadClient
+from capmesh.client import sync_channel
+from capmesh.client.talkinghead import TalkingHeadClient
 
-    with sync_channel("127.0.0.1:50051") as channel:
-        video = TalkingHeadClient(channel).generate(open("face.png", "rb").read(), open("hi.wav", "rb").read())
-        open("out.mp4", "wb").write(video.mp4)
+with sync_channel("127.0.0.1:50051") as channel:
+    video = TalkingHeadClient(channel).generate(open("face.png", "rb").read(), open("hi.wav", "rb").read())
+    open("out.mp4", "wb").write(video.mp4)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
 from capmesh.talkinghead.v1 import talkinghead_service_pb2_grpc as pb_grpc
 
-__all__ = ["TalkingHeadClient", "TalkingHeadVideo", "Input", "artifact", "file_artifact"]
+__all__ = ["Input", "TalkingHeadClient", "TalkingHeadVideo", "artifact", "file_artifact"]
 
 Input = bytes | artifact_pb2.Artifact  # inline bytes, or an Artifact (e.g. a gateway file id)
 
@@ -64,15 +64,24 @@ class TalkingHeadClient:
     ) -> TalkingHeadVideo:
         """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure."""
         request = pb.StreamGenerateTalkingHeadRequest(
-            reference_image=_as_artifact(reference_image), audio=_as_artifact(audio),
-            fps=fps, num_frames=num_frames, model=model, steps=steps, guidance_scale=guidance_scale, seed=seed,
+            reference_image=_as_artifact(reference_image),
+            audio=_as_artifact(audio),
+            fps=fps,
+            num_frames=num_frames,
+            model=model,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
         )
         video = StreamedFile("talkinghead")
-        result = receive(self._stub.StreamGenerateTalkingHead(request, timeout=timeout, metadata=metadata),
-                         "talkinghead", lambda chunk: video.add(chunk.offset, chunk.data), on_progress)
+        result = receive(
+            self._stub.StreamGenerateTalkingHead(request, timeout=timeout, metadata=metadata),
+            "talkinghead",
+            lambda chunk: video.add(chunk.offset, chunk.data),
+            on_progress,
+        )
         return TalkingHeadVideo(video.verified(result.artifact), result)
 
 
 def _as_artifact(value: Input) -> artifact_pb2.Artifact:
     return value if isinstance(value, artifact_pb2.Artifact) else artifact(value)
-

@@ -29,7 +29,7 @@ from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.tts.v1 import tts_service_pb2 as pb
 from capmesh.tts.v1 import tts_service_pb2_grpc as pb_grpc
 
-__all__ = ["TtsClient", "Speech", "Scene", "SceneLine", "AUDIO_FORMATS", "finalize_wav"]
+__all__ = ["AUDIO_FORMATS", "Scene", "SceneLine", "Speech", "TtsClient", "finalize_wav"]
 
 AUDIO_FORMATS = {
     "wav": pb.AUDIO_FORMAT_WAV,
@@ -94,11 +94,20 @@ class TtsClient:
     ) -> Speech:
         """Streams the synthesis; `on_chunk` sees each audio chunk as it arrives (for playback)."""
         request = pb.StreamSynthesizeRequest(
-            text=text, voice=voice, language=language, speed=speed, volume=volume, pitch=pitch,
-            format=_format(audio_format), sample_rate=sample_rate, seed=seed, model=model,
+            text=text,
+            voice=voice,
+            language=language,
+            speed=speed,
+            volume=volume,
+            pitch=pitch,
+            format=_format(audio_format),
+            sample_rate=sample_rate,
+            seed=seed,
+            model=model,
         )
-        audio, result = _collect(self._stub.StreamSynthesize(request, timeout=timeout, metadata=metadata),
-                                 on_progress, on_chunk)
+        audio, result = _collect(
+            self._stub.StreamSynthesize(request, timeout=timeout, metadata=metadata), on_progress, on_chunk
+        )
         return Speech(_finished(audio, result), result)
 
     def synthesize_scene(
@@ -116,13 +125,25 @@ class TtsClient:
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> Scene:
         request = pb.StreamSynthesizeSceneRequest(
-            segments=[pb.SceneSegment(speaker=line.speaker, text=line.text, voice=line.voice,
-                                      pause_after_seconds=line.pause_after_seconds, speed=line.speed)
-                      for line in lines],
-            language=language, format=_format(audio_format), sample_rate=sample_rate, seed=seed, model=model,
+            segments=[
+                pb.SceneSegment(
+                    speaker=line.speaker,
+                    text=line.text,
+                    voice=line.voice,
+                    pause_after_seconds=line.pause_after_seconds,
+                    speed=line.speed,
+                )
+                for line in lines
+            ],
+            language=language,
+            format=_format(audio_format),
+            sample_rate=sample_rate,
+            seed=seed,
+            model=model,
         )
-        audio, result = _collect(self._stub.StreamSynthesizeScene(request, timeout=timeout, metadata=metadata),
-                                 on_progress, on_chunk)
+        audio, result = _collect(
+            self._stub.StreamSynthesizeScene(request, timeout=timeout, metadata=metadata), on_progress, on_chunk
+        )
         return Scene(_finished(audio, result.audio), result)
 
     def list_voices(self, language: str = "", *, timeout: float | None = None) -> list[pb.Voice]:

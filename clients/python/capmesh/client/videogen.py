@@ -1,11 +1,11 @@
 """A typed helper over `capmesh.videogen.v1.VideoGenService` (image-to-video).
 
-    from capmesh.client import sync_channel
-    from capmesh.client.videogen import VideoGenClient
+from capmesh.client import sync_channel
+from capmesh.client.videogen import VideoGenClient
 
-    with sync_channel("127.0.0.1:50051") as channel:
-        video = VideoGenClient(channel).generate(open("first.png", "rb").read(), "the cat walks away", num_frames=33)
-        open("out.mp4", "wb").write(video.mp4)
+with sync_channel("127.0.0.1:50051") as channel:
+    video = VideoGenClient(channel).generate(open("first.png", "rb").read(), "the cat walks away", num_frames=33)
+    open("out.mp4", "wb").write(video.mp4)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.videogen.v1 import videogen_service_pb2 as pb
 from capmesh.videogen.v1 import videogen_service_pb2_grpc as pb_grpc
 
-__all__ = ["VideoGenClient", "GeneratedVideo", "video_request"]
+__all__ = ["GeneratedVideo", "VideoGenClient", "video_request"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,17 @@ def video_request(
     if not isinstance(image, artifact_pb2.Artifact):
         image = artifact_pb2.Artifact(inline_data=image, size_bytes=len(image))
     return pb.StreamGenerateVideoRequest(
-        image=image, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height,
-        num_frames=num_frames, fps=fps, steps=steps, guidance_scale=guidance_scale, seed=seed, model=model,
+        image=image,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        fps=fps,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        model=model,
     )
 
 
@@ -74,6 +83,10 @@ class VideoGenClient:
         """
         request = video_request(image, prompt, **fields)
         video = StreamedFile("videogen")
-        result = receive(self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata), "videogen",
-                         lambda chunk: video.add(chunk.offset, chunk.data), on_progress)
+        result = receive(
+            self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata),
+            "videogen",
+            lambda chunk: video.add(chunk.offset, chunk.data),
+            on_progress,
+        )
         return GeneratedVideo(video.verified(result.artifact), result)
