@@ -122,23 +122,12 @@ def _progress_rows(engine: DiffusersVideoEngine, quick: bool, repeats: int) -> l
         video_convert.response_from_event(event).SerializeToString()
 
     baseline = f"progress bare pipeline, no callback ({case})"
-    rows = [
-        Row.from_stats(NAME, baseline, "s/call", repeat(bare_pipeline, repeats)),
-        Row.from_stats(
-            NAME,
-            f"progress render, no subscriber ({case})",
-            "s/call",
-            repeat(lambda: engine.render(request, CancelToken.never(), _ignore), repeats),
-            baseline=baseline,
-        ),
-        Row.from_stats(
-            NAME,
-            f"progress render, proto subscriber ({case})",
-            "s/call",
-            repeat(lambda: engine.render(request, CancelToken.never(), to_proto), repeats),
-            baseline=baseline,
-        ),
-    ]
+    rows = [Row.from_stats(NAME, baseline, "s/call", repeat(bare_pipeline, repeats))]
+    for subscriber, emit in (("no subscriber", _ignore), ("proto subscriber", to_proto)):
+        renders = repeat(lambda emit=emit: engine.render(request, CancelToken.never(), emit), repeats)
+        rows.append(
+            Row.from_stats(NAME, f"progress render, {subscriber} ({case})", "s/call", renders, baseline=baseline)
+        )
     in_process = f"progress generate in-process ({case})"
     rows.append(
         Row.from_stats(

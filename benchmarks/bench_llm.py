@@ -9,6 +9,12 @@
   process, no gRPC.
 - `speedup xN ... per round` and `grpc / in-process xN, per round`: ratios taken within each
   round (all cases run in every round), then their median: robust to the machine's load drifting.
+- `json schema xN` (N = 1, 8): the same calls with `response_format` set to an outline-shaped JSON
+  Schema (constrained decoding), run right after the free-text `concurrent xN` of each round;
+  `json schema / free xN, per round` is the cost of the grammar masks (target: >= 0.85 at x8).
+  The schema's strings are long enough that answers still run to max_tokens, as free ones do.
+- `schema compile, first / cached`: compiling a schema not seen before, then the same schema
+  again (the per-model cache), against the tiny vocabulary, ms.
 
 The server runs in its own process (`capmesh serve llm`), as in production, so that the client's
 own work does not share the server's interpreter. Every request is greedy with max_tokens=256.
@@ -17,6 +23,7 @@ own work does not share the server's interpreter. Every request is greedy with m
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -30,6 +37,27 @@ BENCHMARK = "llm"
 MAX_TOKENS = 256
 CONCURRENCY = (1, 4, 8, 16)
 IN_PROCESS = (1, 8)
+SCHEMA_CONCURRENCY = (1, 8)
+OUTLINE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 64},
+        "sections": {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": 8,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string", "maxLength": 48},
+                    "summary": {"type": "string", "maxLength": 160},
+                },
+                "required": ["title", "summary"],
+            },
+        },
+    },
+    "required": ["title", "sections"],
+}
 SERVER_SETTINGS = {"max_batch_size": "16", "max_waiting": "64", "log_level": "warning", "eager_load": "true"}
 
 
@@ -46,10 +74,12 @@ async def _run(rounds: int) -> list[Row]:
     try:
         async with aio_channel(address) as channel:
             over_grpc = _grpc_caller(channel)
+            with_schema = _grpc_caller(channel, json.dumps(OUTLINE_SCHEMA))
             in_process = _in_process_caller(engine)
-            for call in (over_grpc, in_process):
+            for call in (over_grpc, with_schema, in_process):
                 await asyncio.gather(*(call(i) for i in range(16)))  # warm-up
-            return await _measure(over_grpc, in_process, rounds)
+            rows = await _measure(over_grpc, with_schema, in_process, rounds)
+            return rows + _compile_times(rounds)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -88,8 +118,8 @@ def _start_server() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the LLM server exited before it listened")
 
 
-def _grpc_caller(channel):
-    """One StreamChat call: (seconds to the first delta, completion tokens)."""
+def _grpc_caller(channel, schema: str = ""):
+    """One StreamChat call: (seconds to the first delta, completion tokens); `schema` constrains it."""
     from capmesh.llm.v1 import llm_service_pb2 as pb
     from capmesh.llm.v1 import llm_service_pb2_grpc
 
@@ -97,7 +127,10 @@ def _grpc_caller(channel):
 
     async def one(i: int) -> tuple[float, int]:
         request = pb.StreamChatRequest(
-            messages=[pb.ChatMessage(role=pb.ROLE_USER, content=_prompt(i))], temperature=0.0, max_tokens=MAX_TOKENS
+            messages=[pb.ChatMessage(role=pb.ROLE_USER, content=_prompt(i))],
+            temperature=0.0,
+            max_tokens=MAX_TOKENS,
+            response_format=pb.ResponseFormat(json_schema=schema) if schema else None,
         )
         started = time.perf_counter()
         first = None
@@ -141,7 +174,7 @@ def _in_process_caller(engine):
     return one
 
 
-async def _measure(over_grpc, in_process, rounds: int) -> list[Row]:
+async def _measure(over_grpc, with_schema, in_process, rounds: int) -> list[Row]:
     """Every round runs every case, so that the machine's changing load weighs on all alike; the
     `... per round` rows are medians of ratios taken within one round."""
     rates: dict[str, list[float]] = defaultdict(list)
@@ -159,12 +192,20 @@ async def _measure(over_grpc, in_process, rounds: int) -> list[Row]:
                 )
                 if not label:
                     ttfts[n].extend(first * 1000 for first, _ in results)
+                if not label and n in SCHEMA_CONCURRENCY:  # right after the free run: the same load
+                    started = time.perf_counter()
+                    results = await asyncio.gather(*(with_schema(i) for i in range(n)))
+                    rates[f"json schema x{n}"].append(
+                        sum(tokens for _, tokens in results) / (time.perf_counter() - started)
+                    )
     rows = [_row("sequential", "tokens/s", rates["sequential"])]
     for n in CONCURRENCY:
         rows.append(_row(f"concurrent x{n}", "tokens/s", rates[f"concurrent x{n}"], baseline="sequential"))
         rows.append(_row(f"ttft x{n}", "ms", ttfts[n], higher_is_better=False))
     for n in IN_PROCESS:
         rows.append(_row(f"in-process concurrent x{n}", "tokens/s", rates[f"in-process concurrent x{n}"]))
+    for n in SCHEMA_CONCURRENCY:
+        rows.append(_row(f"json schema x{n}", "tokens/s", rates[f"json schema x{n}"], baseline=f"concurrent x{n}"))
     for n in CONCURRENCY:
         rows.append(
             _row(f"speedup x{n} vs sequential, per round", "x", _ratios(rates[f"concurrent x{n}"], rates["sequential"]))
@@ -177,7 +218,39 @@ async def _measure(over_grpc, in_process, rounds: int) -> list[Row]:
                 _ratios(rates[f"concurrent x{n}"], rates[f"in-process concurrent x{n}"]),
             )
         )
+    for n in SCHEMA_CONCURRENCY:
+        rows.append(
+            _row(
+                f"json schema / free x{n}, per round",
+                "x",
+                _ratios(rates[f"json schema x{n}"], rates[f"concurrent x{n}"]),
+            )
+        )
     return rows
+
+
+def _compile_times(rounds: int) -> list[Row]:
+    """Compiling a new schema, then the same one again, with the server's per-model cache."""
+    from transformers import AutoTokenizer
+
+    from capmesh.services.llm.constraints import Grammars
+    from capmesh.services.llm.domain import ResponseFormat
+    from capmesh.services.llm.tiny import tiny_path
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_path())
+    grammars = Grammars(tokenizer, len(tokenizer), [tokenizer.eos_token_id])
+    first, cached = [], []
+    for i in range(rounds):
+        # A schema no round has seen: a new description changes its text, hence its cache key.
+        fmt = ResponseFormat("json_schema", json.dumps({**OUTLINE_SCHEMA, "description": f"round {i}"}))
+        for samples in (first, cached):
+            started = time.perf_counter()
+            grammars.compile(fmt)
+            samples.append((time.perf_counter() - started) * 1000)
+    return [
+        _row("schema compile, first", "ms", first, higher_is_better=False),
+        _row("schema compile, cached", "ms", cached, higher_is_better=False),
+    ]
 
 
 def _ratios(numerators: list[float], denominators: list[float]) -> list[float]:

@@ -107,31 +107,23 @@ def video_figures(offload: Offload, repeats: int) -> GpuFigures:
     request = VideoRequest(
         image=_png(256), prompt="a cat walks on the beach", width=256, height=256, num_frames=17, steps=20, seed=0
     )
-    try:
-        return measure(
-            "videogen tiny wan 256x256x17, 20 steps",
-            engine,
-            request,
-            lambda r: engine.render(r, CancelToken.never(), lambda _: None).frames,
-            offload,
-            repeats,
-        )
-    finally:
-        engine.close()
+    return _figures("videogen tiny wan 256x256x17, 20 steps", engine, request, lambda r: r.frames, offload, repeats)
 
 
 def image_figures(offload: Offload, repeats: int) -> GpuFigures:
     engine = DiffusersImageEngine(ImagegenSettings(device="cuda", dtype="bfloat16", cpu_offload=offload))
     request = ImageRequest(prompt="a lighthouse at dawn", width=256, height=256, steps=20, num_images=4, seed=0)
+    return _figures("imagegen tiny sd 256x256 n=4, 20 steps", engine, request, lambda r: r.pixels, offload, repeats)
+
+
+def _figures(label: str, engine, request, pixels_of, offload: Offload, repeats: int) -> GpuFigures:
+    """`measure` on the engine's renders (`pixels_of` picks the pixel array of one), then closes the engine."""
+
+    def render(request):
+        return pixels_of(engine.render(request, CancelToken.never(), lambda _: None))
+
     try:
-        return measure(
-            "imagegen tiny sd 256x256 n=4, 20 steps",
-            engine,
-            request,
-            lambda r: engine.render(r, CancelToken.never(), lambda _: None).pixels,
-            offload,
-            repeats,
-        )
+        return measure(label, engine, request, render, offload, repeats)
     finally:
         engine.close()
 

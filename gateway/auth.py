@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import grpc
 
 from capmesh.services.runtime.errors import Unauthenticated
+from capmesh.services.runtime.interceptor import HandlerInterceptor, rebuild_handler
 from capmesh.services.runtime.status import abort_with_error
 
 EXEMPT_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -64,19 +65,14 @@ def _bearer(authorization: str | None) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+class ApiKeyInterceptor(HandlerInterceptor):
     """Refuses calls without a valid key with UNAUTHENTICATED; health checks pass freely."""
 
     def __init__(self, keys: Iterable[str]) -> None:
         self._keys = ApiKeys(keys)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(EXEMPT_GRPC_PREFIXES):
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        if details.method.startswith(EXEMPT_GRPC_PREFIXES):
             return handler
         metadata = {key: value for key, value in (details.invocation_metadata or ()) if isinstance(value, str)}
         error = self._keys.check_headers(metadata)
@@ -86,8 +82,6 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusing_handler(handler: grpc.RpcMethodHandler, error: Unauthenticated) -> grpc.RpcMethodHandler:
-    codecs = (handler.request_deserializer, handler.response_serializer)
-
     async def refuse(request, context):
         await abort_with_error(context, error)
 
@@ -95,13 +89,7 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, error: Unauthenticated) ->
         await abort_with_error(context, error)
         yield  # pragma: no cover - never reached; makes this an async generator
 
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(refuse, *codecs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(refuse, *codecs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, *codecs)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, *codecs)
+    return rebuild_handler(handler, lambda _: refuse, lambda _: refuse_stream)
 
 
 class ApiKeyMiddleware:

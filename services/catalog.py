@@ -116,6 +116,12 @@ CAPABILITIES: tuple[Capability, ...] = (
         server="capmesh.services.talkinghead.main",
         cli="capmesh.cli.talk",
     ),
+    Capability(
+        "docgen",
+        contract="capmesh.docgen.v1.docgen_service_pb2",
+        server="capmesh.services.docgen.main",
+        cli="capmesh.cli.doc",
+    ),
 )
 
 NAMES: tuple[str, ...] = tuple(c.name for c in CAPABILITIES)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -173,7 +174,34 @@ def chat_request(payload: dict, message_type):
     n = _typed(payload, "n", (int,), "an integer")
     if n not in (None, 1):
         raise invalid_field("n", "only 1 choice per request is supported")
+    _response_format(payload, request.response_format)
     return request
+
+
+def _response_format(payload: dict, target: llm_service_pb2.ResponseFormat) -> None:
+    """OpenAI's chat `response_format`: text, json_object, or json_schema with its `schema`.
+
+    The schema is always enforced (constrained decoding), whatever `strict` says; `name` and
+    `description` only matter to OpenAI's own models and are not forwarded.
+    """
+    fmt = _typed(payload, "response_format", (dict,), "an object with a type")
+    if fmt is None:
+        return
+    kind = fmt.get("type")
+    if kind == "text":
+        return
+    if kind == "json_object":
+        target.json_object = True
+        return
+    if kind != "json_schema":
+        raise invalid_field("response_format.type", "must be text, json_object or json_schema")
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict):
+        raise invalid_field("response_format.json_schema", "must be an object with a schema")
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise invalid_field("response_format.json_schema.schema", "must be a JSON Schema object")
+    target.json_schema = json.dumps(schema)
 
 
 def _usage(usage: llm_service_pb2.Usage) -> dict:

@@ -7,7 +7,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, timestamp_pb2
@@ -142,6 +142,10 @@ class JobRecord:
             cancel_requested=s("cancel") == "1",
             result=result or b"",
         )
+
+    def event(self, type_: int, state: int, **fields: Any) -> jobs_pb2.JobEvent:
+        """An event of this job's current attempt; `fields` are those of `make_event`."""
+        return make_event(self.job_id, type_, state, attempt=self.attempt, **fields)
 
     def metadata(self) -> jobs_pb2.JobMetadata:
         meta = jobs_pb2.JobMetadata(

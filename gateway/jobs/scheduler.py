@@ -451,22 +451,18 @@ class JobScheduler:
         record = attempt.record
         attempt.started, attempt.backend_id = True, backend_id or attempt.backend_id
         where = f" on backend {backend_id}" if backend_id else ""
-        event = make_event(
-            record.job_id,
+        event = record.event(
             E.JOB_EVENT_TYPE_STARTED,
             RUNNING,
-            attempt=record.attempt,
             message=f"attempt {record.attempt} of {record.max_attempts} started{where}",
         )
         attempt.write(self.store.record(record.job_id, self.owner, {"backend_id": backend_id}, event))
 
     def _progress(self, attempt: _Attempt, progress) -> None:
         record = attempt.record
-        event = make_event(
-            record.job_id,
+        event = record.event(
             E.JOB_EVENT_TYPE_PROGRESS,
             RUNNING,
-            attempt=record.attempt,
             progress=progress,
             message=progress.message or progress.stage,
         )
@@ -482,11 +478,9 @@ class JobScheduler:
             delay = backoff_s(record.attempt, settings.job_backoff_base_s, settings.job_backoff_max_s, hint)
             if time.time() + delay < record.deadline:
                 await attempt.drain()
-                event = make_event(
-                    record.job_id,
+                event = record.event(
                     E.JOB_EVENT_TYPE_RETRYING,
                     QUEUED,
-                    attempt=record.attempt,
                     error=status,
                     message=f"{what}; retrying in {delay:.2f}s",
                 )
@@ -517,11 +511,9 @@ class JobScheduler:
                 f"cancelled during attempt {record.attempt}",
             )
         elif reason == "shutdown":
-            event = make_event(
-                record.job_id,
+            event = record.event(
                 E.JOB_EVENT_TYPE_RETRYING,
                 QUEUED,
-                attempt=record.attempt,
                 error=status_pb2.Status(code=code_pb2.UNAVAILABLE, message="the gateway stopped"),
                 message="the gateway running the attempt stopped; queued again",
             )
@@ -543,11 +535,9 @@ class JobScheduler:
         with contextlib.suppress(asyncio.CancelledError):
             await attempt.drain()
         now = time.time()
-        event = make_event(
-            record.job_id,
+        event = record.event(
             event_type,
             state,
-            attempt=record.attempt,
             error=error,
             result=result,
             message=message,
@@ -571,9 +561,7 @@ class JobScheduler:
         """Ends a job no runner holds (queued, waiting for a retry, or whose runner died)."""
         event_type = E.JOB_EVENT_TYPE_CANCELLED if state == CANCELLED else E.JOB_EVENT_TYPE_FAILED
         now = time.time()
-        event = make_event(
-            record.job_id, event_type, state, attempt=record.attempt, error=error, message=message, when=now
-        )
+        event = record.event(event_type, state, error=error, message=message, when=now)
         done = await self.store.finish(
             record.job_id,
             "",

@@ -23,7 +23,6 @@ from capmesh.services.diffusion.placement import Offload, resolve_placement
 from capmesh.services.diffusion.stepping import (
     LOADING_MODEL,
     DenoisingMonitor,
-    Emit,
     StageTimes,
     denoiser_of,
     stage_update,
@@ -31,6 +30,7 @@ from capmesh.services.diffusion.stepping import (
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import ModelLoadError, ResourceExhausted
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager, Residency, release_memory
+from capmesh.services.runtime.progress import Emit
 
 if TYPE_CHECKING:
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline  # the real class, see loading.py
@@ -79,10 +79,9 @@ class PipelineCall:
 
 
 @dataclass(frozen=True)
-class PipelineRun:
-    """The pipeline's raw output and how it was made."""
+class RunInfo:
+    """How a pipeline call was made: its stage timings, the model and the denoising steps it ran."""
 
-    output: Any
     times: StageTimes
     model: str
     random_weights: bool
@@ -129,8 +128,9 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
         return loaded_pipeline_model(pipeline, spec.checkpoint, placement, type(pipeline).__name__)
 
     # -- one pipeline call ---------------------------------------------------------------------
-    def run_pipeline(self, name: str, call: PipelineCall, cancel: CancelToken, emit: Emit) -> PipelineRun:
-        """Loads the model (reporting it), waits for the pipeline and runs the call with per-step progress."""
+    def run_pipeline(self, name: str, call: PipelineCall, cancel: CancelToken, emit: Emit) -> tuple[Any, RunInfo]:
+        """Loads the model (reporting it), waits for the pipeline and runs the call with per-step progress:
+        the pipeline's raw output and how it was made."""
         cancel.raise_if_cancelled()
         times = StageTimes()
         if name not in self.models.loaded_models():
@@ -139,7 +139,7 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
             self.models.ensure_loaded(name)
         with self.models.use(name) as loaded, self._exclusive_pipeline(cancel):
             output, monitor = self._call_pipeline(loaded.handle, call, cancel, emit, times)
-        return PipelineRun(output, times, name, loaded.random_weights, monitor.steps_done, monitor.seconds_per_step)
+        return output, RunInfo(times, name, loaded.random_weights, monitor.steps_done, monitor.seconds_per_step)
 
     @contextmanager
     def _exclusive_pipeline(self, cancel: CancelToken) -> Iterator[None]:

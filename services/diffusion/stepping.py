@@ -15,16 +15,14 @@ Percent is the whole call's progress (monotonic, for one progress bar): each sta
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.progress import ProgressUpdate
-
-Emit = Callable[[object], None]
+from capmesh.services.runtime.progress import Emit, ProgressUpdate
 
 LOADING_MODEL = "loading_model"
 DENOISING = "denoising"

@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from capmesh.services.diffusion.placement import Offload, check_placement_settings
-from capmesh.services.runtime.settings import MiB, ServerSettings, check
-from capmesh.services.runtime.tiny import TINY
+from capmesh.services.diffusion.settings import DiffusionSettings
+from capmesh.services.runtime.settings import check
 
 ENV_PREFIX = "IMAGEGEN"
-ENGINES = ("diffusers", "openai")
 
 
 @dataclass(frozen=True)
-class ImagegenSettings(ServerSettings):
+class ImagegenSettings(DiffusionSettings):
+    engines: ClassVar[tuple[str, ...]] = ("diffusers", "openai")
+    limits: ClassVar[tuple[str, ...]] = (*DiffusionSettings.limits, "max_images")
+
     engine: str = "diffusers"  # diffusers (local pipelines) or openai (an OpenAI-compatible API)
-    model: str = TINY  # diffusers: tiny, a local folder or a hub id; served as the default model
-    extra_models: tuple[str, ...] = ()
-    device: str = "auto"
-    dtype: str = "auto"
-    vae_dtype: str = ""
-    cpu_offload: Offload = Offload.NONE
-    max_concurrency: int = 1  # one pipeline call at a time per GPU; more calls queue
     max_width: int = 2048
     max_height: int = 2048
     max_steps: int = 150
     max_images: int = 8
-    max_prompt_chars: int = 4000
-    # Defaults for fields a request leaves unset; 0: the checkpoint's or the pipeline's default.
-    default_width: int = 0
-    default_height: int = 0
-    default_steps: int = 0
-    chunk_bytes: int = 1 * MiB
     # engine=openai
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = field(default="", repr=False)  # a secret: never in logs or reprs
@@ -44,19 +33,6 @@ class ImagegenSettings(ServerSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.engine in ENGINES, "engine", self.engine, f"must be one of {', '.join(ENGINES)}")
-        check(bool(self.model), "model", self.model, "must name a model (tiny, a folder or a hub id)")
-        check_placement_settings(self.device, self.dtype, self.vae_dtype, self.cpu_offload)
-        for name in ("max_width", "max_height", "max_steps", "max_images", "max_prompt_chars"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
-        for name in ("default_width", "default_height", "default_steps"):
-            check(getattr(self, name) >= 0, name, getattr(self, name), "must be 0 (model default) or more")
-        check(
-            1024 <= self.chunk_bytes < 4 * MiB,
-            "chunk_bytes",
-            self.chunk_bytes,
-            "must be at least 1024 and below 4 MiB (4194304)",
-        )
         check(
             self.openai_response_format in ("", "b64_json", "url"),
             "openai_response_format",
@@ -73,9 +49,8 @@ class ImagegenSettings(ServerSettings):
         check(self.openai_max_retries >= 0, "openai_max_retries", self.openai_max_retries, "must be 0 or more")
 
     @property
-    def served_models(self) -> list[str]:
-        default = self.openai_model if self.engine == "openai" else self.model
-        return [default, *(name for name in self.extra_models if name != default)]
+    def default_model(self) -> str:
+        return self.openai_model if self.engine == "openai" else self.model
 
 
 def parse_size(text: str) -> tuple[int, int] | None:

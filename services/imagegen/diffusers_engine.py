@@ -11,10 +11,10 @@ import numpy as np
 import structlog
 
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall
+from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, RunInfo
 from capmesh.services.diffusion.loading import supported_class_name
 from capmesh.services.diffusion.media import chunks, encode_png, to_uint8
-from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
+from capmesh.services.diffusion.stepping import cpu_generators, stage_update
 from capmesh.services.imagegen import tiny
 from capmesh.services.imagegen.config import ImagegenSettings
 from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageChunk, ImageRequest, ImagesResult
@@ -47,11 +47,7 @@ class RenderedImages:
 
     pixels: np.ndarray
     job: ImageJob
-    times: StageTimes
-    model: str
-    random_weights: bool
-    steps: int
-    seconds_per_step: float
+    run: RunInfo
 
 
 class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
@@ -59,10 +55,7 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
     def _read_spec(self, name: str) -> ModelSpec:
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
         class_name = supported_class_name(checkpoint, text_to_image_class_names())
-        configured = GenerationDefaults(
-            width=self._settings.default_width, height=self._settings.default_height, steps=self._settings.default_steps
-        )
-        defaults = GenerationDefaults.load(checkpoint.source).overridden_by(configured)
+        defaults = GenerationDefaults.load(checkpoint.source).overridden_by(self._settings.generation_defaults)
         return ModelSpec(checkpoint, class_name, image_geometry(checkpoint.source), defaults)
 
     def _from_pretrained(self) -> Callable[..., DiffusionPipeline]:
@@ -75,7 +68,7 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
         rendered = self.render(request, cancel, emit)
         images: list[GeneratedImage] = []
         emit(stage_update(ENCODING_IMAGES, "encoding PNG images", step=0, total_steps=len(rendered.pixels)))
-        with rendered.times.measure(ENCODING_IMAGES):
+        with rendered.run.times.measure(ENCODING_IMAGES):
             for index, pixels in enumerate(rendered.pixels):
                 cancel.raise_if_cancelled()
                 png = encode_png(pixels)
@@ -98,19 +91,19 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
                 )
         log.info(
             "imagegen.generated",
-            model=rendered.model,
+            model=rendered.run.model,
             images=len(images),
-            steps=rendered.steps,
+            steps=rendered.run.steps,
             seed=rendered.job.seed,
-            stage_seconds={k: round(s, 4) for k, s in rendered.times.seconds.items()},
+            stage_seconds={k: round(s, 4) for k, s in rendered.run.times.seconds.items()},
         )
         return ImagesResult(
             images,
-            rendered.model,
-            rendered.random_weights,
-            rendered.steps,
-            dict(rendered.times.seconds),
-            rendered.seconds_per_step,
+            rendered.run.model,
+            rendered.run.random_weights,
+            rendered.run.steps,
+            dict(rendered.run.times.seconds),
+            rendered.run.seconds_per_step,
         )
 
     def render(self, request: ImageRequest, cancel: CancelToken, emit) -> RenderedImages:
@@ -118,16 +111,8 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
         name = self.models.resolve(request.model)
         spec = self.spec(name)
         job = validate_request(request, self._settings, spec.geometry, spec.defaults)
-        run = self.run_pipeline(name, _pipeline_call(job), cancel, emit)
-        return RenderedImages(
-            to_uint8(np.asarray(run.output.images)),
-            job,
-            run.times,
-            name,
-            run.random_weights,
-            run.steps,
-            run.seconds_per_step,
-        )
+        output, run = self.run_pipeline(name, _pipeline_call(job), cancel, emit)
+        return RenderedImages(to_uint8(np.asarray(output.images)), job, run)
 
 
 def _pipeline_call(job: ImageJob) -> PipelineCall:

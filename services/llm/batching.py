@@ -14,6 +14,9 @@ batch between two decoding steps; a finished or cancelled request's row is dropp
 columns are trimmed. Each step runs one forward over all rows and picks each row's token with its
 own sampling settings. A request that runs alone takes the same code path with a batch of one, so
 greedy answers are the same alone or in a batch (the test proves it).
+
+A request with a `response_format` is decoded under a grammar: its row of each step's logits is
+masked to the tokens the grammar allows before its token is chosen (see `constraints.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from typing import Protocol
 import structlog
 import torch
 import torch.nn.functional as F
+import xgrammar as xgr
 
+from capmesh.services.llm import constraints
 from capmesh.services.llm.config import LlmSettings
 from capmesh.services.llm.detokenize import IncrementalDetokenizer, StopScanner, make_decoder
 from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult, FinishReason, TextDelta
@@ -76,6 +81,9 @@ class ChatModel:
         self.cpu_threads = cpu_threads  # 0: torch's default
         self.decode = make_decoder(tokenizer)
         self.eos_ids = _eos_ids(model, tokenizer)
+        vocab_size = int(model.config.vocab_size)  # the width of the logits
+        self.grammars = constraints.Grammars(tokenizer, vocab_size, sorted(self.eos_ids))
+        self.masker = constraints.BatchMasker(vocab_size)
 
     def encode_prompt(self, messages: list[ChatMessage]) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -150,6 +158,7 @@ class _Decoding:
     sampling: SamplingParams
     detokenizer: IncrementalDetokenizer
     stops: StopScanner
+    grammar: xgr.GrammarMatcher | None  # None: free text
 
 
 @dataclass(eq=False)
@@ -331,6 +340,8 @@ class TransformersChatEngine(LlmEngine):
     def submit(self, request: ChatRequest, cancel: CancelToken, sink: Sink) -> Submission:
         model_name = self.models.resolve(request.model)
         validate(request, self.settings, self._context_window or UNKNOWN_CONTEXT)
+        if request.response_format is not None:
+            constraints.check(request.response_format)  # a bad schema fails here, before any token
         submission = Submission()
         seq = _Sequence(request, cancel, sink, submission, model_name)
         with self._cond:
@@ -432,17 +443,26 @@ class TransformersChatEngine(LlmEngine):
                 self._finish(seq, "cancelled")
                 continue
             try:
-                prompt = self._prepare(model, seq)
+                self._start(model, batch, seq)
             except CapmeshError as exc:
                 self._fail([seq], exc)
-                continue
-            logits, cache = model.prefill(prompt)
-            token = choose_tokens(logits, [seq.prepared.sampling])[0]
-            self._accept(seq, token, model)
-            if seq.finished:
-                continue
-            batch.add(seq, cache, len(prompt), token)
+            except Exception:
+                # Not yet a row of the batch, so the scheduler's own failure path would miss it.
+                self._fail([seq], Internal("the LLM engine failed while starting the request"))
+                raise
         self._set_running(len(batch.rows))
+
+    def _start(self, model: ChatModel, batch: _Batch, seq: _Sequence) -> None:
+        """Prefills the request and chooses its first token; it joins the batch unless that ended it."""
+        prompt = self._prepare(model, seq)
+        logits, cache = model.prefill(prompt)
+        grammars = [seq.prepared.grammar]
+        model.masker.apply(logits, grammars)
+        token = choose_tokens(logits, [seq.prepared.sampling])[0]
+        model.masker.accept(grammars, [token])
+        self._accept(seq, token, model)
+        if not seq.finished:
+            batch.add(seq, cache, len(prompt), token)
 
     def _prepare(self, model: ChatModel, seq: _Sequence) -> list[int]:
         """Tokenizes the prompt and applies the checks that need the model (its context window)."""
@@ -462,13 +482,19 @@ class TransformersChatEngine(LlmEngine):
             sampling=SamplingParams.create(request.temperature, request.top_p, request.seed, model.device),
             detokenizer=IncrementalDetokenizer(model.decode),
             stops=StopScanner(request.stop),
+            # Compiled on the first request with this format (the batch waits that once), then cached.
+            grammar=model.grammars.matcher(request.response_format) if request.response_format else None,
         )
         return prompt
 
     def _decode(self, model: ChatModel, batch: _Batch) -> None:
         started = time.perf_counter()
         logits = model.decode_step(batch)
+        grammars = [seq.prepared.grammar for seq in batch.rows]
+        model.masker.apply(logits, grammars)
         tokens = choose_tokens(logits, [seq.prepared.sampling for seq in batch.rows])
+        # Once a grammar is complete its mask allows only EOS, which ends the answer in `_accept`.
+        model.masker.accept(grammars, tokens)
         done: list[int] = []
         for i, (seq, token) in enumerate(zip(batch.rows, tokens)):
             self._accept(seq, token, model)

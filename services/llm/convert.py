@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from capmesh.llm.v1 import llm_service_pb2 as pb
-from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult, TextDelta
+from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult, ResponseFormat, TextDelta
 
 _ROLES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
 _FINISH_REASONS = {
@@ -25,7 +25,22 @@ def chat_request_from_proto(request: pb.ChatRequest | pb.StreamChatRequest) -> C
         stop=list(request.stop),
         seed=request.seed if request.HasField("seed") else None,
         model=request.model,
+        response_format=response_format_from_proto(request.response_format),
     )
+
+
+def response_format_from_proto(fmt: pb.ResponseFormat) -> ResponseFormat | None:
+    """The oneof that is set; none set (or json_object false) means free text."""
+    kind = fmt.WhichOneof("format")
+    if kind == "json_schema":
+        return ResponseFormat("json_schema", fmt.json_schema)
+    if kind == "regex":
+        return ResponseFormat("regex", fmt.regex)
+    if kind == "grammar":
+        return ResponseFormat("grammar", fmt.grammar)
+    if kind == "json_object" and fmt.json_object:
+        return ResponseFormat("json_object")
+    return None
 
 
 def usage_to_proto(result: ChatResult) -> pb.Usage:

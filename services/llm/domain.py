@@ -10,6 +10,25 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
+FormatKind = Literal["json_schema", "json_object", "regex", "grammar"]
+FORMAT_KINDS: tuple[str, ...] = ("json_schema", "json_object", "regex", "grammar")
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """A constraint on the answer's text, enforced while decoding.
+
+    `kind` names the proto's oneof field (so errors can name `response_format.<kind>`); `text` is the
+    JSON Schema document, the regex or the EBNF grammar, and "" for json_object (any JSON object).
+    """
+
+    kind: FormatKind
+    text: str = ""
+
+    @property
+    def field(self) -> str:
+        return f"response_format.{self.kind}"
+
 
 @dataclass(frozen=True)
 class ChatMessage:
@@ -28,6 +47,7 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None  # None: a fresh random seed per request
     model: str = ""  # "" selects the default served model
+    response_format: ResponseFormat | None = None  # None: free text
 
 
 @dataclass(frozen=True)

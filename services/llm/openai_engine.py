@@ -4,6 +4,9 @@ vLLM, Ollama, llama.cpp's server and OpenAI itself speak this API. The retry pol
 5xx retried with backoff and jitter, 429 honouring Retry-After, 401/403 naming the key setting,
 content-policy rejections as FAILED_PRECONDITION) lives in `RemoteApiClient`; retries happen only
 before the first delta, so a caller never sees text twice. The API key is never logged.
+
+`response_format` travels in OpenAI's shape (json_schema with strict enforcement, json_object); the
+remote API enforces it. OpenAI's API has no regex or grammar format, so those are refused here.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import structlog
 
 from capmesh.services.common.remote_http import RemoteApiClient
 from capmesh.services.llm.config import ENV_PREFIX, LlmSettings
-from capmesh.services.llm.domain import ChatRequest, ChatResult, FinishReason, TextDelta
+from capmesh.services.llm.domain import ChatRequest, ChatResult, FinishReason, ResponseFormat, TextDelta
 from capmesh.services.llm.engine import LlmEngine, Sink, Submission
 from capmesh.services.llm.validation import validate
 from capmesh.services.runtime.cancellation import CancelToken
@@ -27,6 +30,7 @@ from capmesh.services.runtime.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     Internal,
+    InvalidArgument,
     ResourceExhausted,
     Unavailable,
 )
@@ -65,6 +69,11 @@ class OpenAIChatEngine(LlmEngine):
     def submit(self, request: ChatRequest, cancel: CancelToken, sink: Sink) -> Submission:
         model = self.models.resolve(request.model)
         validate(request, self.settings, self.settings.openai_context)
+        fmt = request.response_format
+        if fmt is not None and fmt.kind in ("regex", "grammar"):
+            raise InvalidArgument.single(
+                fmt.field, "is not supported by the openai engine (OpenAI's API takes json_schema or json_object)"
+            )
         with self._lock:
             if self._in_flight >= self.settings.max_batch_size + self.settings.max_waiting:
                 raise ResourceExhausted(f"{self._in_flight} remote chat calls are already running", retry_after_s=1.0)
@@ -125,7 +134,17 @@ def request_body(remote_model: str, request: ChatRequest) -> dict[str, Any]:
         body["stop"] = list(request.stop)
     if request.seed is not None:
         body["seed"] = request.seed
+    if request.response_format is not None:
+        body["response_format"] = openai_response_format(request.response_format)
     return body
+
+
+def openai_response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    """OpenAI's `response_format` for a json_schema or json_object format (validated before)."""
+    if fmt.kind == "json_object":
+        return {"type": "json_object"}
+    # The proto carries no schema name; OpenAI requires one and only shows it to the model.
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": json.loads(fmt.text), "strict": True}}
 
 
 class _Answer:

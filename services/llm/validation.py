@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from capmesh.services.llm.config import LlmSettings
-from capmesh.services.llm.domain import ROLES, ChatRequest
+from capmesh.services.llm.domain import ROLES, ChatRequest, ResponseFormat
 from capmesh.services.runtime.errors import InvalidArgument, Violations
 
 MAX_SEED = 2**63 - 1
@@ -39,7 +40,25 @@ def validate(request: ChatRequest, settings: LlmSettings, context_window: int) -
         v.check(bool(stop), f"stop[{i}]", "must not be empty")
     if request.seed is not None:
         v.check(0 <= request.seed <= MAX_SEED, "seed", f"must be between 0 and {MAX_SEED}")
+    if request.response_format is not None:
+        _check_format(request.response_format, v)
     v.raise_if_any()
+
+
+def _check_format(fmt: ResponseFormat, v: Violations) -> None:
+    """The checks every engine shares; whether the engine can compile the format is its own check."""
+    if fmt.kind == "json_object":
+        return
+    if not fmt.text.strip():
+        v.add(fmt.field, "must not be empty")
+        return
+    if fmt.kind == "json_schema":
+        try:
+            schema = json.loads(fmt.text)
+        except json.JSONDecodeError as exc:
+            v.add(fmt.field, f"must be a JSON Schema as JSON text: {exc}")
+            return
+        v.check(isinstance(schema, dict), fmt.field, "must be a JSON object (a JSON Schema document)")
 
 
 def prompt_too_long(prompt_tokens: int, context_window: int) -> InvalidArgument:

@@ -29,20 +29,23 @@ class CapmeshError(Exception):
     """
 
     code = "INTERNAL"
-    default_reason = "INTERNAL"
+    # The ErrorInfo reason when the raiser names none; None: the code itself (NOT_FOUND, UNAVAILABLE ...).
+    default_reason: str | None = None
+    default_message = ""
     default_retry_after_s: float | None = None
 
     def __init__(
         self,
-        message: str,
+        message: str | None = None,
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
         retry_after_s: float | None = None,
     ) -> None:
+        message = self.default_message if message is None else message
         super().__init__(message)
         self.message = message
-        self.reason = reason or self.default_reason
+        self.reason = reason or self.default_reason or self.code
         self.metadata = dict(metadata or {})
         self.retry_after_s = self.default_retry_after_s if retry_after_s is None else retry_after_s
 
@@ -51,7 +54,6 @@ class InvalidArgument(CapmeshError):
     """The caller sent a request that breaks a rule; `violations` name each bad field."""
 
     code = "INVALID_ARGUMENT"
-    default_reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: Iterable[FieldViolation], *, message: str | None = None, reason: str | None = None):
         self.violations = list(violations)
@@ -65,14 +67,12 @@ class InvalidArgument(CapmeshError):
 
 class NotFound(CapmeshError):
     code = "NOT_FOUND"
-    default_reason = "NOT_FOUND"
 
 
 class FailedPrecondition(CapmeshError):
     """A valid request that the current state refuses (no face in the image, a model not loaded)."""
 
     code = "FAILED_PRECONDITION"
-    default_reason = "FAILED_PRECONDITION"
 
 
 class ResourceExhausted(CapmeshError):
@@ -87,37 +87,28 @@ class Unavailable(CapmeshError):
     """A dependency (a model, a remote API, a backend) cannot serve now; retrying may help."""
 
     code = "UNAVAILABLE"
-    default_reason = "UNAVAILABLE"
 
 
 class Unauthenticated(CapmeshError):
     code = "UNAUTHENTICATED"
-    default_reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(CapmeshError):
     code = "PERMISSION_DENIED"
-    default_reason = "PERMISSION_DENIED"
 
 
 class Cancelled(CapmeshError):
     """The caller cancelled, and the engine stopped at its next step."""
 
     code = "CANCELLED"
-    default_reason = "CANCELLED"
-
-    def __init__(self, message: str = "the call was cancelled", **kwargs):
-        super().__init__(message, **kwargs)
+    default_message = "the call was cancelled"
 
 
 class DeadlineExceeded(CapmeshError):
     """The caller's deadline passed, and the engine stopped at its next step."""
 
     code = "DEADLINE_EXCEEDED"
-    default_reason = "DEADLINE_EXCEEDED"
-
-    def __init__(self, message: str = "the deadline passed before the work finished", **kwargs):
-        super().__init__(message, **kwargs)
+    default_message = "the deadline passed before the work finished"
 
 
 class ModelLoadError(CapmeshError):
@@ -129,7 +120,6 @@ class ModelLoadError(CapmeshError):
 
 class Internal(CapmeshError):
     code = "INTERNAL"
-    default_reason = "INTERNAL"
 
 
 @dataclass

@@ -99,9 +99,28 @@ def _wrap_stream(inner, method: str, echo: bool):
     return handle
 
 
-class RequestContextInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, *, echo_request_id: bool = True) -> None:
-        self._echo = echo_request_id
+Behaviour = Callable[..., Any]
+
+
+def rebuild_handler(
+    handler: grpc.RpcMethodHandler,
+    unary_response: Callable[[Behaviour], Behaviour],
+    stream_response: Callable[[Behaviour], Behaviour],
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind and codecs as `handler` whose behaviour is the original one passed
+    through `unary_response` (unary-unary, stream-unary) or `stream_response` (the streaming kinds)."""
+    codecs = (handler.request_deserializer, handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), *codecs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), *codecs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), *codecs)
+    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), *codecs)
+
+
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that replaces each method's handler: subclasses say how in `wrap`."""
 
     async def intercept_service(
         self,
@@ -109,14 +128,20 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None:
-            return None
+        return None if handler is None else self.wrap(handler, details)
+
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class RequestContextInterceptor(HandlerInterceptor):
+    def __init__(self, *, echo_request_id: bool = True) -> None:
+        self._echo = echo_request_id
+
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method, echo = details.method, self._echo
-        codecs = (handler.request_deserializer, handler.response_serializer)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_coroutine(handler.unary_unary, method, echo), *codecs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_coroutine(handler.stream_unary, method, echo), *codecs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method, echo), *codecs)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method, echo), *codecs)
+        return rebuild_handler(
+            handler,
+            lambda inner: _wrap_coroutine(inner, method, echo),
+            lambda inner: _wrap_stream(inner, method, echo),
+        )

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+# What an engine calls with each event of a streamed call (a ProgressUpdate, a chunk, the result);
+# the runtime turns each into a response message.
+Emit = Callable[[object], None]
 
 
 @dataclass(frozen=True)

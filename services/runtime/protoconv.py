@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from capmesh.common.v1 import artifact_pb2, model_pb2, progress_pb2
 from capmesh.services.runtime.errors import InvalidArgument
 from capmesh.services.runtime.lifecycle import ModelState, ModelStatus
 from capmesh.services.runtime.progress import ProgressUpdate
+
+R = TypeVar("R")
+# {engine event type: (the stream message's field for it, the event's conversion)}, for event_response.
+EventFields = Mapping[type, tuple[str, Callable[[Any], Any]]]
 
 CHUNK_BYTES = 1024 * 1024  # streamed payload pieces stay far below the 4 MiB message limit
 
@@ -30,6 +36,18 @@ def progress_to_proto(update: ProgressUpdate) -> progress_pb2.Progress:
         eta_seconds=update.eta_seconds or 0.0,
         queue_position=update.queue_position,
     )
+
+
+def event_response(response_type: Callable[..., R], event: object, fields: EventFields) -> R:
+    """One engine event as its stream message: a ProgressUpdate as `progress`, any other event as
+    `response_type(**{name: to_proto(event)})` for the first `{EventType: (name, to_proto)}` it is an
+    instance of. An event of no listed type is an engine bug (TypeError)."""
+    if isinstance(event, ProgressUpdate):
+        return response_type(progress=progress_to_proto(event))
+    for event_type, (name, to_proto) in fields.items():
+        if isinstance(event, event_type):
+            return response_type(**{name: to_proto(event)})
+    raise TypeError(f"unexpected engine event {type(event).__name__} for {getattr(response_type, '__name__', '')}")
 
 
 def model_info_to_proto(status: ModelStatus, now: float | None = None) -> model_pb2.ModelInfo:

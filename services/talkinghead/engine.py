@@ -28,7 +28,7 @@ from capmesh.services.common.video import AudioTrack, encode_mp4
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import FailedPrecondition, InvalidArgument, Violations
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
-from capmesh.services.runtime.progress import ProgressUpdate, StepTimer
+from capmesh.services.runtime.progress import Emit, ProgressUpdate, StepTimer
 from capmesh.services.talkinghead.animate import PortraitAnimator, plan_motion
 from capmesh.services.talkinghead.config import MIN_SIDE, TalkingheadSettings
 from capmesh.services.talkinghead.domain import FaceBox, TalkingHeadRequest, TalkingHeadResult
@@ -46,7 +46,6 @@ from capmesh.services.talkinghead.mouth import mouth_track
 
 log = structlog.get_logger("capmesh.talkinghead")
 
-Emit = Callable[[object], None]
 T = TypeVar("T")
 
 STAGE_DOWNLOADING = "downloading"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class AudioFormat(str, enum.Enum):
@@ -58,6 +58,8 @@ class AudioChunk:
 
 @dataclass(frozen=True)
 class SynthesisResult:
+    """What one synthesis made: the audio file's encoding and length, and the voice, model and seed."""
+
     format: AudioFormat
     sample_rate: int
     duration_s: float
@@ -120,17 +122,8 @@ class SegmentTiming:
 
 
 @dataclass(frozen=True)
-class SceneResult:
-    format: AudioFormat
-    sample_rate: int
-    duration_s: float
-    total_bytes: int
-    sentences: int
-    segments: tuple[SegmentTiming, ...] = field(default_factory=tuple)
-    model: str = ""
-    seed: int = 0
-    random_weights: bool = False
+class SceneResult(SynthesisResult):
+    """The scene's track, described as a synthesis (its `voice` is empty: each segment has its own), and
+    each segment's timing."""
 
-    @property
-    def mime_type(self) -> str:
-        return self.format.mime_type
+    segments: tuple[SegmentTiming, ...] = ()

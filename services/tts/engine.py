@@ -12,16 +12,17 @@ next sentence is rendered. Chunks concatenated in order form one valid file (see
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import structlog
 
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import FailedPrecondition
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
-from capmesh.services.runtime.progress import ProgressUpdate, StepTimer
+from capmesh.services.runtime.progress import Emit, ProgressUpdate, StepTimer
 from capmesh.services.runtime.settings import env_name
 from capmesh.services.tts.audio import Pcm, apply_gain, resample
 from capmesh.services.tts.backend import RenderOptions, SpeechBackend
@@ -42,7 +43,6 @@ from capmesh.services.tts.validation import Abilities, validate_scene, validate_
 
 log = structlog.get_logger("capmesh.tts")
 
-Emit = Callable[[object], None]
 STAGE_LOADING = "loading_model"
 STAGE_SYNTHESIZING = "synthesizing"
 
@@ -152,17 +152,7 @@ class TtsEngine:
             seconds=round(writer.duration_s, 3),
             format=request.format.value,
         )
-        return SynthesisResult(
-            format=request.format,
-            sample_rate=writer.sample_rate,
-            duration_s=writer.duration_s,
-            total_bytes=writer.total_bytes,
-            sentences=len(lines),
-            voice=voice,
-            model=model_name,
-            seed=seed,
-            random_weights=model.random_weights,
-        )
+        return _described(SynthesisResult, request.format, writer, len(lines), model_name, model, seed, voice=voice)
 
     def synthesize_scene(self, request: SceneRequest, cancel: CancelToken, emit: Emit) -> SceneResult:
         """Renders the segments in order into one track; returns each segment's timing."""
@@ -190,16 +180,8 @@ class TtsEngine:
             )
             for index, segment in enumerate(request.segments)
         )
-        return SceneResult(
-            format=request.format,
-            sample_rate=rate,
-            duration_s=writer.duration_s,
-            total_bytes=writer.total_bytes,
-            sentences=len(lines),
-            segments=timings,
-            model=model_name,
-            seed=seed,
-            random_weights=model.random_weights,
+        return _described(
+            SceneResult, request.format, writer, len(lines), model_name, model, seed, voice="", segments=timings
         )
 
     # -- shared pipeline -------------------------------------------------------------------------
@@ -273,6 +255,33 @@ def _progress(done: int, total: int, finished_segments: int, segments: int, time
         step=step,
         total_steps=steps,
         eta_seconds=timer.eta_after(done),
+    )
+
+
+ResultT = TypeVar("ResultT", bound=SynthesisResult)
+
+
+def _described(
+    kind: type[ResultT],
+    audio_format: AudioFormat,
+    writer: TrackWriter,
+    sentences: int,
+    model_name: str,
+    model: LoadedModel,
+    seed: int,
+    **extra: Any,
+) -> ResultT:
+    """The result of either call: the file the writer wrote, the model and seed, and `extra` (voice, timings)."""
+    return kind(
+        format=audio_format,
+        sample_rate=writer.sample_rate,
+        duration_s=writer.duration_s,
+        total_bytes=writer.total_bytes,
+        sentences=sentences,
+        model=model_name,
+        seed=seed,
+        random_weights=model.random_weights,
+        **extra,
     )
 
 

@@ -9,7 +9,6 @@ next step when cancelled, encodes the frames to an h264 mp4 and emits it in chun
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,12 +17,13 @@ import structlog
 
 from capmesh.services.common.video import encode_mp4
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall
+from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, RunInfo
 from capmesh.services.diffusion.loading import supported_class_name
 from capmesh.services.diffusion.media import chunks, to_uint8
 from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.lifecycle import ModelManager
+from capmesh.services.runtime.progress import Emit
 from capmesh.services.videogen import tiny
 from capmesh.services.videogen.config import VideogenSettings
 from capmesh.services.videogen.domain import MP4, VideoChunk, VideoRequest, VideoResult
@@ -32,7 +32,6 @@ from capmesh.services.videogen.validation import validate_request
 
 log = structlog.get_logger("capmesh.videogen")
 
-Emit = Callable[[object], None]
 ENCODING_IMAGE = "encoding_image"
 ENCODING_VIDEO = "encoding_video"
 
@@ -64,11 +63,7 @@ class RenderedVideo:
 
     frames: np.ndarray
     job: VideoJob
-    times: StageTimes
-    model: str
-    random_weights: bool
-    steps: int
-    seconds_per_step: float
+    run: RunInfo
 
 
 class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
@@ -76,17 +71,10 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
     def _read_spec(self, name: str) -> ModelSpec:
         checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
         family = FAMILIES[supported_class_name(checkpoint, FAMILIES)]
-        configured = GenerationDefaults(
-            width=self._settings.default_width,
-            height=self._settings.default_height,
-            num_frames=self._settings.default_num_frames,
-            steps=self._settings.default_steps,
-            fps=self._settings.default_fps,
-        )
         defaults = (
             family.checkpoint_defaults(checkpoint.source)
             .overridden_by(GenerationDefaults.load(checkpoint.source))
-            .overridden_by(configured)
+            .overridden_by(self._settings.generation_defaults)
         )
         return ModelSpec(checkpoint, family, family.geometry(checkpoint.source), defaults)
 
@@ -98,18 +86,18 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
 
     def generate(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> VideoResult:
         rendered = self.render(request, cancel, emit)
-        job, frames, times = rendered.job, rendered.frames, rendered.times
+        job, frames, times = rendered.job, rendered.frames, rendered.run.times
         video = self._encode(frames, job.fps, cancel, emit, times)
         for offset, piece in chunks(video, self._settings.chunk_bytes):
             emit(VideoChunk(piece, offset))
         height, width = frames.shape[1:3]
         log.info(
             "videogen.generated",
-            model=rendered.model,
+            model=rendered.run.model,
             frames=len(frames),
             width=width,
             height=height,
-            steps=rendered.steps,
+            steps=rendered.run.steps,
             seed=job.seed,
             bytes=len(video),
             stage_seconds={k: round(s, 4) for k, s in times.seconds.items()},
@@ -122,13 +110,13 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
             height=height,
             num_frames=len(frames),
             fps=job.fps,
-            steps=rendered.steps,
+            steps=rendered.run.steps,
             seed=job.seed,
-            model=rendered.model,
-            random_weights=rendered.random_weights,
+            model=rendered.run.model,
+            random_weights=rendered.run.random_weights,
             duration_seconds=len(frames) / job.fps,
             stage_seconds=dict(times.seconds),
-            seconds_per_step=rendered.seconds_per_step,
+            seconds_per_step=rendered.run.seconds_per_step,
         )
 
     def render(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> RenderedVideo:
@@ -138,16 +126,8 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
         job = self.validate(request)
         if request.prompt and not spec.family.uses_prompt:
             log.info("videogen.prompt_ignored", model=name, pipeline=spec.family.class_name)
-        run = self.run_pipeline(name, _pipeline_call(spec.family, job), cancel, emit)
-        return RenderedVideo(
-            to_uint8(spec.family.frames(run.output)),
-            job,
-            run.times,
-            name,
-            run.random_weights,
-            run.steps,
-            run.seconds_per_step,
-        )
+        output, run = self.run_pipeline(name, _pipeline_call(spec.family, job), cancel, emit)
+        return RenderedVideo(to_uint8(spec.family.frames(output)), job, run)
 
     def _encode(self, frames: np.ndarray, fps: float, cancel: CancelToken, emit: Emit, times: StageTimes) -> bytes:
         total = len(frames)

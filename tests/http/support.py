@@ -61,6 +61,7 @@ SMALL_LIMITS = {
     "videogen": {"max_width": 64, "max_height": 64, "max_frames": 8, "max_steps": 2},
     "talkinghead": {"max_frames": 16, "max_audio_s": 3.0, "max_steps": 2, "default_size": 64},
     "tts": {"max_text_chars": 400},
+    "docgen": {"max_sections": 4, "default_max_sections": 4, "outline_max_tokens": 256, "section_max_tokens": 8},
 }
 
 
@@ -106,7 +107,7 @@ async def wait_available(grpc_address: str, capabilities: set[str], timeout_s: f
             await asyncio.sleep(0.05)
 
 
-async def start_mesh(settings, capabilities=("tts", "llm", "imagegen", "videogen", "talkinghead")) -> Mesh:
+async def start_mesh(settings, capabilities=("tts", "llm", "imagegen", "videogen", "talkinghead", "docgen")) -> Mesh:
     from capmesh.gateway.server.app import start_gateway
 
     running = await start_gateway(settings)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import structlog
 
 from capmesh.services.llm.config import LlmSettings
-from capmesh.services.llm.domain import ChatMessage, ChatRequest
+from capmesh.services.llm.domain import ChatMessage, ChatRequest, ResponseFormat
 from capmesh.services.llm.openai_engine import OpenAIChatEngine
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import (
@@ -156,3 +157,16 @@ def test_validation_and_unknown_model_fail_before_any_http_call(engine, api):
     with pytest.raises(NotFound):
         ask(engine, model="other")
     assert api.calls(PATH) == 0
+
+
+def test_response_format_travels_in_openai_shape_and_regex_is_refused(engine, api):
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    ask(engine, response_format=ResponseFormat("json_schema", json.dumps(schema)))
+    ask(engine, response_format=ResponseFormat("json_object"))
+    first, second = (sent.body["response_format"] for sent in api.requests(PATH))
+    assert first == {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": True}}
+    assert second == {"type": "json_object"}
+    with pytest.raises(InvalidArgument) as error:
+        ask(engine, response_format=ResponseFormat("regex", "[a-z]+"))
+    assert [v.field for v in error.value.violations] == ["response_format.regex"]
+    assert api.calls(PATH) == 2

@@ -283,6 +283,37 @@ busy($("#video-form"), $("#video-status"), async (data) => {
   status.textContent = "done";
 });
 
+// DocGen: an outline job fills the editable outline; a document job writes it, one step per section.
+busy($("#outline-form"), $("#doc-status"), async (data) => {
+  const status = $("#doc-status");
+  const jobId = await submitJob("/capmesh.docgen.v1.DocGenService/StreamGenerateOutline",
+    { query: data.get("query"), maxSections: Number(data.get("sections")) || 0 }, { source: "console" });
+  status.textContent = `outline job ${jobId} queued`;
+  const result = await waitForJob(jobId, status);
+  $("#document-form textarea").value = JSON.stringify((result.response || {}).outline || {}, null, 2);
+  status.textContent = "outline ready: edit it, then write the document";
+});
+
+busy($("#document-form"), $("#doc-status"), async (data) => {
+  const status = $("#doc-status");
+  let outline;
+  try { outline = JSON.parse(data.get("outline")); } catch (error) { throw new Error(`the outline is not JSON: ${error.message}`); }
+  const jobId = await submitJob("/capmesh.docgen.v1.DocGenService/StreamGenerateDocument",
+    { outline, format: data.get("format") }, { source: "console" });
+  status.textContent = `document job ${jobId} queued`;
+  const result = await waitForJob(jobId, status);
+  const document = (result.response || {}).document || {};
+  if (!document.fileId) throw new Error("the job stored no document");
+  const blob = await (await api(`/v1/files/${document.fileId}:download`)).blob();
+  const link = $("#doc-download");
+  link.href = URL.createObjectURL(blob);
+  link.download = document.name || "document";
+  link.hidden = false;
+  $("#doc-preview").textContent = (document.mimeType || "").startsWith("text/") ? await blob.text() : `${document.name}: ${blob.size} bytes`;
+  const sections = ((result.response || {}).sections || []).length;
+  status.textContent = `done: ${sections} sections, ${blob.size} bytes`;
+});
+
 function restartWatches() {
   if (capabilityWatch) capabilityWatch.controller.abort();
   for (const watch of jobWatches.values()) watch.controller.abort();

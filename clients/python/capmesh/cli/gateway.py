@@ -2,13 +2,14 @@
 
 capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--backends-file b.yaml]
 capmesh status [--address HOST:PORT] [--watch]
-capmesh up [--only tts --only llm] [--port 50051] [--http-port 8080]
+capmesh up [-f deploy/gpu.yaml] [--only tts --only llm] [--port 50051] [--http-port 8080]
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ import typer
 
 if TYPE_CHECKING:
     import asyncio
+
+    from capmesh.mesh.spec import Component, MeshSpec
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 STATE_STYLES = {"AVAILABLE": "green", "UNKNOWN": "yellow", "UNAVAILABLE": "red", "ERROR": "red"}
@@ -146,20 +149,36 @@ def _state_text(name: str) -> str:
 
 
 def up(
+    file: Path | None = typer.Option(None, "-f", "--file", help="A mesh file (deploy/*.yaml); default offline."),
     only: list[str] = typer.Option([], "--only", help="Start only these capabilities (repeatable)."),
     host: str = typer.Option("127.0.0.1", help="Address every process binds."),
-    port: int = typer.Option(50051, help="The gateway's gRPC port; 0 picks a free one."),
-    http_port: int = typer.Option(8080, help="The gateway's HTTP port; 0 picks a free one."),
+    port: int | None = typer.Option(None, help="The gateway's gRPC port (default 50051); 0 picks a free one."),
+    http_port: int | None = typer.Option(None, help="The gateway's HTTP port (default 8080); 0 picks a free one."),
     redis: str | None = typer.Option(None, "--redis", help="Give the gateway a Redis (redis://...)."),
     timeout: float = typer.Option(300.0, help="Seconds to wait for every service to be SERVING."),
     log_dir: Path | None = typer.Option(None, help="Where each process writes its log (default a temp folder)."),
 ) -> None:
     """Start the gateway and every capability service, each its own process, on the offline
-    profile; wait until all serve; Ctrl-C stops them all."""
+    profile or as a mesh file describes (settings, replicas); wait until all serve; Ctrl-C stops
+    them all."""
     import asyncio
 
+    from capmesh.gateway.server.config import GATEWAY_GRPC_PORT, GATEWAY_HTTP_PORT
+
+    if file is None:
+        plan = offline_plan(chosen_capabilities(only))
+        port = GATEWAY_GRPC_PORT if port is None else port
+        http_port = GATEWAY_HTTP_PORT if http_port is None else http_port
+    else:
+        from capmesh.cli.deploy import read_mesh
+
+        try:
+            plan = mesh_plan(read_mesh(file, "up"), only)
+        except MeshError as exc:
+            typer.secho(f"capmesh up: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from exc
     mesh = Mesh(
-        capabilities=chosen_capabilities(only),
+        plan,
         host=host,
         port=port,
         http_port=http_port,
@@ -177,13 +196,52 @@ def up(
 
 # -- capmesh up -------------------------------------------------------------------------------------
 
-# The offline profile: the services' defaults (model "tiny", espeak) and no hub access.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 STOP_TIMEOUT_S = 20.0
 
 
 class MeshError(RuntimeError):
     """The mesh could not start; the message says which process and where its log is."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `capmesh up` starts: the gateway's environment and, per capability, its environment
+    and how many processes (replicas) serve it."""
+
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, tuple[dict[str, str], int]] = field(default_factory=dict)
+
+
+def offline_plan(capabilities: list[str]) -> Plan:
+    """`capmesh up` without a file: one process per capability on its defaults, the hub offline."""
+    from capmesh.mesh.spec import OFFLINE_ENV
+
+    return Plan(OFFLINE_ENV, {name: (OFFLINE_ENV, 1) for name in capabilities})
+
+
+def mesh_plan(spec: MeshSpec, only: list[str]) -> Plan:
+    """A mesh file's settings as each process's `CAPMESH_<PREFIX>_<FIELD>` variables; secrets are
+    read from the variables the file names. One machine runs one gateway: the gateway's
+    `replicas` (and the `kubernetes` section) are for `capmesh deploy kubernetes`."""
+    from capmesh.mesh.spec import OFFLINE_ENV
+
+    missing = [name for name in only if name not in {c.name for c in spec.capabilities}]
+    if missing:
+        raise MeshError(f"{spec.path} does not describe {', '.join(missing)} (--only)")
+    base = dict(OFFLINE_ENV) if spec.offline else {}
+
+    def env_of(component: Component) -> dict[str, str]:
+        env = {**base, **component.env()}
+        for name, ref in component.secret_env().items():
+            if ref.env not in os.environ:
+                raise MeshError(f"{spec.path}: {component.name} reads its {name} from ${ref.env}, which is not set")
+            env[name] = os.environ[ref.env]
+        return env
+
+    return Plan(
+        env_of(spec.gateway),
+        {c.name: (env_of(c), c.replicas) for c in spec.capabilities if not only or c.name in only},
+    )
 
 
 def chosen_capabilities(only: list[str]) -> list[str]:
@@ -201,8 +259,9 @@ def chosen_capabilities(only: list[str]) -> list[str]:
 class _Child:
     """One process of the mesh: its log file and the address it printed when it started."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], log_path: Path, capability: str = "") -> None:
         self.name = name
+        self.capability = capability or name
         self.args = args
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
@@ -288,22 +347,23 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 class Mesh:
-    """The gateway plus one process per capability, each registering itself with the gateway."""
+    """The gateway plus the processes of each capability, each registering itself with the gateway."""
 
     def __init__(
         self,
+        plan: Plan,
         *,
-        capabilities: list[str],
         host: str,
-        port: int,
-        http_port: int,
+        port: int | None,
+        http_port: int | None,
         redis_url: str,
         timeout_s: float,
         log_dir: Path | None,
     ) -> None:
         import tempfile
 
-        self.capabilities = capabilities
+        self.plan = plan
+        self.capabilities = list(plan.services)
         self.host = host
         self.port = port
         self.http_port = http_port
@@ -327,34 +387,38 @@ class Mesh:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        env = {**os.environ, **OFFLINE_ENV}
         try:
-            gateway_args = [
-                "gateway",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                "--http-port",
-                str(self.http_port),
-            ]
+            # Flags override the file's settings (they arrive as variables); without either, the
+            # gateway's own defaults (50051, 8080) apply.
+            gateway_args = ["gateway", "--host", self.host]
+            if self.port is not None:
+                gateway_args += ["--port", str(self.port)]
+            if self.http_port is not None:
+                gateway_args += ["--http-port", str(self.http_port)]
             if self.redis_url:
                 gateway_args += ["--redis", self.redis_url]
             gateway = _Child("gateway", self._command(*gateway_args), self.log_dir / "gateway.log")
             self.children.append(gateway)
             with console.status("starting the gateway"):
-                await gateway.start(env, self.timeout_s)
+                await gateway.start({**os.environ, **self.plan.gateway_env}, self.timeout_s)
             services = [
                 _Child(
-                    name,
+                    name if index == 0 else f"{name}-{index + 1}",
                     self._command("serve", name, "--host", self.host, "--port", "0", "--gateway", gateway.address),
-                    self.log_dir / f"{name}.log",
+                    self.log_dir / (f"{name}.log" if index == 0 else f"{name}-{index + 1}.log"),
+                    capability=name,
                 )
-                for name in self.capabilities
+                for name, (_, replicas) in self.plan.services.items()
+                for index in range(replicas)
             ]
             self.children.extend(services)
             with console.status(f"starting {', '.join(self.capabilities) or 'no services'}"):
-                await asyncio.gather(*(child.start(env, self.timeout_s) for child in services))
+                await asyncio.gather(
+                    *(
+                        child.start({**os.environ, **self.plan.services[child.capability][0]}, self.timeout_s)
+                        for child in services
+                    )
+                )
                 view = await self._wait_serving(gateway.address, stop)
             if view is None:
                 return 130
@@ -365,7 +429,7 @@ class Mesh:
             await self._stop_all(console)
 
     async def _wait_serving(self, gateway_address: str, stop):
-        """Polls ListCapabilities until each started capability has an AVAILABLE backend."""
+        """Polls ListCapabilities until each started capability has an AVAILABLE backend per replica."""
         import asyncio
         import time
 
@@ -379,7 +443,10 @@ class Mesh:
             stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
             while not stop.is_set():
                 view = (await stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10)).capabilities
-                serving = {c.capability for c in view if c.state == pb.BACKEND_STATE_AVAILABLE}
+                available = {c.capability: sum(b.state == pb.BACKEND_STATE_AVAILABLE for b in c.backends) for c in view}
+                serving = {
+                    name for name, (_, replicas) in self.plan.services.items() if available.get(name, 0) >= replicas
+                }
                 if serving >= set(self.capabilities):
                     return view
                 for child in self.children:
@@ -409,7 +476,7 @@ class Mesh:
         table.add_row("gateway (gRPC)", gateway.address, "SERVING", str(gateway.log_path))
         table.add_row("gateway (HTTP)", http, "SERVING" if http != "-" else "-", "")
         for child in services:
-            table.add_row(child.name, child.address, states.get(child.name, "?"), str(child.log_path))
+            table.add_row(child.name, child.address, states.get(child.capability, "?"), str(child.log_path))
         return table
 
     async def _watch(self, stop, console) -> int:

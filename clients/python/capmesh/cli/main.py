@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli import files, gateway, jobs
+from capmesh.cli import deploy, files, gateway, jobs
 from capmesh.services.catalog import CAPABILITIES, NAMES, capability
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="capmesh: generative-AI capabilities over gRPC.")
@@ -77,7 +77,8 @@ def make_tiny(
         typer.echo(f"{row.name}: {path} (random weights)")
 
 
-for commands in (gateway, jobs, files):
+models_app.command("pull")(deploy.pull)
+for commands in (gateway, jobs, files, deploy):
     commands.register(app)
 for row in CAPABILITIES:
     if row.cli:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import grpc
 
@@ -21,7 +22,7 @@ from capmesh.common.v1 import progress_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2 as pb
 from capmesh.imagegen.v1 import imagegen_service_pb2_grpc as pb_grpc
 
-__all__ = ["GeneratedImages", "ImageGenClient", "images_request"]
+__all__ = ["GeneratedImages", "ImageFields", "ImageGenClient", "images_request"]
 
 
 @dataclass(frozen=True)
@@ -32,30 +33,22 @@ class GeneratedImages:
     result: pb.ImagesResult
 
 
-def images_request(
-    prompt: str,
-    *,
-    negative_prompt: str = "",
-    width: int = 0,
-    height: int = 0,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    seed: int | None = None,
-    num_images: int = 0,
-    model: str = "",
-) -> pb.StreamGenerateImagesRequest:
-    """The request message; 0 / None leave a field to the model's default."""
-    return pb.StreamGenerateImagesRequest(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        width=width,
-        height=height,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        num_images=num_images,
-        model=model,
-    )
+class ImageFields(TypedDict, total=False):
+    """The request's fields besides the prompt; one left out (or 0 / None) takes the model's default."""
+
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int | None
+    guidance_scale: float | None
+    seed: int | None  # image i uses seed + i
+    num_images: int
+    model: str  # empty: the service's default
+
+
+def images_request(prompt: str, **fields: Unpack[ImageFields]) -> pb.StreamGenerateImagesRequest:
+    """The request message."""
+    return pb.StreamGenerateImagesRequest(prompt=prompt, **fields)
 
 
 class ImageGenClient:
@@ -69,11 +62,11 @@ class ImageGenClient:
         on_progress: Callable[[progress_pb2.Progress], None] | None = None,
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str]] | None = None,
-        **fields,
+        **fields: Unpack[ImageFields],
     ) -> GeneratedImages:
         """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure.
 
-        `fields` are those of `images_request` (width, height, steps, seed, num_images ...).
+        `fields` are those of `ImageFields` (width, height, steps, seed, num_images ...).
         """
         request = images_request(prompt, **fields)
         files: dict[int, StreamedFile] = {}

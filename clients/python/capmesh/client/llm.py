@@ -11,11 +11,22 @@
 
 `chat` streams (StreamChat); `stream` returns the call itself, whose `cancel()` stops the answer
 at the server's next token (the CLI uses it for Ctrl-C).
+
+Structured output: pass `response_format=json_schema({...})` (or `json_object()`, `regex(...)`,
+`grammar(...)`) and the server decodes under that constraint, so the answer parses:
+
+        schema = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 40}},
+                  "required": ["title"]}
+        outline = json.loads(llm.chat([Message("user", "An outline")], response_format=json_schema(schema),
+                                      max_tokens=200).text)
+
+An answer cut by `max_tokens` ends with finish reason "length" and may then be incomplete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -24,7 +35,7 @@ from capmesh.client.errors import ServerError, from_rpc_error
 from capmesh.llm.v1 import llm_service_pb2 as pb
 from capmesh.llm.v1 import llm_service_pb2_grpc as pb_grpc
 
-__all__ = ["ROLES", "Answer", "LlmClient", "Message"]
+__all__ = ["ROLES", "Answer", "LlmClient", "Message", "grammar", "json_object", "json_schema", "regex"]
 
 ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT}
 FINISH_REASONS = {
@@ -51,6 +62,26 @@ class Answer:
     model: str
 
 
+def json_schema(schema: Mapping | str) -> pb.ResponseFormat:
+    """Answers that are JSON valid against `schema` (a dict, or its JSON text)."""
+    return pb.ResponseFormat(json_schema=schema if isinstance(schema, str) else json.dumps(schema))
+
+
+def json_object() -> pb.ResponseFormat:
+    """Answers that are any JSON object."""
+    return pb.ResponseFormat(json_object=True)
+
+
+def regex(pattern: str) -> pb.ResponseFormat:
+    """Answers that the regular expression `pattern` matches whole."""
+    return pb.ResponseFormat(regex=pattern)
+
+
+def grammar(ebnf: str) -> pb.ResponseFormat:
+    """Answers derived from an EBNF grammar (xgrammar's dialect, starting at the rule `root`)."""
+    return pb.ResponseFormat(grammar=ebnf)
+
+
 class LlmClient:
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub = pb_grpc.LlmServiceStub(channel)
@@ -65,6 +96,7 @@ class LlmClient:
         stop: Iterable[str] = (),
         seed: int | None = None,
         model: str = "",
+        response_format: pb.ResponseFormat | None = None,
         timeout: float | None = None,
     ):
         """Starts StreamChat and returns the call: iterate it for messages, `cancel()` it to stop."""
@@ -72,6 +104,7 @@ class LlmClient:
             messages=[pb.ChatMessage(role=ROLES.get(m.role, pb.ROLE_UNSPECIFIED), content=m.content) for m in messages],
             model=model,
             stop=list(stop),
+            response_format=response_format,
         )
         for name, value in (("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens), ("seed", seed)):
             if value is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 
@@ -69,3 +70,25 @@ def receive(
     except grpc.RpcError as exc:
         raise from_rpc_error(exc) from exc
     raise stream_broken(service, "the stream ended without a result")
+
+
+def receive_file(
+    responses: Iterable,
+    service: str,
+    on_progress: Callable[[progress_pb2.Progress], None] | None,
+    on_chunk: Callable[[artifact_pb2.DataChunk], None] | None = None,
+    artifact_of: Callable[[Any], artifact_pb2.Artifact] = lambda result: result.artifact,
+) -> tuple[bytes, Any]:
+    """(the one file the stream carries, verified against `artifact_of(result)`; the result message).
+
+    `on_chunk`, when given, also sees each chunk as it arrives (e.g. to play audio while it streams).
+    """
+    file = StreamedFile(service)
+
+    def add(chunk: artifact_pb2.DataChunk) -> None:
+        file.add(chunk.offset, chunk.data)
+        if on_chunk is not None:
+            on_chunk(chunk)
+
+    result = receive(responses, service, add, on_progress)
+    return file.verified(artifact_of(result)), result

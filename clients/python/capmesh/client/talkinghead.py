@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from capmesh.client.streams import StreamedFile, receive
+from capmesh.client.streams import receive_file
 from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
 from capmesh.talkinghead.v1 import talkinghead_service_pb2_grpc as pb_grpc
@@ -73,14 +73,12 @@ class TalkingHeadClient:
             guidance_scale=guidance_scale,
             seed=seed,
         )
-        video = StreamedFile("talkinghead")
-        result = receive(
+        mp4, result = receive_file(
             self._stub.StreamGenerateTalkingHead(request, timeout=timeout, metadata=metadata),
             "talkinghead",
-            lambda chunk: video.add(chunk.offset, chunk.data),
             on_progress,
         )
-        return TalkingHeadVideo(video.verified(result.artifact), result)
+        return TalkingHeadVideo(mp4, result)
 
 
 def _as_artifact(value: Input) -> artifact_pb2.Artifact:

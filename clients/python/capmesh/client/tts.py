@@ -20,16 +20,17 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict, Unpack
 
 import grpc
 
 from capmesh.client.errors import from_rpc_error
-from capmesh.client.streams import StreamedFile, receive
+from capmesh.client.streams import receive_file
 from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.tts.v1 import tts_service_pb2 as pb
 from capmesh.tts.v1 import tts_service_pb2_grpc as pb_grpc
 
-__all__ = ["AUDIO_FORMATS", "Scene", "SceneLine", "Speech", "TtsClient", "finalize_wav"]
+__all__ = ["AUDIO_FORMATS", "Scene", "SceneLine", "Speech", "SynthesisOptions", "TtsClient", "finalize_wav"]
 
 AUDIO_FORMATS = {
     "wav": pb.AUDIO_FORMAT_WAV,
@@ -70,6 +71,19 @@ class SceneLine:
     speed: float | None = None
 
 
+class SynthesisOptions(TypedDict, total=False):
+    """The keywords both synthesis calls take: how the audio is encoded and made, and the call's options."""
+
+    audio_format: str  # wav (the default), pcm, mp3, ogg or flac
+    sample_rate: int  # 0: the model's own rate
+    seed: int | None
+    model: str  # empty: the service's default
+    on_progress: ProgressCallback | None
+    on_chunk: ChunkCallback | None  # sees each audio chunk as it arrives (for playback)
+    timeout: float | None
+    metadata: Sequence[tuple[str, str]] | None
+
+
 class TtsClient:
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub = pb_grpc.TtsServiceStub(channel)
@@ -83,68 +97,54 @@ class TtsClient:
         speed: float | None = None,
         volume: float | None = None,
         pitch: float | None = None,
-        audio_format: str = "wav",
-        sample_rate: int = 0,
-        seed: int | None = None,
-        model: str = "",
-        on_progress: ProgressCallback | None = None,
-        on_chunk: ChunkCallback | None = None,
-        timeout: float | None = None,
-        metadata: Sequence[tuple[str, str]] | None = None,
+        **options: Unpack[SynthesisOptions],
     ) -> Speech:
-        """Streams the synthesis; `on_chunk` sees each audio chunk as it arrives (for playback)."""
-        request = pb.StreamSynthesizeRequest(
-            text=text,
-            voice=voice,
-            language=language,
-            speed=speed,
-            volume=volume,
-            pitch=pitch,
-            format=_format(audio_format),
-            sample_rate=sample_rate,
-            seed=seed,
-            model=model,
-        )
-        audio, result = _collect(
-            self._stub.StreamSynthesize(request, timeout=timeout, metadata=metadata), on_progress, on_chunk
-        )
+        """Streams the synthesis of `text` as one audio file."""
+        fields = dict(text=text, voice=voice, language=language, speed=speed, volume=volume, pitch=pitch)
+        audio, result = self._stream(self._stub.StreamSynthesize, pb.StreamSynthesizeRequest, fields, options)
         return Speech(_finished(audio, result), result)
 
     def synthesize_scene(
-        self,
-        lines: Iterable[SceneLine],
-        *,
-        language: str = "",
-        audio_format: str = "wav",
-        sample_rate: int = 0,
-        seed: int | None = None,
-        model: str = "",
-        on_progress: ProgressCallback | None = None,
-        on_chunk: ChunkCallback | None = None,
-        timeout: float | None = None,
-        metadata: Sequence[tuple[str, str]] | None = None,
+        self, lines: Iterable[SceneLine], *, language: str = "", **options: Unpack[SynthesisOptions]
     ) -> Scene:
-        request = pb.StreamSynthesizeSceneRequest(
-            segments=[
-                pb.SceneSegment(
-                    speaker=line.speaker,
-                    text=line.text,
-                    voice=line.voice,
-                    pause_after_seconds=line.pause_after_seconds,
-                    speed=line.speed,
-                )
-                for line in lines
-            ],
-            language=language,
-            format=_format(audio_format),
-            sample_rate=sample_rate,
-            seed=seed,
-            model=model,
-        )
-        audio, result = _collect(
-            self._stub.StreamSynthesizeScene(request, timeout=timeout, metadata=metadata), on_progress, on_chunk
+        """Streams the scene as one audio track, each line in its own voice; the result times every line."""
+        segments = [
+            pb.SceneSegment(
+                speaker=line.speaker,
+                text=line.text,
+                voice=line.voice,
+                pause_after_seconds=line.pause_after_seconds,
+                speed=line.speed,
+            )
+            for line in lines
+        ]
+        audio, result = self._stream(
+            self._stub.StreamSynthesizeScene,
+            pb.StreamSynthesizeSceneRequest,
+            dict(segments=segments, language=language),
+            options,
+            artifact_of=lambda scene: scene.audio.artifact,
         )
         return Scene(_finished(audio, result.audio), result)
+
+    def _stream(
+        self,
+        rpc: Callable[..., Any],
+        request_type: Callable[..., Any],
+        fields: dict[str, Any],
+        options: SynthesisOptions,
+        artifact_of: Callable[[Any], artifact_pb2.Artifact] = lambda result: result.artifact,
+    ) -> tuple[bytes, Any]:
+        """Sends the request made of `fields` and the options both calls share; (the audio, the result)."""
+        request = request_type(
+            **fields,
+            format=_format(options.get("audio_format", "wav")),
+            sample_rate=options.get("sample_rate", 0),
+            seed=options.get("seed"),
+            model=options.get("model", ""),
+        )
+        responses = rpc(request, timeout=options.get("timeout"), metadata=options.get("metadata"))
+        return receive_file(responses, "tts", options.get("on_progress"), options.get("on_chunk"), artifact_of)
 
     def list_voices(self, language: str = "", *, timeout: float | None = None) -> list[pb.Voice]:
         try:
@@ -168,18 +168,6 @@ def _format(name: str) -> pb.AudioFormat:
         raise ValueError(f"unknown audio format {name!r}; one of {', '.join(AUDIO_FORMATS)}") from None
 
 
-def _collect(stream, on_progress: ProgressCallback | None, on_chunk: ChunkCallback | None):
-    """(the audio file as streamed, the result message)."""
-    audio = StreamedFile("tts")
-
-    def add(chunk: artifact_pb2.DataChunk) -> None:
-        audio.add(chunk.offset, chunk.data)
-        if on_chunk is not None:
-            on_chunk(chunk)
-
-    return audio, receive(stream, "tts", add, on_progress)
-
-
-def _finished(audio: StreamedFile, result: pb.SynthesisResult) -> bytes:
-    data = audio.verified(result.artifact)
-    return finalize_wav(data) if result.format == pb.AUDIO_FORMAT_WAV else data
+def _finished(audio: bytes, result: pb.SynthesisResult) -> bytes:
+    """The audio file as it should be saved: a streamed WAV gets its exact sizes written in."""
+    return finalize_wav(audio) if result.format == pb.AUDIO_FORMAT_WAV else audio

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import grpc
 
-from capmesh.client.streams import StreamedFile, receive
+from capmesh.client.streams import receive_file
 from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.videogen.v1 import videogen_service_pb2 as pb
 from capmesh.videogen.v1 import videogen_service_pb2_grpc as pb_grpc
 
-__all__ = ["GeneratedVideo", "VideoGenClient", "video_request"]
+__all__ = ["GeneratedVideo", "VideoFields", "VideoGenClient", "video_request"]
 
 
 @dataclass(frozen=True)
@@ -31,36 +32,27 @@ class GeneratedVideo:
     result: pb.VideoResult
 
 
+class VideoFields(TypedDict, total=False):
+    """The request's fields besides the image and the prompt; one left out (or 0 / None) takes the model's default."""
+
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+    steps: int | None
+    guidance_scale: float | None
+    seed: int | None
+    model: str  # empty: the service's default
+
+
 def video_request(
-    image: bytes | artifact_pb2.Artifact,
-    prompt: str = "",
-    *,
-    negative_prompt: str = "",
-    width: int = 0,
-    height: int = 0,
-    num_frames: int = 0,
-    fps: float = 0.0,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    seed: int | None = None,
-    model: str = "",
+    image: bytes | artifact_pb2.Artifact, prompt: str = "", **fields: Unpack[VideoFields]
 ) -> pb.StreamGenerateVideoRequest:
-    """The request message; 0 / None leave a field to the model's default. `image` may be inline bytes."""
+    """The request message; `image` may be inline bytes."""
     if not isinstance(image, artifact_pb2.Artifact):
         image = artifact_pb2.Artifact(inline_data=image, size_bytes=len(image))
-    return pb.StreamGenerateVideoRequest(
-        image=image,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        width=width,
-        height=height,
-        num_frames=num_frames,
-        fps=fps,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        model=model,
-    )
+    return pb.StreamGenerateVideoRequest(image=image, prompt=prompt, **fields)
 
 
 class VideoGenClient:
@@ -75,18 +67,14 @@ class VideoGenClient:
         on_progress: Callable[[progress_pb2.Progress], None] | None = None,
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str]] | None = None,
-        **fields,
+        **fields: Unpack[VideoFields],
     ) -> GeneratedVideo:
         """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure.
 
-        `fields` are those of `video_request` (width, height, num_frames, fps, steps, seed ...).
+        `fields` are those of `VideoFields` (width, height, num_frames, fps, steps, seed ...).
         """
         request = video_request(image, prompt, **fields)
-        video = StreamedFile("videogen")
-        result = receive(
-            self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata),
-            "videogen",
-            lambda chunk: video.add(chunk.offset, chunk.data),
-            on_progress,
+        mp4, result = receive_file(
+            self._stub.StreamGenerateVideo(request, timeout=timeout, metadata=metadata), "videogen", on_progress
         )
-        return GeneratedVideo(video.verified(result.artifact), result)
+        return GeneratedVideo(mp4, result)

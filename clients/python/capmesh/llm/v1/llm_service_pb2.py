@@ -27,7 +27,7 @@ from capmesh.common.v1 import progress_pb2 as capmesh_dot_common_dot_v1_dot_prog
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/llm/v1/llm_service.proto\x12\x0e\x63\x61pmesh.llm.v1\x1a\x1d\x63\x61pmesh/common/v1/model.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"B\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.capmesh.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xe5\x01\n\x0b\x43hatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xa6\x01\n\x0c\x43hatResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\"\xeb\x01\n\x11StreamChatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"4\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\x84\x01\n\nChatResult\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\xa8\x01\n\x12StreamChatResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.capmesh.llm.v1.TextDeltaH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.capmesh.llm.v1.ChatResultH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.capmesh.common.v1.ModelInfo*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xcb\x02\n\nLlmService\x12Z\n\x04\x43hat\x12\x1b.capmesh.llm.v1.ChatRequest\x1a\x1c.capmesh.llm.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/llm:chat:\x01*\x12t\n\nStreamChat\x12!.capmesh.llm.v1.StreamChatRequest\x1a\".capmesh.llm.v1.StreamChatResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/llm:streamChat:\x01*0\x01\x12k\n\nListModels\x12!.capmesh.llm.v1.ListModelsRequest\x1a\".capmesh.llm.v1.ListModelsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/llm/modelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/llm/v1/llm_service.proto\x12\x0e\x63\x61pmesh.llm.v1\x1a\x1d\x63\x61pmesh/common/v1/model.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"l\n\x0eResponseFormat\x12\x15\n\x0bjson_schema\x18\x01 \x01(\tH\x00\x12\x15\n\x0bjson_object\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05regex\x18\x03 \x01(\tH\x00\x12\x11\n\x07grammar\x18\x04 \x01(\tH\x00\x42\x08\n\x06\x66ormat\"B\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.capmesh.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\x9e\x02\n\x0b\x43hatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1e.capmesh.llm.v1.ResponseFormatB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xa6\x01\n\x0c\x43hatResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\"\xa4\x02\n\x11StreamChatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1e.capmesh.llm.v1.ResponseFormatB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"4\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\x84\x01\n\nChatResult\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\xa8\x01\n\x12StreamChatResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.capmesh.llm.v1.TextDeltaH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.capmesh.llm.v1.ChatResultH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.capmesh.common.v1.ModelInfo*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xcb\x02\n\nLlmService\x12Z\n\x04\x43hat\x12\x1b.capmesh.llm.v1.ChatRequest\x1a\x1c.capmesh.llm.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/llm:chat:\x01*\x12t\n\nStreamChat\x12!.capmesh.llm.v1.StreamChatRequest\x1a\".capmesh.llm.v1.StreamChatResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/llm:streamChat:\x01*0\x01\x12k\n\nListModels\x12!.capmesh.llm.v1.ListModelsRequest\x1a\".capmesh.llm.v1.ListModelsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/llm/modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,30 +40,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LLMSERVICE'].methods_by_name['StreamChat']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/llm:streamChat:\001*'
   _globals['_LLMSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_LLMSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/llm/models'
-  _globals['_ROLE']._serialized_start=1384
-  _globals['_ROLE']._serialized_end=1464
-  _globals['_FINISHREASON']._serialized_start=1466
-  _globals['_FINISHREASON']._serialized_end=1590
-  _globals['_CHATMESSAGE']._serialized_start=147
-  _globals['_CHATMESSAGE']._serialized_end=213
-  _globals['_USAGE']._serialized_start=215
-  _globals['_USAGE']._serialized_end=294
-  _globals['_CHATREQUEST']._serialized_start=297
-  _globals['_CHATREQUEST']._serialized_end=526
-  _globals['_CHATRESPONSE']._serialized_start=529
-  _globals['_CHATRESPONSE']._serialized_end=695
-  _globals['_STREAMCHATREQUEST']._serialized_start=698
-  _globals['_STREAMCHATREQUEST']._serialized_end=933
-  _globals['_TEXTDELTA']._serialized_start=935
-  _globals['_TEXTDELTA']._serialized_end=987
-  _globals['_CHATRESULT']._serialized_start=990
-  _globals['_CHATRESULT']._serialized_end=1122
-  _globals['_STREAMCHATRESPONSE']._serialized_start=1125
-  _globals['_STREAMCHATRESPONSE']._serialized_end=1293
-  _globals['_LISTMODELSREQUEST']._serialized_start=1295
-  _globals['_LISTMODELSREQUEST']._serialized_end=1314
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1316
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1382
-  _globals['_LLMSERVICE']._serialized_start=1593
-  _globals['_LLMSERVICE']._serialized_end=1924
+  _globals['_ROLE']._serialized_start=1608
+  _globals['_ROLE']._serialized_end=1688
+  _globals['_FINISHREASON']._serialized_start=1690
+  _globals['_FINISHREASON']._serialized_end=1814
+  _globals['_RESPONSEFORMAT']._serialized_start=147
+  _globals['_RESPONSEFORMAT']._serialized_end=255
+  _globals['_CHATMESSAGE']._serialized_start=257
+  _globals['_CHATMESSAGE']._serialized_end=323
+  _globals['_USAGE']._serialized_start=325
+  _globals['_USAGE']._serialized_end=404
+  _globals['_CHATREQUEST']._serialized_start=407
+  _globals['_CHATREQUEST']._serialized_end=693
+  _globals['_CHATRESPONSE']._serialized_start=696
+  _globals['_CHATRESPONSE']._serialized_end=862
+  _globals['_STREAMCHATREQUEST']._serialized_start=865
+  _globals['_STREAMCHATREQUEST']._serialized_end=1157
+  _globals['_TEXTDELTA']._serialized_start=1159
+  _globals['_TEXTDELTA']._serialized_end=1211
+  _globals['_CHATRESULT']._serialized_start=1214
+  _globals['_CHATRESULT']._serialized_end=1346
+  _globals['_STREAMCHATRESPONSE']._serialized_start=1349
+  _globals['_STREAMCHATRESPONSE']._serialized_end=1517
+  _globals['_LISTMODELSREQUEST']._serialized_start=1519
+  _globals['_LISTMODELSREQUEST']._serialized_end=1538
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1540
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1606
+  _globals['_LLMSERVICE']._serialized_start=1817
+  _globals['_LLMSERVICE']._serialized_end=2148
 # @@protoc_insertion_point(module_scope)
