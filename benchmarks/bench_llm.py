@@ -206,26 +206,14 @@ async def _measure(over_grpc, with_schema, in_process, rounds: int) -> list[Row]
         rows.append(_row(f"in-process concurrent x{n}", "tokens/s", rates[f"in-process concurrent x{n}"]))
     for n in SCHEMA_CONCURRENCY:
         rows.append(_row(f"json schema x{n}", "tokens/s", rates[f"json schema x{n}"], baseline=f"concurrent x{n}"))
-    for n in CONCURRENCY:
-        rows.append(
-            _row(f"speedup x{n} vs sequential, per round", "x", _ratios(rates[f"concurrent x{n}"], rates["sequential"]))
-        )
-    for n in IN_PROCESS:
-        rows.append(
-            _row(
-                f"grpc / in-process x{n}, per round",
-                "x",
-                _ratios(rates[f"concurrent x{n}"], rates[f"in-process concurrent x{n}"]),
-            )
-        )
-    for n in SCHEMA_CONCURRENCY:
-        rows.append(
-            _row(
-                f"json schema / free x{n}, per round",
-                "x",
-                _ratios(rates[f"json schema x{n}"], rates[f"concurrent x{n}"]),
-            )
-        )
+    # Ratios of two rates measured in the same round: (case, numerator, denominator) per concurrency.
+    ratios = [
+        *((f"speedup x{n} vs sequential", f"concurrent x{n}", "sequential") for n in CONCURRENCY),
+        *((f"grpc / in-process x{n}", f"concurrent x{n}", f"in-process concurrent x{n}") for n in IN_PROCESS),
+        *((f"json schema / free x{n}", f"json schema x{n}", f"concurrent x{n}") for n in SCHEMA_CONCURRENCY),
+    ]
+    for case, numerator, denominator in ratios:
+        rows.append(_row(f"{case}, per round", "x", _ratios(rates[numerator], rates[denominator])))
     return rows
 
 

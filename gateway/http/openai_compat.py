@@ -122,6 +122,17 @@ def _assign(message, field: str, value, param: str | None = None) -> None:
         raise invalid_field(param or field, f"cannot take {value!r}: {exc}") from None
 
 
+_NUMBER = ((int, float), "a number")
+_INTEGER = ((int,), "an integer")
+
+
+def _copy(payload: dict, message, name: str, kind: tuple[tuple[type, ...], str], field: str = "") -> None:
+    """Sets `field` (default: `name`) of the proto from the caller's optional `name`, checked by `kind`."""
+    value = _typed(payload, name, *kind)
+    if value is not None:
+        _assign(message, field or name, value, name)
+
+
 # ---------------------------------------------------------------------------------------- chat
 
 
@@ -150,20 +161,12 @@ def chat_request(payload: dict, message_type):
         if role is None:
             raise invalid_field(f"messages[{index}].role", f"must be one of {', '.join(sorted(ROLES))}")
         request.messages.add(role=role, content=_message_text(message.get("content"), index))
-    number = (int, float)
-    temperature = _typed(payload, "temperature", number, "a number")
-    if temperature is not None:
-        _assign(request, "temperature", temperature)
-    top_p = _typed(payload, "top_p", number, "a number")
-    if top_p is not None:
-        _assign(request, "top_p", top_p)
-    max_tokens = _typed(payload, "max_completion_tokens", (int,), "an integer")
-    max_tokens = max_tokens if max_tokens is not None else _typed(payload, "max_tokens", (int,), "an integer")
-    if max_tokens is not None:
-        _assign(request, "max_tokens", max_tokens)
-    seed = _typed(payload, "seed", (int,), "an integer")
-    if seed is not None:
-        _assign(request, "seed", seed)
+    for name in ("temperature", "top_p"):
+        _copy(payload, request, name, _NUMBER)
+    # max_completion_tokens is the newer name of max_tokens; it wins when both are sent.
+    _copy(payload, request, "max_tokens", _INTEGER)
+    _copy(payload, request, "max_completion_tokens", _INTEGER, field="max_tokens")
+    _copy(payload, request, "seed", _INTEGER)
     stop = payload.get("stop")
     if isinstance(stop, str):
         request.stop.append(stop)
@@ -316,12 +319,8 @@ def speech_request(payload: dict) -> tuple[tts_service_pb2.StreamSynthesizeReque
         voice="" if voice in OPENAI_VOICES else voice,
         model="" if model in OPENAI_TTS_MODELS else model,
     )
-    speed = _typed(payload, "speed", (int, float), "a number")
-    if speed is not None:
-        _assign(request, "speed", speed)
-    sample_rate = _typed(payload, "sample_rate", (int,), "an integer")
-    if sample_rate is not None:
-        _assign(request, "sample_rate", sample_rate)
+    _copy(payload, request, "speed", _NUMBER)
+    _copy(payload, request, "sample_rate", _INTEGER)
     return request, media_type
 
 
@@ -378,12 +377,8 @@ def image_request(payload: dict) -> tuple[imagegen_service_pb2.StreamGenerateIma
         _assign(request, "width", int(width), "size")
         _assign(request, "height", int(height), "size")
     for name in ("steps", "seed"):
-        value = _typed(payload, name, (int,), "an integer")
-        if value is not None:
-            _assign(request, name, value)
-    guidance = _typed(payload, "guidance_scale", (int, float), "a number")
-    if guidance is not None:
-        _assign(request, "guidance_scale", guidance)
+        _copy(payload, request, name, _INTEGER)
+    _copy(payload, request, "guidance_scale", _NUMBER)
     return request, response_format
 
 

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from capmesh.gateway.server.registry.model import BackendRecord
 from capmesh.gateway.server.registry.registry import Registry
 from capmesh.services.runtime.errors import Unavailable
+from capmesh.services.runtime.tasks import stop_tasks
 
 log = structlog.get_logger("capmesh.gateway.registry")
 
@@ -37,9 +38,7 @@ class MemoryRegistrations:
         self._task = asyncio.get_running_loop().create_task(self._sweep())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_tasks([self._task])
 
     async def put(self, record: BackendRecord) -> None:
         self._registry.upsert(record, ttl_s=self._ttl_s)
@@ -102,9 +101,8 @@ class RedisRegistrations:
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._resync_forever())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A cancellation landing inside a Redis read can be swallowed (see stop_tasks): cancel for sure.
+        await stop_tasks(self._tasks)
         if self._pubsub is not None:
             await self._pubsub.aclose()
 

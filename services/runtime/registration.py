@@ -16,6 +16,7 @@ import structlog
 from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.gateway.v1 import registry_service_pb2_grpc
 from capmesh.services.runtime.gateway_channel import gateway_channel, gateway_metadata
+from capmesh.services.runtime.tasks import stop_tasks
 
 log = structlog.get_logger("capmesh.registration")
 
@@ -73,9 +74,7 @@ class GatewayRegistration:
         self._task = asyncio.get_running_loop().create_task(self._keep_registered())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_tasks([self._task])
         if self._backend_id:
             try:
                 await self._stub.Deregister(
