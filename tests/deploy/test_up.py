@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -21,39 +17,16 @@ from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.gateway.v1 import registry_service_pb2_grpc
 from capmesh.services.catalog import NAMES
 from capmesh.tts.v1 import tts_service_pb2, tts_service_pb2_grpc
+from tests.support.processes import capmesh_up
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPMESH = [sys.executable, "-m", "capmesh.cli.main"]
 ENV = {**os.environ, "COLUMNS": "250"}
 
 
-@contextmanager
-def up(mesh_file: Path, log_dir: Path) -> Iterator[dict[str, str]]:
+def up(mesh_file: Path, log_dir: Path):
     """Runs `capmesh up -f` until its table is printed; yields the table's process -> address."""
-    process = subprocess.Popen(
-        [*CAPMESH, "up", "-f", str(mesh_file), "--port", "0", "--http-port", "0", "--log-dir", str(log_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=ENV,
-    )
-    lines: list[str] = []
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("logs:"):
-                break
-        table = "".join(lines)
-        assert "logs:" in table, table
-        yield dict(re.findall(r"│\s*([a-z0-9-]+(?: \((?:gRPC|HTTP)\))?)\s*│\s*(\S+)\s*│", table))
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    assert process.returncode == 0, "".join(lines)
+    return capmesh_up(["-f", str(mesh_file)], log_dir)
 
 
 def backends(address: str) -> dict[str, list[pb.BackendStatus]]:

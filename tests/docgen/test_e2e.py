@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from capmesh.docgen.v1 import docgen_service_pb2 as pb
 from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc, job_service_pb2
 from capmesh.llm.v1 import llm_service_pb2 as llm_pb
 from capmesh.llm.v1 import llm_service_pb2_grpc
+from tests.support.processes import capmesh_up
 
 pytestmark = pytest.mark.e2e
 
@@ -50,44 +49,9 @@ def mesh(tmp_path_factory):
         "CAPMESH_DOCGEN_OUTLINE_MAX_TOKENS": "384",
         "CAPMESH_DOCGEN_MAX_SECTIONS": "6",
     }
-    process = subprocess.Popen(
-        [
-            *CAPMESH,
-            "up",
-            "--only",
-            "llm",
-            "--only",
-            "docgen",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--log-dir",
-            str(logs),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    lines: list[str] = []
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("logs:"):
-                break
-        table = "".join(lines)
-        assert "logs:" in table, table
-        addresses = dict(re.findall(r"│\s*([a-z]+(?: \((?:gRPC|HTTP)\))?)\s*│\s*(\S+)\s*│", table))
-        assert {"llm", "docgen"} <= set(addresses), table
+    with capmesh_up(["--only", "llm", "--only", "docgen"], logs, env) as addresses:
+        assert {"llm", "docgen"} <= set(addresses), addresses
         yield addresses
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(90)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -77,3 +80,34 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextmanager
+def capmesh_up(args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Runs `capmesh up ARGS` on free ports until its table is printed; yields the table's process ->
+    address (e.g. "gateway (gRPC)", "tts", "tts-2"); Ctrl-C stops it, which must exit 0."""
+    command = [sys.executable, "-m", "capmesh.cli.main", "up", *args, "--port", "0", "--http-port", "0"]
+    process = subprocess.Popen(
+        [*command, "--log-dir", str(log_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**(env or os.environ), "COLUMNS": "250"},  # a wide table, one row per process
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("logs:"):
+                break
+        table = "".join(lines)
+        assert "logs:" in table, table
+        yield dict(re.findall(r"│\s*([a-z0-9-]+(?: \((?:gRPC|HTTP)\))?)\s*│\s*(\S+)\s*│", table))
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode == 0, "".join(lines)
