@@ -31,12 +31,12 @@ def forwarded_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...
 
 
 class GatewayCalls:
-    def __init__(self, router: Router, own: OwnServices | None = None) -> None:
+    def __init__(self, router: Router, own: OwnServices) -> None:
         self._router = router
         self._own = own
 
     def _own_handler(self, method: str) -> grpc.RpcMethodHandler | None:
-        return self._own.handler(method) if self._own is not None else None
+        return self._own.handler(method)
 
     def _backend_call(
         self, method: str, request: bytes | AsyncIterator[bytes], metadata: Metadata, timeout: float | None
@@ -52,7 +52,7 @@ class GatewayCalls:
     ) -> bytes:
         handler = self._own_handler(method)
         if handler is not None:
-            return await self._own.unary(handler, request, metadata=metadata, timeout=timeout)  # type: ignore[union-attr]
+            return await self._own.unary(handler, request, metadata=metadata, timeout=timeout)
         response = b""
         async for message in _failing_as_rpc(self._backend_call(method, request, metadata, timeout)):
             response = message
@@ -63,7 +63,7 @@ class GatewayCalls:
         the task reading it) cancels the call."""
         handler = self._own_handler(method)
         if handler is not None:
-            messages = self._own.stream(handler, request, metadata=metadata)  # type: ignore[union-attr]
+            messages = self._own.stream(handler, request, metadata=metadata)
         else:
             messages = _failing_as_rpc(self._backend_call(method, request, metadata, None))
         try:
@@ -75,7 +75,7 @@ class GatewayCalls:
     async def client_stream(self, method: str, requests: AsyncIterator[bytes], *, metadata: Metadata = ()) -> bytes:
         handler = self._own_handler(method)
         if handler is not None:
-            return await self._own.client_stream(handler, requests, metadata=metadata)  # type: ignore[union-attr]
+            return await self._own.client_stream(handler, requests, metadata=metadata)
         response = b""
         async for message in _failing_as_rpc(self._backend_call(method, requests, metadata, None)):
             response = message
