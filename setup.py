@@ -15,5 +15,5 @@ setup(
     package_dir={"": "clients/python"},
     packages=find_packages("clients/python"),
     include_package_data=True,
-    package_data={"": ["*.pyi", "py.typed", "*.html", "*.js", "*.css"]},
+    package_data={"": ["*.pyi", "py.typed", "*.html", "*.js", "*.css", "tiny.json"]},
 )
