@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -46,12 +45,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def chunks(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, piece) pairs of at most `size` bytes."""
-    for offset in range(0, len(data), size):
-        yield offset, data[offset : offset + size]
 
 
 def fit_to_area(image_width: int, image_height: int, area: int, multiple: int) -> tuple[int, int]:

@@ -8,7 +8,6 @@ from capmesh.common.v1 import artifact_pb2
 from capmesh.docgen.v1 import docgen_service_pb2 as pb
 from capmesh.services.docgen.domain import (
     ContextFile,
-    DocumentChunk,
     DocumentFormat,
     DocumentRequest,
     DocumentResult,
@@ -18,7 +17,8 @@ from capmesh.services.docgen.domain import (
     OutlineResult,
     SectionText,
 )
-from capmesh.services.runtime.protoconv import EventFields, event_response
+from capmesh.services.runtime.chunks import FileChunk
+from capmesh.services.runtime.protoconv import EventFields, chunk_to_proto, event_response
 
 _FORMATS = {
     pb.DOCUMENT_FORMAT_UNSPECIFIED: DocumentFormat.MARKDOWN,
@@ -88,10 +88,6 @@ def section_text_to_proto(piece: SectionText) -> artifact_pb2.DataChunk:
     )
 
 
-def document_chunk_to_proto(chunk: DocumentChunk) -> artifact_pb2.DataChunk:
-    return artifact_pb2.DataChunk(data=chunk.data, offset=chunk.offset, index=0)
-
-
 def document_result_to_proto(result: DocumentResult) -> pb.DocumentResult:
     return pb.DocumentResult(
         document=artifact_pb2.Artifact(
@@ -108,7 +104,7 @@ def document_result_to_proto(result: DocumentResult) -> pb.DocumentResult:
 _OUTLINE_EVENTS: EventFields = {OutlineResult: ("result", outline_result_to_proto)}
 _DOCUMENT_EVENTS: EventFields = {
     SectionText: ("chunk", section_text_to_proto),
-    DocumentChunk: ("chunk", document_chunk_to_proto),
+    FileChunk: ("chunk", chunk_to_proto),
     DocumentResult: ("result", document_result_to_proto),
 }
 

@@ -24,6 +24,8 @@ class DocumentFormat(str, Enum):
 
 @dataclass(frozen=True)
 class OutlineNode:
+    """One section of an outline: its title, what it should cover, and its subsections."""
+
     title: str
     summary: str = ""
     children: tuple[OutlineNode, ...] = ()
@@ -31,6 +33,8 @@ class OutlineNode:
 
 @dataclass(frozen=True)
 class Outline:
+    """A document plan: the title and the top-level sections, in reading order."""
+
     title: str
     nodes: tuple[OutlineNode, ...]
 
@@ -45,6 +49,8 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class OutlineRequest:
+    """Stage one: a query (and optional context files) to turn into an outline."""
+
     query: str
     context: tuple[ContextFile, ...] = ()
     language: str = ""
@@ -55,6 +61,8 @@ class OutlineRequest:
 
 @dataclass(frozen=True)
 class DocumentRequest:
+    """Stage two: an outline to write out, section by section, into a Markdown or DOCX file."""
+
     outline: Outline
     context: tuple[ContextFile, ...] = ()
     format: DocumentFormat = DocumentFormat.MARKDOWN
@@ -65,6 +73,8 @@ class DocumentRequest:
 
 @dataclass(frozen=True)
 class OutlineResult:
+    """The outline, the model that wrote it, and how many LLM attempts it took to get a valid one."""
+
     outline: Outline
     model: str
     attempts: int
@@ -81,15 +91,9 @@ class SectionText:
 
 
 @dataclass(frozen=True)
-class DocumentChunk:
-    """A piece of the finished document file."""
-
-    offset: int
-    data: bytes
-
-
-@dataclass(frozen=True)
 class SectionStats:
+    """What writing one top-level section cost: characters, LLM tokens, seconds and attempts."""
+
     index: int
     title: str
     characters: int
@@ -100,6 +104,8 @@ class SectionStats:
 
 @dataclass(frozen=True)
 class Reference:
+    """Context file `number` (as cited, [1], [2] ...), its name and the sections that cite it."""
+
     number: int
     name: str
     sections: tuple[int, ...]
@@ -107,6 +113,8 @@ class Reference:
 
 @dataclass(frozen=True)
 class DocumentResult:
+    """The written document: its file's name, size and digest, per-section statistics and references."""
+
     format: DocumentFormat
     name: str
     size_bytes: int

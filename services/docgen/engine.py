@@ -33,7 +33,6 @@ from capmesh.services.docgen.config import DocgenSettings
 from capmesh.services.docgen.document import references_for, render
 from capmesh.services.docgen.domain import (
     ContextFile,
-    DocumentChunk,
     DocumentRequest,
     DocumentResult,
     LlmAnswer,
@@ -55,6 +54,7 @@ from capmesh.services.docgen.outline import (
     subsections_schema,
 )
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import file_chunks
 from capmesh.services.runtime.errors import (
     CapmeshError,
     DeadlineExceeded,
@@ -256,7 +256,7 @@ class DocGenEngine:
 
     async def generate_document(self, request: DocumentRequest, cancel: CancelToken) -> AsyncGenerator[object, None]:
         """Yields ProgressUpdate and SectionText events while the sections are written, then
-        DocumentChunk pieces of the fused file, then one DocumentResult."""
+        FileChunk pieces of the fused file, then one DocumentResult."""
         self.validate_document_request(request)
         s = self.settings
         outline = request.outline
@@ -311,8 +311,8 @@ class DocGenEngine:
         yield ProgressUpdate(STAGE_REFERENCES, 92.0, f"{len(references)} reference(s) from the context files")
         yield ProgressUpdate(STAGE_FUSING, 96.0, f"fusing {total} sections into one {request.format.value} document")
         data = await asyncio.to_thread(render, request.format, outline.title, sections, references)
-        for offset in range(0, len(data), s.chunk_bytes):
-            yield DocumentChunk(offset=offset, data=data[offset : offset + s.chunk_bytes])
+        for chunk in file_chunks(data, s.chunk_bytes):
+            yield chunk
         yield DocumentResult(
             format=request.format,
             name=f"{_slug(outline.title)}.{request.format.extension}",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from capmesh.common.v1 import artifact_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2 as pb
-from capmesh.services.imagegen.domain import ImageChunk, ImageRequest, ImagesResult
-from capmesh.services.runtime.progress import ProgressUpdate
-from capmesh.services.runtime.protoconv import progress_to_proto
+from capmesh.services.imagegen.domain import ImageRequest, ImagesResult
+from capmesh.services.runtime.chunks import FileChunk
+from capmesh.services.runtime.protoconv import chunk_to_proto, event_response
 
 
 def _optional(message, name: str):
@@ -33,15 +33,11 @@ def request_from_proto(request: pb.StreamGenerateImagesRequest) -> ImageRequest:
 
 def response_from_event(event: object) -> pb.StreamGenerateImagesResponse:
     """One engine event (progress, a piece of a PNG, or the result) as a stream message."""
-    if isinstance(event, ProgressUpdate):
-        return pb.StreamGenerateImagesResponse(progress=progress_to_proto(event))
-    if isinstance(event, ImageChunk):
-        return pb.StreamGenerateImagesResponse(
-            chunk=artifact_pb2.DataChunk(data=event.data, offset=event.offset, index=event.index)
-        )
-    if isinstance(event, ImagesResult):
-        return pb.StreamGenerateImagesResponse(result=result_to_proto(event))
-    raise TypeError(f"unexpected imagegen engine event {type(event).__name__}")
+    return event_response(
+        pb.StreamGenerateImagesResponse,
+        event,
+        {FileChunk: ("chunk", chunk_to_proto), ImagesResult: ("result", result_to_proto)},
+    )
 
 
 def result_to_proto(result: ImagesResult) -> pb.ImagesResult:

@@ -13,14 +13,15 @@ import structlog
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
 from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, RunInfo
 from capmesh.services.diffusion.loading import supported_class_name
-from capmesh.services.diffusion.media import chunks, encode_png, to_uint8
+from capmesh.services.diffusion.media import encode_png, to_uint8
 from capmesh.services.diffusion.stepping import cpu_generators, stage_update
 from capmesh.services.imagegen import tiny
 from capmesh.services.imagegen.config import ImagegenSettings
-from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageChunk, ImageRequest, ImagesResult
+from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageRequest, ImagesResult
 from capmesh.services.imagegen.geometry import ImageGeometry, image_geometry, text_to_image_class_names
 from capmesh.services.imagegen.validation import ImageJob, validate_request
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import file_chunks
 
 if TYPE_CHECKING:
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline  # the real class, see diffusion/loading.py
@@ -72,8 +73,8 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
             for index, pixels in enumerate(rendered.pixels):
                 cancel.raise_if_cancelled()
                 png = encode_png(pixels)
-                for offset, piece in chunks(png, self._settings.chunk_bytes):
-                    emit(ImageChunk(index, piece, offset))
+                for chunk in file_chunks(png, self._settings.chunk_bytes, index):
+                    emit(chunk)
                 height, width = pixels.shape[:2]
                 images.append(
                     GeneratedImage(

@@ -24,15 +24,6 @@ class ImageRequest:
 
 
 @dataclass(frozen=True)
-class ImageChunk:
-    """A piece of image `index`'s PNG, in order; `offset` is its position in that file."""
-
-    index: int
-    data: bytes
-    offset: int
-
-
-@dataclass(frozen=True)
 class GeneratedImage:
     index: int
     mime_type: str

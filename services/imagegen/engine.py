@@ -1,7 +1,7 @@
 """ImageGen engines (text-to-image), chosen by the `engine` setting: `diffusers` or `openai`.
 
 `generate(request, cancel, emit)` runs in a worker thread: it emits ProgressUpdate items and
-ImageChunk pieces of each PNG (in order per image), and returns the ImagesResult.
+FileChunk pieces of each PNG (`index` = the image) (in order per image), and returns the ImagesResult.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from PIL import Image
 
 from capmesh.services.common.remote_http import RemoteApiClient
 from capmesh.services.diffusion.checkpoints import GenerationDefaults
-from capmesh.services.diffusion.media import chunks
 from capmesh.services.imagegen.config import ENV_PREFIX, ImagegenSettings, parse_size
-from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageChunk, ImageRequest, ImagesResult
+from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageRequest, ImagesResult
 from capmesh.services.imagegen.validation import validate_request
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import file_chunks
 from capmesh.services.runtime.errors import Unavailable
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
 from capmesh.services.runtime.progress import ProgressUpdate
@@ -69,8 +69,8 @@ class OpenAIImageEngine:
         for index, item in enumerate(items):
             cancel.raise_if_cancelled()
             png, width, height = _as_png(self._image_bytes(item, cancel))
-            for offset, piece in chunks(png, self._settings.chunk_bytes):
-                emit(ImageChunk(index, piece, offset))
+            for chunk in file_chunks(png, self._settings.chunk_bytes, index):
+                emit(chunk)
             images.append(GeneratedImage(index, PNG, width, height, len(png), hashlib.sha256(png).hexdigest(), None))
             emit(
                 ProgressUpdate(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from capmesh.common.v1 import artifact_pb2, model_pb2, progress_pb2
+from capmesh.services.runtime.chunks import CHUNK_BYTES, FileChunk, file_chunks
 from capmesh.services.runtime.errors import InvalidArgument
 from capmesh.services.runtime.lifecycle import ModelState, ModelStatus
 from capmesh.services.runtime.progress import ProgressUpdate
@@ -15,8 +16,6 @@ from capmesh.services.runtime.progress import ProgressUpdate
 R = TypeVar("R")
 # {engine event type: (the stream message's field for it, the event's conversion)}, for event_response.
 EventFields = Mapping[type, tuple[str, Callable[[Any], Any]]]
-
-CHUNK_BYTES = 1024 * 1024  # streamed payload pieces stay far below the 4 MiB message limit
 
 _MODEL_STATES = {
     ModelState.UNLOADED: model_pb2.MODEL_STATE_UNLOADED,
@@ -65,10 +64,14 @@ def model_info_to_proto(status: ModelStatus, now: float | None = None) -> model_
     )
 
 
+def chunk_to_proto(chunk: FileChunk) -> artifact_pb2.DataChunk:
+    return artifact_pb2.DataChunk(data=chunk.data, offset=chunk.offset, index=chunk.index)
+
+
 def chunked(data: bytes, size: int = CHUNK_BYTES):
     """Yields (offset, piece) over `data` in pieces of at most `size` bytes."""
-    for offset in range(0, len(data), size):
-        yield offset, data[offset : offset + size]
+    for chunk in file_chunks(data, size):
+        yield chunk.offset, chunk.data
 
 
 def sha256_hex(data: bytes) -> str:

@@ -7,9 +7,9 @@ and seed are `optional`, so an explicit 0 reaches validation (and is refused whe
 from __future__ import annotations
 
 from capmesh.common.v1 import artifact_pb2
-from capmesh.services.runtime.progress import ProgressUpdate
-from capmesh.services.runtime.protoconv import progress_to_proto
-from capmesh.services.videogen.domain import VideoChunk, VideoRequest, VideoResult
+from capmesh.services.runtime.chunks import FileChunk
+from capmesh.services.runtime.protoconv import chunk_to_proto, event_response
+from capmesh.services.videogen.domain import VideoRequest, VideoResult
 from capmesh.videogen.v1 import videogen_service_pb2 as pb
 
 
@@ -36,13 +36,11 @@ def request_from_proto(request: pb.StreamGenerateVideoRequest, image: bytes) -> 
 
 def response_from_event(event: object) -> pb.StreamGenerateVideoResponse:
     """One engine event (progress, a piece of the mp4, or the result) as a stream message."""
-    if isinstance(event, ProgressUpdate):
-        return pb.StreamGenerateVideoResponse(progress=progress_to_proto(event))
-    if isinstance(event, VideoChunk):
-        return pb.StreamGenerateVideoResponse(chunk=artifact_pb2.DataChunk(data=event.data, offset=event.offset))
-    if isinstance(event, VideoResult):
-        return pb.StreamGenerateVideoResponse(result=result_to_proto(event))
-    raise TypeError(f"unexpected videogen engine event {type(event).__name__}")
+    return event_response(
+        pb.StreamGenerateVideoResponse,
+        event,
+        {FileChunk: ("chunk", chunk_to_proto), VideoResult: ("result", result_to_proto)},
+    )
 
 
 def result_to_proto(result: VideoResult) -> pb.VideoResult:

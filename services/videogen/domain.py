@@ -27,14 +27,6 @@ class VideoRequest:
 
 
 @dataclass(frozen=True)
-class VideoChunk:
-    """A piece of the mp4, in order; `offset` is its position in the file."""
-
-    data: bytes
-    offset: int
-
-
-@dataclass(frozen=True)
 class VideoResult:
     mime_type: str
     size_bytes: int

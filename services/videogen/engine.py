@@ -19,14 +19,15 @@ from capmesh.services.common.video import encode_mp4
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
 from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, RunInfo
 from capmesh.services.diffusion.loading import supported_class_name
-from capmesh.services.diffusion.media import chunks, to_uint8
+from capmesh.services.diffusion.media import to_uint8
 from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import file_chunks
 from capmesh.services.runtime.lifecycle import ModelManager
 from capmesh.services.runtime.progress import Emit
 from capmesh.services.videogen import tiny
 from capmesh.services.videogen.config import VideogenSettings
-from capmesh.services.videogen.domain import MP4, VideoChunk, VideoRequest, VideoResult
+from capmesh.services.videogen.domain import MP4, VideoRequest, VideoResult
 from capmesh.services.videogen.families import FAMILIES, VideoFamily, VideoGeometry, VideoJob
 from capmesh.services.videogen.validation import validate_request
 
@@ -88,8 +89,8 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
         rendered = self.render(request, cancel, emit)
         job, frames, times = rendered.job, rendered.frames, rendered.run.times
         video = self._encode(frames, job.fps, cancel, emit, times)
-        for offset, piece in chunks(video, self._settings.chunk_bytes):
-            emit(VideoChunk(piece, offset))
+        for chunk in file_chunks(video, self._settings.chunk_bytes):
+            emit(chunk)
         height, width = frames.shape[1:3]
         log.info(
             "videogen.generated",

@@ -15,7 +15,6 @@ import pytest
 from capmesh.services.docgen.config import DocgenSettings
 from capmesh.services.docgen.domain import (
     ContextFile,
-    DocumentChunk,
     DocumentFormat,
     DocumentRequest,
     DocumentResult,
@@ -34,6 +33,7 @@ from capmesh.services.docgen.outline import (
     subsections_schema,
 )
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import FileChunk
 from capmesh.services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -60,7 +60,7 @@ async def collect(events) -> list[object]:
 
 
 def document_bytes(events: list[object]) -> bytes:
-    chunks = [e for e in events if isinstance(e, DocumentChunk)]
+    chunks = [e for e in events if isinstance(e, FileChunk)]
     assert [c.offset for c in chunks] == [sum(len(c.data) for c in chunks[:i]) for i in range(len(chunks))]
     return b"".join(c.data for c in chunks)
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from capmesh.services.imagegen.domain import PNG, ImageChunk, ImageRequest
+from capmesh.services.imagegen.domain import PNG, ImageRequest
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import FileChunk
 from capmesh.services.runtime.errors import Cancelled, InvalidArgument
 from capmesh.services.runtime.lifecycle import ModelState
 from capmesh.services.runtime.progress import ProgressUpdate
@@ -24,7 +25,7 @@ def run(engine, request, cancel=None):
 def pngs_of(events) -> dict[int, bytes]:
     files: dict[int, bytes] = {}
     for event in events:
-        if isinstance(event, ImageChunk):
+        if isinstance(event, FileChunk):
             assert event.offset == len(files.get(event.index, b""))
             files[event.index] = files.get(event.index, b"") + event.data
     return files

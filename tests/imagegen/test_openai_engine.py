@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from capmesh.services.imagegen.config import ImagegenSettings
-from capmesh.services.imagegen.domain import ImageChunk, ImageRequest
+from capmesh.services.imagegen.domain import ImageRequest
 from capmesh.services.imagegen.openai_engine import OpenAIImageEngine
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import FileChunk
 from capmesh.services.runtime.errors import InvalidArgument, Unauthenticated, Unavailable
 from tests.support.fake_openai import FakeOpenAI, Reply
 
@@ -69,7 +70,7 @@ def run(engine, request):
     result = engine.generate(request, CancelToken.never(), events.append)
     files: dict[int, bytes] = {}
     for event in events:
-        if isinstance(event, ImageChunk):
+        if isinstance(event, FileChunk):
             files[event.index] = files.get(event.index, b"") + event.data
     return result, files
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from capmesh.services.runtime.cancellation import CancelToken
+from capmesh.services.runtime.chunks import FileChunk
 from capmesh.services.runtime.errors import Cancelled, DeadlineExceeded, InvalidArgument, ModelLoadError
 from capmesh.services.runtime.lifecycle import ModelState
 from capmesh.services.runtime.progress import ProgressUpdate
-from capmesh.services.videogen.domain import MP4, VideoChunk, VideoRequest
+from capmesh.services.videogen.domain import MP4, VideoRequest
 from tests.support.video import probe_mp4
 from tests.videogen.conftest import png_bytes
 
@@ -27,7 +28,7 @@ def progress_of(events, stage=None):
 
 
 def video_of(events) -> bytes:
-    pieces = [e for e in events if isinstance(e, VideoChunk)]
+    pieces = [e for e in events if isinstance(e, FileChunk)]
     assert [p.offset for p in pieces] == [sum(len(q.data) for q in pieces[:i]) for i in range(len(pieces))]
     return b"".join(p.data for p in pieces)
 
@@ -60,8 +61,8 @@ def test_mp4_decodes_to_requested_frames_size_and_fps(make_engine, first_frame):
     )
 
     video = video_of(events)
-    assert len([e for e in events if isinstance(e, VideoChunk)]) > 1
-    assert all(len(e.data) <= 1024 for e in events if isinstance(e, VideoChunk))
+    assert len([e for e in events if isinstance(e, FileChunk)]) > 1
+    assert all(len(e.data) <= 1024 for e in events if isinstance(e, FileChunk))
     probe, frames = probe_mp4(video)
     assert (probe.frame_count, probe.width, probe.height, probe.fps, probe.video_codec) == (9, 48, 32, 12.0, "h264")
     assert frames[0].shape == (32, 48, 3)
@@ -129,7 +130,7 @@ def test_cancel_after_the_first_step_stops_before_the_second(engine, first_frame
 
     assert denoiser_calls == [1]
     assert [e.step for e in progress_of(events, "denoising")] == [1]
-    assert not [e for e in events if isinstance(e, VideoChunk)]
+    assert not [e for e in events if isinstance(e, FileChunk)]
     # The service stays ready: the next call runs to the end.
     result, _ = run(engine, request)
     assert result.num_frames == 5
