@@ -107,7 +107,7 @@ def video_figures(offload: Offload, repeats: int) -> GpuFigures:
     request = VideoRequest(
         image=_png(256), prompt="a cat walks on the beach", width=256, height=256, num_frames=17, steps=20, seed=0
     )
-    return _figures("videogen tiny wan 256x256x17, 20 steps", engine, request, lambda r: r.frames, offload, repeats)
+    return _figures("videogen tiny wan 256x256x17, 20 steps", engine, request, lambda r: r.pixels, offload, repeats)
 
 
 def image_figures(offload: Offload, repeats: int) -> GpuFigures:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+import numpy as np
 import torch
 
 from capmesh.services.diffusion.checkpoints import Checkpoint
@@ -87,6 +88,19 @@ class RunInfo:
     random_weights: bool
     steps: int
     seconds_per_step: float
+
+
+JobT = TypeVar("JobT")
+
+
+@dataclass(frozen=True)
+class Rendered(Generic[JobT]):
+    """A pipeline call's output as uint8 pixels (images: n x height x width x 3; a video: frames x
+    height x width x 3), the job it ran and how it ran."""
+
+    pixels: np.ndarray
+    job: JobT
+    run: RunInfo
 
 
 class DiffusersEngine(Generic[SettingsT, SpecT]):

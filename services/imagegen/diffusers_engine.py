@@ -11,7 +11,7 @@ import numpy as np
 import structlog
 
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, RunInfo
+from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, Rendered
 from capmesh.services.diffusion.loading import supported_class_name
 from capmesh.services.diffusion.media import encode_png, to_uint8
 from capmesh.services.diffusion.stepping import cpu_generators, stage_update
@@ -40,15 +40,6 @@ class ModelSpec:
     class_name: str
     geometry: ImageGeometry
     defaults: GenerationDefaults
-
-
-@dataclass(frozen=True)
-class RenderedImages:
-    """The pipeline's images (uint8, n x height x width x 3) and how they were made."""
-
-    pixels: np.ndarray
-    job: ImageJob
-    run: RunInfo
 
 
 class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
@@ -107,13 +98,13 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
             rendered.run.seconds_per_step,
         )
 
-    def render(self, request: ImageRequest, cancel: CancelToken, emit) -> RenderedImages:
+    def render(self, request: ImageRequest, cancel: CancelToken, emit) -> Rendered[ImageJob]:
         """Validates, loads and runs the pipeline: the images before PNG encoding."""
         name = self.models.resolve(request.model)
         spec = self.spec(name)
         job = validate_request(request, self._settings, spec.geometry, spec.defaults)
         output, run = self.run_pipeline(name, _pipeline_call(job), cancel, emit)
-        return RenderedImages(to_uint8(np.asarray(output.images)), job, run)
+        return Rendered(to_uint8(np.asarray(output.images)), job, run)
 
 
 def _pipeline_call(job: ImageJob) -> PipelineCall:

@@ -17,7 +17,7 @@ import structlog
 
 from capmesh.services.common.video import encode_mp4
 from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, RunInfo
+from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, Rendered
 from capmesh.services.diffusion.loading import supported_class_name
 from capmesh.services.diffusion.media import to_uint8
 from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
@@ -58,15 +58,6 @@ class ModelSpec:
     defaults: GenerationDefaults
 
 
-@dataclass(frozen=True)
-class RenderedVideo:
-    """The pipeline's frames (uint8, frames x height x width x 3) and how they were made."""
-
-    frames: np.ndarray
-    job: VideoJob
-    run: RunInfo
-
-
 class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
     # -- models --------------------------------------------------------------------------------
     def _read_spec(self, name: str) -> ModelSpec:
@@ -87,7 +78,7 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
 
     def generate(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> VideoResult:
         rendered = self.render(request, cancel, emit)
-        job, frames, times = rendered.job, rendered.frames, rendered.run.times
+        job, frames, times = rendered.job, rendered.pixels, rendered.run.times
         video = self._encode(frames, job.fps, cancel, emit, times)
         for chunk in file_chunks(video, self._settings.chunk_bytes):
             emit(chunk)
@@ -120,7 +111,7 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
             seconds_per_step=rendered.run.seconds_per_step,
         )
 
-    def render(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> RenderedVideo:
+    def render(self, request: VideoRequest, cancel: CancelToken, emit: Emit) -> Rendered[VideoJob]:
         """Validates, loads and runs the pipeline: the frames before video encoding."""
         name = self.models.resolve(request.model)
         spec = self.spec(name)
@@ -128,7 +119,7 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
         if request.prompt and not spec.family.uses_prompt:
             log.info("videogen.prompt_ignored", model=name, pipeline=spec.family.class_name)
         output, run = self.run_pipeline(name, _pipeline_call(spec.family, job), cancel, emit)
-        return RenderedVideo(to_uint8(spec.family.frames(output)), job, run)
+        return Rendered(to_uint8(spec.family.frames(output)), job, run)
 
     def _encode(self, frames: np.ndarray, fps: float, cancel: CancelToken, emit: Emit, times: StageTimes) -> bytes:
         total = len(frames)

@@ -85,7 +85,7 @@ def test_same_seed_gives_identical_frames_and_another_seed_does_not(engine, firs
         request = VideoRequest(
             image=first_frame, prompt="a dog runs", width=32, height=32, num_frames=5, steps=2, seed=seed
         )
-        return engine.render(request, CancelToken.never(), lambda _: None).frames
+        return engine.render(request, CancelToken.never(), lambda _: None).pixels
 
     first, again, other = frames(7), frames(7), frames(8)
     assert first.shape == (5, 32, 32, 3) and first.dtype == np.uint8
@@ -105,7 +105,7 @@ def test_unset_seed_is_reported_and_reproduces_the_frames(engine, first_frame):
     request = dict(image=first_frame, width=32, height=32, num_frames=5, steps=2)
     rendered = engine.render(VideoRequest(**request), CancelToken.never(), lambda _: None)
     again = engine.render(VideoRequest(**request, seed=rendered.job.seed), CancelToken.never(), lambda _: None)
-    assert np.array_equal(rendered.frames, again.frames)
+    assert np.array_equal(rendered.pixels, again.pixels)
 
 
 def test_cancel_after_the_first_step_stops_before_the_second(engine, first_frame):
