@@ -100,9 +100,7 @@ def build_pipeline(
     config fields filled at build time. The recipe's `arguments` go to the pipeline as they are.
     """
     overrides = overrides or {}
-    components = {
-        name: build_component(spec, **overrides.get(name, {})) for name, spec in recipe["components"].items()
-    }
+    components = {name: build_component(spec, **overrides.get(name, {})) for name, spec in recipe["components"].items()}
     module_name, _, class_name = recipe["pipeline"].rpartition(".")
     pipeline_class = getattr(importlib.import_module(module_name), class_name)
     pipeline = pipeline_class(**components, **given, **recipe.get("arguments", {}))
