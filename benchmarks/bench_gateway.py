@@ -7,7 +7,10 @@ blocks so that both see the same machine load.
 
 - unary latency: one call at a time, p50 and p99 (goal: gateway p50 - direct p50 <= 0.5 ms);
 - unary calls/s with 16 calls in flight;
-- streaming messages/s with 1 and 32 concurrent streams (goal: gateway >= 50 % of direct).
+- streaming messages/s with 1 and 32 concurrent streams (goal: gateway >= 50 % of direct);
+- the same unary latency and calls/s through a second gateway and backend with OpenTelemetry
+  tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set, exporting to a small collector in this process),
+  against the gateway without: what tracing costs when on; "gateway" itself is tracing off.
 
     python -m benchmarks.run gateway [--quick]
 """
@@ -15,6 +18,7 @@ blocks so that both see the same machine load.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 
@@ -23,10 +27,12 @@ import grpc
 from benchmarks.harness import Row, Stats
 from benchmarks.processes import spawn, wait_available
 from capmesh.llm.v1 import llm_service_pb2
+from tests.telemetry.collector import Collector
 
 NAME = "gateway"
 CHAT = "/capmesh.llm.v1.LlmService/Chat"
 STREAM_CHAT = "/capmesh.llm.v1.LlmService/StreamChat"
+TRACED = "gateway tracing on"  # the gateway and backend pair exporting spans; "gateway" is tracing off
 
 
 def _request(prompt: str, streaming: bool) -> bytes:
@@ -71,24 +77,39 @@ async def _stream_rate(channel: grpc.aio.Channel, streams: int, messages: int) -
     return received / (time.perf_counter() - started)
 
 
-async def _measure(quick: bool) -> list[Row]:
+async def _start_pair(env: dict[str, str]) -> tuple[list[asyncio.subprocess.Process], str, str]:
+    """A gateway and one echo backend registered with it: (processes, gateway address, backend address)."""
     gateway, banner = await spawn(
         ["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0", "--set", "log_level=warning"],
         " listening on ",
+        env,
     )
     gateway_address = banner.split(" grpc ", 1)[1].split()[0]
     backend, banner = await spawn(
         ["-m", "tests.gateway.backend_process", "bench", "--gateway", gateway_address, "--max-concurrency", "512"],
         " listening on ",
+        env,
     )
-    backend_address = banner.split(" listening on ", 1)[1].strip()
+    await wait_available(gateway_address)
+    return [backend, gateway], gateway_address, banner.split(" listening on ", 1)[1].strip()
+
+
+async def _measure(quick: bool) -> list[Row]:
+    untraced = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    collector = Collector()
+    traced = {**untraced, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+    processes: list[asyncio.subprocess.Process] = []
     try:
-        await wait_available(gateway_address)
+        started, gateway_address, backend_address = await _start_pair(untraced)
+        processes += started
+        started, traced_address, _ = await _start_pair(traced)
+        processes += started
         async with (
             grpc.aio.insecure_channel(backend_address) as direct,
             grpc.aio.insecure_channel(gateway_address) as via_gateway,
+            grpc.aio.insecure_channel(traced_address) as via_traced,
         ):
-            channels = {"direct": direct, "gateway": via_gateway}
+            channels = {"direct": direct, "gateway": via_gateway, TRACED: via_traced}
             blocks, per_block = (4, 100) if quick else (10, 300)
             repeats = 2 if quick else 5
             for channel in channels.values():
@@ -106,13 +127,17 @@ async def _measure(quick: bool) -> list[Row]:
             for case, measure in cases:
                 for _ in range(repeats):
                     for key, channel in channels.items():
-                        rates.setdefault(f"{key} {case}", []).append(await measure(channel))
+                        if key != TRACED or case == cases[0][0]:  # tracing's cost: unary rows only
+                            rates.setdefault(f"{key} {case}", []).append(await measure(channel))
     finally:
-        for process in (backend, gateway):
+        for process in processes:
             process.terminate()
             await process.wait()
+        collector.close()
+    spans = len(collector.spans())
 
     rows = []
+    baselines = {"gateway": "direct", TRACED: "gateway"}
     for key in channels:
         rows.append(
             Row.from_stats(
@@ -121,13 +146,17 @@ async def _measure(quick: bool) -> list[Row]:
                 "ms",
                 Stats(tuple(latencies[key])),
                 scale=1000,
-                baseline="direct unary latency" if key == "gateway" else "",
+                baseline=f"{baselines[key]} unary latency" if key in baselines else "",
             )
         )
     overhead_ms = (statistics.median(latencies["gateway"]) - statistics.median(latencies["direct"])) * 1000
     rows.append(Row(NAME, "gateway unary p50 overhead (goal <= 0.5)", "ms", overhead_ms, overhead_ms, 1))
+    tracing_ms = (statistics.median(latencies[TRACED]) - statistics.median(latencies["gateway"])) * 1000
+    rows.append(Row(NAME, f"tracing on: unary p50 cost ({spans} spans exported)", "ms", tracing_ms, tracing_ms, 1))
     for case, _ in cases:
         for key in channels:
+            if f"{key} {case}" not in rates:
+                continue
             rows.append(
                 Row.from_stats(
                     NAME,
@@ -135,7 +164,7 @@ async def _measure(quick: bool) -> list[Row]:
                     case.split(",")[0].split()[-1],
                     Stats(tuple(rates[f"{key} {case}"])),
                     higher_is_better=True,
-                    baseline=f"direct {case}" if key == "gateway" else "",
+                    baseline=f"{baselines[key]} {case}" if key in baselines else "",
                 )
             )
     return rows

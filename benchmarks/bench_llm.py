@@ -13,6 +13,11 @@
   Schema (constrained decoding), run right after the free-text `concurrent xN` of each round;
   `json schema / free xN, per round` is the cost of the grammar masks (target: >= 0.85 at x8).
   The schema's strings are long enough that answers still run to max_tokens, as free ones do.
+- `logprobs x8`, `penalties x8`, `logprobs + penalties x8`: the x8 calls with `logprobs` and
+  `top_logprobs=5`, with presence, frequency and repetition penalties and a `logit_bias`, and with
+  both, run right after the free-text `concurrent x8` of each round; `... / free x8, per round` is
+  their cost. Penalties change the answers, so the rows compare tokens/s, not answers; the bias is
+  small, so answers still run to max_tokens.
 - `schema compile, first / cached`: compiling a schema not seen before, then the same schema
   again (the per-model cache), against the tiny vocabulary, ms.
 
@@ -38,6 +43,10 @@ MAX_TOKENS = 256
 CONCURRENCY = (1, 4, 8, 16)
 IN_PROCESS = (1, 8)
 SCHEMA_CONCURRENCY = (1, 8)
+OPTIONS_CONCURRENCY = 8
+LOGPROBS = {"logprobs": True, "top_logprobs": 5}
+PENALTIES = {"presence_penalty": 0.5, "frequency_penalty": 0.5, "repetition_penalty": 1.1, "logit_bias": {7: 1.0}}
+VARIANTS = {"logprobs": LOGPROBS, "penalties": PENALTIES, "logprobs + penalties": {**LOGPROBS, **PENALTIES}}
 OUTLINE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -76,9 +85,10 @@ async def _run(rounds: int) -> list[Row]:
             over_grpc = _grpc_caller(channel)
             with_schema = _grpc_caller(channel, json.dumps(OUTLINE_SCHEMA))
             in_process = _in_process_caller(engine)
-            for call in (over_grpc, with_schema, in_process):
+            variants = {label: _grpc_caller(channel, **options) for label, options in VARIANTS.items()}
+            for call in (over_grpc, with_schema, in_process, *variants.values()):
                 await asyncio.gather(*(call(i) for i in range(16)))  # warm-up
-            rows = await _measure(over_grpc, with_schema, in_process, rounds)
+            rows = await _measure(over_grpc, with_schema, in_process, variants, rounds)
             return rows + _compile_times(rounds)
     finally:
         server.terminate()
@@ -118,8 +128,9 @@ def _start_server() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the LLM server exited before it listened")
 
 
-def _grpc_caller(channel, schema: str = ""):
-    """One StreamChat call: (seconds to the first delta, completion tokens); `schema` constrains it."""
+def _grpc_caller(channel, schema: str = "", **options):
+    """One StreamChat call: (seconds to the first delta, completion tokens); `schema` constrains it,
+    `options` are more StreamChatRequest fields (logprobs, penalties)."""
     from capmesh.llm.v1 import llm_service_pb2 as pb
     from capmesh.llm.v1 import llm_service_pb2_grpc
 
@@ -131,6 +142,7 @@ def _grpc_caller(channel, schema: str = ""):
             temperature=0.0,
             max_tokens=MAX_TOKENS,
             response_format=pb.ResponseFormat(json_schema=schema) if schema else None,
+            **options,
         )
         started = time.perf_counter()
         first = None
@@ -157,7 +169,7 @@ async def _in_process_engine():
 
 def _in_process_caller(engine):
     """The same request through the engine's own async stream, no gRPC."""
-    from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult
+    from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult, TextDelta
     from capmesh.services.runtime.cancellation import CancelToken
 
     async def one(i: int) -> tuple[float, int]:
@@ -167,14 +179,14 @@ def _in_process_caller(engine):
         async for event in engine.stream(request, CancelToken.never()):
             if isinstance(event, ChatResult):
                 return first or 0.0, event.completion_tokens
-            if first is None:
+            if first is None and isinstance(event, TextDelta):
                 first = time.perf_counter() - started
         raise RuntimeError("the stream ended without a result")
 
     return one
 
 
-async def _measure(over_grpc, with_schema, in_process, rounds: int) -> list[Row]:
+async def _measure(over_grpc, with_schema, in_process, variants, rounds: int) -> list[Row]:
     """Every round runs every case, so that the machine's changing load weighs on all alike; the
     `... per round` rows are medians of ratios taken within one round."""
     rates: dict[str, list[float]] = defaultdict(list)
@@ -198,6 +210,13 @@ async def _measure(over_grpc, with_schema, in_process, rounds: int) -> list[Row]
                     rates[f"json schema x{n}"].append(
                         sum(tokens for _, tokens in results) / (time.perf_counter() - started)
                     )
+                if not label and n == OPTIONS_CONCURRENCY:
+                    for variant, call_variant in variants.items():
+                        started = time.perf_counter()
+                        results = await asyncio.gather(*(call_variant(i) for i in range(n)))
+                        rates[f"{variant} x{n}"].append(
+                            sum(tokens for _, tokens in results) / (time.perf_counter() - started)
+                        )
     rows = [_row("sequential", "tokens/s", rates["sequential"])]
     for n in CONCURRENCY:
         rows.append(_row(f"concurrent x{n}", "tokens/s", rates[f"concurrent x{n}"], baseline="sequential"))
@@ -206,11 +225,15 @@ async def _measure(over_grpc, with_schema, in_process, rounds: int) -> list[Row]
         rows.append(_row(f"in-process concurrent x{n}", "tokens/s", rates[f"in-process concurrent x{n}"]))
     for n in SCHEMA_CONCURRENCY:
         rows.append(_row(f"json schema x{n}", "tokens/s", rates[f"json schema x{n}"], baseline=f"concurrent x{n}"))
+    n = OPTIONS_CONCURRENCY
+    for variant in variants:
+        rows.append(_row(f"{variant} x{n}", "tokens/s", rates[f"{variant} x{n}"], baseline=f"concurrent x{n}"))
     # Ratios of two rates measured in the same round: (case, numerator, denominator) per concurrency.
     ratios = [
         *((f"speedup x{n} vs sequential", f"concurrent x{n}", "sequential") for n in CONCURRENCY),
         *((f"grpc / in-process x{n}", f"concurrent x{n}", f"in-process concurrent x{n}") for n in IN_PROCESS),
         *((f"json schema / free x{n}", f"json schema x{n}", f"concurrent x{n}") for n in SCHEMA_CONCURRENCY),
+        *((f"{v} / free x{n}", f"{v} x{n}", f"concurrent x{n}") for v in variants),
     ]
     for case, numerator, denominator in ratios:
         rows.append(_row(f"{case}, per round", "x", _ratios(rates[numerator], rates[denominator])))

@@ -6,7 +6,10 @@ Input: the astronaut portrait (scikit-image) and about 5 s of espeak-ng speech a
 baseline is muxing the same number of *still* reference frames with the audio (what any engine pays
 for h264 + aac alone), so the ratio shows what face detection and animation add on top.
 `inference` covers rendering and h264 encoding, which run interleaved frame by frame;
-`render only` isolates the animation.
+`render only` isolates the animation. The `echomimic` rows run the neural engine on its tiny
+random-weight checkpoint at 256x256 with 1 and 4 denoising steps against the portrait engine at the
+same size: their difference is the cost of the steps (UNet with audio cross-attention, CFG doubles
+the batch) plus the VAE and the speech encoder.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.talkinghead.animate import PortraitAnimator, plan_motion
 from capmesh.services.talkinghead.config import TalkingheadSettings
 from capmesh.services.talkinghead.domain import TalkingHeadRequest
-from capmesh.services.talkinghead.engine import STAGES, PortraitEngine
+from capmesh.services.talkinghead.engine import STAGES, PortraitEngine, make_engine
 from capmesh.services.talkinghead.face import FaceDetector
 from capmesh.services.talkinghead.media import decode_audio, frames_for
 from capmesh.services.talkinghead.mouth import mouth_track
@@ -105,6 +108,20 @@ def run(quick: bool) -> list[Row]:
                     scale=1000 / frame_count,
                 )
             )
+    neural = make_engine(TalkingheadSettings(engine="echomimic"))
+    for steps in (1, 4):
+        request = TalkingHeadRequest(image, audio_bytes, fps=FPS, width=256, height=256, seed=1, steps=steps)
+        stats = repeat(lambda request=request: neural.generate(request, CancelToken.never(), lambda _: None), repeats)
+        rows.append(
+            Row.from_stats(
+                NAME,
+                f"echomimic tiny {steps} steps 256x256@{FPS}",
+                "s/video",
+                stats,
+                baseline=f"generate 256x256@{FPS}",
+            )
+        )
+    neural.close()
     return rows
 
 

@@ -16,8 +16,12 @@ from capmesh.gateway.v1 import registry_service_pb2_grpc
 REPO = Path(__file__).resolve().parents[1]
 
 
-async def spawn(args: list[str], marker: str) -> tuple[asyncio.subprocess.Process, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+async def spawn(
+    args: list[str], marker: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """Starts `python ARGS` (environment: `env`, default this one's) and waits for its `marker` line."""
+    base = os.environ if env is None else env
+    env = {**base, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")]))}
     process = await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
     )

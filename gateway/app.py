@@ -23,12 +23,13 @@ from typing import Any
 
 import grpc
 import structlog
+from envoy.service.discovery.v3 import ads_pb2_grpc
 from google.longrunning import operations_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from starlette.applications import Starlette
 
-from capmesh.gateway.server.auth import ApiKeyInterceptor
+from capmesh.gateway.server.auth.guard import AuthInterceptor, Guard
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.files.service import SERVICE_NAME as FILE_SERVICE
 from capmesh.gateway.server.files.service import FileServicer, Sweeper, build_file_store, sweep_interval_s
@@ -51,15 +52,18 @@ from capmesh.gateway.server.registry.static import load_static_backends
 from capmesh.gateway.server.registry.store import MemoryRegistrations, RedisRegistrations
 from capmesh.gateway.server.routing.proxy import Proxy
 from capmesh.gateway.server.routing.router import Router
+from capmesh.gateway.server.xds.ads import AggregatedDiscovery
 from capmesh.gateway.v1 import (
     file_service_pb2_grpc,
     job_service_pb2_grpc,
     registry_service_pb2,
     registry_service_pb2_grpc,
 )
+from capmesh.services.runtime import telemetry
 from capmesh.services.runtime.interceptor import RequestContextInterceptor
 from capmesh.services.runtime.server import server_options
 from capmesh.services.runtime.tasks import stop_tasks
+from capmesh.services.runtime.telemetry import TracingInterceptor
 
 log = structlog.get_logger("capmesh.gateway")
 
@@ -146,20 +150,35 @@ class _EmbeddedUvicorn:
 
 
 class _CapabilityHealth:
-    """The gateway's health for each proxied service: SERVING while a backend is routable."""
+    """The gateway's health for each proxied service, and for each capability by its short name
+    ("tts", as `capmesh status` and the catalogue call it): SERVING while a backend is routable."""
 
     def __init__(self, servicer: health.aio.HealthServicer, registry: Registry) -> None:
         self._servicer = servicer
         self._registry = registry
+        self._capabilities: set[str] = set()  # the short names published so far
         self._task: asyncio.Task | None = None
 
     async def _publish(self) -> None:
-        for name in self._registry.catalog:
+        capabilities: dict[str, bool] = {info.capability: False for info in self._registry.catalog.values()}
+        for name, info in self._registry.catalog.items():
             entries = self._registry.backends_for(name)
             serving = any(e.state in (State.AVAILABLE, State.ERROR) for e in entries)
-            await self._servicer.set(
-                name, health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            capabilities[info.capability] = capabilities[info.capability] or serving
+            await self._set(name, serving)
+        for entry in self._registry.entries.values():  # capabilities outside the catalogue, too
+            serving = entry.state in (State.AVAILABLE, State.ERROR)
+            capabilities[entry.record.capability] = capabilities.get(entry.record.capability, False) or serving
+        for gone in self._capabilities - capabilities.keys():  # its last backend left
+            capabilities[gone] = False
+        self._capabilities = set(capabilities)
+        for capability, serving in capabilities.items():
+            await self._set(capability, serving)
+
+    async def _set(self, name: str, serving: bool) -> None:
+        await self._servicer.set(
+            name, health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
 
     async def _follow(self) -> None:
         version = -1
@@ -233,6 +252,8 @@ def _serve_own_services(own: OwnServices, gateway: Gateway, registrations: Regis
     file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(gateway.files), own.wrapped)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(gateway.scheduler), own.wrapped)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(gateway.scheduler), own.wrapped)
+    # xDS for proxyless clients and Envoy (gateway/xds); plain: a long-lived stream, no request context
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscovery(gateway.registry), own.plain)
 
 
 async def start_gateway(settings: GatewaySettings) -> RunningGateway:
@@ -259,8 +280,11 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
     for record in load_static_backends(settings.backends_file) if settings.backends_file else ():
         registry.upsert(record)
 
-    interceptors = [ApiKeyInterceptor(settings.api_keys)] if settings.api_keys else None
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    guard = Guard(settings, redis)  # keys (a bad keys file stops the start here), roles, quotas
+    interceptors: list[grpc.aio.ServerInterceptor] = [TracingInterceptor()] if telemetry.enabled() else []
+    if guard.enforcing:
+        interceptors.append(AuthInterceptor(guard))
+    server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings))
     own = OwnServices(server, RequestContextInterceptor(echo_request_id=False))
     _serve_own_services(own, gateway, registrations)
     health_servicer = health.aio.HealthServicer()
@@ -289,6 +313,8 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
     stops: list[Callable[[], Awaitable[None]]] = []
     running = RunningGateway(gateway, server, health_servicer, registrations, stops)
     try:
+        await guard.start()
+        stops.append(guard.stop)
         sweeper = Sweeper(files, sweep_interval_s(settings.file_ttl_s))
         await sweeper.start()
         stops.append(sweeper.stop)
@@ -297,7 +323,9 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
         capability_health = _CapabilityHealth(health_servicer, registry)
         capability_health.start()
         stops.append(capability_health.stop)
-        http_app: Starlette = build_http_app(settings, GatewayCalls(router, own), redis=redis)
+        http_app: Starlette = build_http_app(
+            settings, GatewayCalls(router, own), redis=redis, guard=guard, registry=registry
+        )
         running._http = _EmbeddedUvicorn(http_app, settings)
         gateway.http_port = running._http.port
         await running._http.start()

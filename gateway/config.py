@@ -6,9 +6,9 @@ fields into settings of their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from capmesh.services.runtime.settings import ProcessSettings, check
+from capmesh.services.runtime.settings import MESH_SECRET_ENV, ProcessSettings, check
 
 ENV_PREFIX = "GATEWAY"
 GATEWAY_GRPC_PORT = 50051
@@ -26,6 +26,9 @@ class GatewaySettings(ProcessSettings):
     backends_file: str = ""  # YAML or JSON list of static backends
     heartbeat_interval_s: float = 2.0
     lease_s: float = 10.0  # a registered backend without a heartbeat for this long is dropped
+    # all registered backends together send at most this many heartbeats a second: past
+    # heartbeat_budget_per_s * heartbeat_interval_s backends, interval and lease grow in proportion
+    heartbeat_budget_per_s: float = 10.0
     failure_threshold: int = 3  # backend-caused failures in a row before ERROR
     cooldown_s: float = 15.0  # ERROR backends rest this long before taking calls again
 
@@ -36,6 +39,9 @@ class GatewaySettings(ProcessSettings):
 
     # files
     files_dir: str = ""  # empty: $CAPMESH_HOME/files or ~/.cache/capmesh/files
+    # s3://bucket/prefix: file bytes in a bucket that every gateway reads (endpoint and credentials from
+    # AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); empty: in files_dir, on this machine only
+    files_url: str = ""
     file_ttl_s: float = 24 * 3600.0  # (the size limit, max_file_bytes, is shared with the services)
 
     # jobs
@@ -51,9 +57,21 @@ class GatewaySettings(ProcessSettings):
     # HTTP bridge and security
     max_body_bytes: int = 64 * 1024 * 1024
     sse_keepalive_s: float = 15.0
-    api_keys: tuple[str, ...] = ()  # required on HTTP (Bearer) and gRPC (metadata) when set
+    api_keys: tuple[str, ...] = ()  # client keys, required on HTTP (Bearer) and gRPC (metadata) when set
+    keys_file: str = ""  # JSON lines of keys: id, role (client, backend, admin), sha256, quotas; reloaded on change
+    keys_reload_s: float = 2.0  # how often the keys file's modification time is checked (SIGHUP reloads at once)
+    # The backend credential: registering needs it, and the gateway sends it to every backend.
+    mesh_secret: str = field(default="", metadata={"env": MESH_SECRET_ENV})  # also read from CAPMESH_MESH_SECRET
+    backend_tls_ca_file: str = ""  # the mesh CA that backends' certificates are checked against (mTLS)
+    backend_tls_cert_file: str = ""  # the gateway's client certificate for backends, signed by the mesh CA
+    backend_tls_key_file: str = ""  # its private key
     tls_cert_file: str = ""
     tls_key_file: str = ""
+
+    # quotas for keys that name none (keys-file entries may set their own); 0: unlimited
+    quota_requests_per_minute: int = 0
+    quota_concurrent_calls: int = 0
+    quota_llm_tokens_per_minute: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +84,7 @@ class GatewaySettings(ProcessSettings):
             self.lease_s,
             f"must be longer than heartbeat_interval_s ({self.heartbeat_interval_s})",
         )
+        check(self.heartbeat_budget_per_s > 0, "heartbeat_budget_per_s", self.heartbeat_budget_per_s, "must be above 0")
         check(self.job_max_attempts >= 1, "job_max_attempts", self.job_max_attempts, "must be at least 1")
         check(
             self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
@@ -73,6 +92,21 @@ class GatewaySettings(ProcessSettings):
             self.redis_url,
             "must start with redis://, rediss:// or unix://",
         )
+        check(
+            self.files_url == "" or (self.files_url.startswith("s3://") and len(self.files_url) > len("s3://")),
+            "files_url",
+            self.files_url,
+            "must be empty (files on local disk) or s3://bucket[/prefix]",
+        )
+        check(self.keys_reload_s > 0, "keys_reload_s", self.keys_reload_s, "must be greater than 0")
+        check(
+            bool(self.backend_tls_cert_file) == bool(self.backend_tls_key_file),
+            "backend_tls_cert_file",
+            self.backend_tls_cert_file,
+            "and backend_tls_key_file must be set together",
+        )
+        for name in ("quota_requests_per_minute", "quota_concurrent_calls", "quota_llm_tokens_per_minute"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), "must be 0 (unlimited) or more")
         check(
             bool(self.tls_cert_file) == bool(self.tls_key_file),
             "tls_cert_file",

@@ -8,10 +8,12 @@ import sys
 
 from capmesh.gateway.server.app import start_gateway
 from capmesh.gateway.server.config import GatewaySettings
+from capmesh.services.runtime import telemetry
 from capmesh.services.runtime.logging import configure_logging
 
 
 async def serve(settings: GatewaySettings) -> None:
+    telemetry.setup_tracing("gateway")
     configure_logging(settings.log_level, settings.log_json)
     running = await start_gateway(settings)
     # One line on stdout that scripts (and `capmesh up`) read to learn the bound ports.
@@ -22,6 +24,7 @@ async def serve(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.stop()
+    telemetry.shutdown_tracing()
 
 
 def run(settings: GatewaySettings) -> None:

@@ -40,6 +40,19 @@ proxied_bytes = Counter(
 route_queue_depth = Gauge(
     "capmesh_route_queue_depth", "Calls waiting for a free backend by capability.", ["capability"], registry=REGISTRY
 )
+route_queue_wait = Histogram(
+    "capmesh_route_queue_wait_seconds",
+    "Time a call waited for a free backend (the route queue) by service.",
+    ["service"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+route_retries = Counter(
+    "capmesh_route_retries_total",
+    "Calls sent again to another backend, by service and the status code that caused it.",
+    ["service", "code"],
+    registry=REGISTRY,
+)
 backend_state = Gauge(
     "capmesh_backend_state",
     "1 for the backend's current state, 0 for the others.",

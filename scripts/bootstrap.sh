@@ -38,4 +38,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# xds-protos ships an old copy of the OpenTelemetry protos that overwrites opentelemetry-proto's own
+# files (whichever pip installs last wins), and the OTLP exporter needs the newer ones; envoy's
+# messages import only what both copies define, so opentelemetry-proto's files go back on top.
+if ! .venv/bin/python -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope" 2>/dev/null; then
+  otel_proto=$(.venv/bin/pip show opentelemetry-proto | sed -n 's/^Version: //p')
+  log "pip install --force-reinstall opentelemetry-proto==$otel_proto (over xds-protos' copy)"
+  .venv/bin/pip install -q --force-reinstall --no-deps "opentelemetry-proto==$otel_proto"
+fi
 log "ready"

@@ -37,6 +37,8 @@ class Capability:
     `server` is the module with `ENV_PREFIX`, `Settings` and `build_service`; `cli` the module whose
     `register(app)` adds the capability's own `capmesh` commands; `tiny_checkpoint` says whether
     `capmesh.services.<name>.tiny` builds a random-weight checkpoint for offline use.
+    `model_slot_methods` names the methods that run a model (generation): only those count against
+    a backend's `max_concurrency` in the gateway; listing and status calls pass straight through.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Capability:
     server: str
     cli: str = ""
     tiny_checkpoint: bool = False
+    model_slot_methods: tuple[str, ...] = ()
 
     def contract_module(self) -> ModuleType:
         """The generated module; importing it puts the contract's descriptors in the default pool."""
@@ -88,6 +91,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         server="capmesh.services.tts.main",
         cli="capmesh.cli.tts",
         tiny_checkpoint=True,
+        model_slot_methods=("StreamSynthesize", "StreamSynthesizeScene"),
     ),
     Capability(
         "llm",
@@ -95,6 +99,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         server="capmesh.services.llm.main",
         cli="capmesh.cli.llm",
         tiny_checkpoint=True,
+        model_slot_methods=("Chat", "StreamChat"),
     ),
     Capability(
         "videogen",
@@ -102,6 +107,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         server="capmesh.services.videogen.main",
         cli="capmesh.cli.video",
         tiny_checkpoint=True,
+        model_slot_methods=("StreamGenerateVideo",),
     ),
     Capability(
         "imagegen",
@@ -109,18 +115,22 @@ CAPABILITIES: tuple[Capability, ...] = (
         server="capmesh.services.imagegen.main",
         cli="capmesh.cli.image",
         tiny_checkpoint=True,
+        model_slot_methods=("StreamGenerateImages",),
     ),
     Capability(
         "talkinghead",
         contract="capmesh.talkinghead.v1.talkinghead_service_pb2",
         server="capmesh.services.talkinghead.main",
         cli="capmesh.cli.talk",
+        model_slot_methods=("StreamGenerateTalkingHead",),
+        tiny_checkpoint=True,
     ),
     Capability(
         "docgen",
         contract="capmesh.docgen.v1.docgen_service_pb2",
         server="capmesh.services.docgen.main",
         cli="capmesh.cli.doc",
+        model_slot_methods=("StreamGenerateOutline", "StreamGenerateDocument"),
     ),
 )
 

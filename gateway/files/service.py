@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from capmesh.gateway.server.config import GatewaySettings
+from capmesh.gateway.server.files.blobs import S3Blobs
 from capmesh.gateway.server.files.index import RedisFileIndex
 from capmesh.gateway.server.files.store import FileStore, default_files_dir
 from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
@@ -17,6 +20,16 @@ log = structlog.get_logger("capmesh.files")
 
 SERVICE_NAME = file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
 SWEEP_INTERVAL_MAX_S = 60.0
+# The longest file lifetime: a century is beyond any use and keeps the expiry a valid Timestamp.
+MAX_TTL_S = 100 * 365 * 24 * 3600.0
+
+
+def ttl_problem(ttl_s: float) -> str:
+    """What is wrong with an upload's `ttl_seconds` (empty when nothing is): a number of seconds
+    from 0 (the gateway default) to MAX_TTL_S; nan and infinity are not lifetimes."""
+    if not 0 <= ttl_s <= MAX_TTL_S:  # false for nan too
+        return f"must be a number of seconds from 0 (the default) to {MAX_TTL_S:.0f}, not {ttl_s}"
+    return ""
 
 
 class FileServicer(file_service_pb2_grpc.FileServiceServicer):
@@ -34,6 +47,9 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):
                             "header", "the first message must be the header", reason="UPLOAD_HEADER_MISSING"
                         )
                     header = message.header
+                    problem = ttl_problem(header.ttl_seconds)
+                    if problem:
+                        raise InvalidArgument.single("header.ttl_seconds", problem, reason="INVALID_TTL")
                     upload = self.store.open_upload(
                         header.name, header.mime_type, header.ttl_seconds, dict(header.labels)
                     )
@@ -96,10 +112,16 @@ class Sweeper:
         await stop_tasks([self._task])
 
 
-def build_file_store(settings, redis) -> FileStore:
+def build_file_store(settings: GatewaySettings, redis: Any) -> FileStore:
+    """Local folder and sidecar descriptions by default; a bucket and Redis descriptions are what
+    several gateways share (the folder then only holds uploads in progress)."""
     root = Path(settings.files_dir).expanduser() if settings.files_dir else default_files_dir()
     index = RedisFileIndex(redis) if redis is not None else None
-    return FileStore(root, index, default_ttl_s=settings.file_ttl_s, max_bytes=settings.max_file_bytes)
+    blobs = None
+    if settings.files_url:
+        blobs = S3Blobs.from_url(settings.files_url)
+        blobs.check_bucket()
+    return FileStore(root, index, blobs, default_ttl_s=settings.file_ttl_s, max_bytes=settings.max_file_bytes)
 
 
 def sweep_interval_s(file_ttl_s: float) -> float:

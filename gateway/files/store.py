@@ -1,8 +1,9 @@
-"""Files on local disk, described in a FileIndex, with expiry and a size limit.
+"""Stored files: descriptions in a FileIndex, bytes in Blobs (a folder or a bucket), with expiry and
+a size limit.
 
-Layout under the store folder: `blobs/<id>` (content), `partial/<id>` (uploads in progress, renamed
-into blobs/ when complete), and `meta/<id>.json` when the index is the sidecar one. Every path is
-built from a validated id, and checked to stay inside the folder.
+Layout under the store folder: `partial/<id>` (uploads in progress, handed to the blobs when
+complete), `blobs/<id>` (content, when the blobs are local), and `meta/<id>.json` when the index is
+the sidecar one. Every path is built from a validated id, and checked to stay inside the folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import structlog
 from google.protobuf import timestamp_pb2
 
+from capmesh.gateway.server.files.blobs import Blobs, LocalBlobs, missing_bytes
 from capmesh.gateway.server.files.detect import HEAD_BYTES, detect_mime_type
 from capmesh.gateway.server.files.ids import new_file_id, validate_file_id
 from capmesh.gateway.server.files.index import (
@@ -96,7 +98,11 @@ class Upload:
             expire_time=_timestamp(now + self._ttl_s),
             labels=self._labels,
         )
-        await asyncio.to_thread(self._path.replace, self._store.blob_path(self.file_id))
+        try:
+            await self._store.blobs.put(self.file_id, self._path)
+        except BaseException:
+            await asyncio.to_thread(self._path.unlink, True)
+            raise
         await self._store.index.put(info)
         log.info("file.stored", file_id=self.file_id, size=self.size, mime_type=info.mime_type)
         return info
@@ -111,30 +117,26 @@ class FileStore:
         self,
         root: Path,
         index: FileIndex | None = None,
+        blobs: Blobs | None = None,
         *,
         default_ttl_s: float = 24 * 3600.0,
         max_bytes: int = 1024 * MiB,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root.resolve()
-        for sub in ("blobs", "partial", "meta"):
+        for sub in ("partial", "meta"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.index = index if index is not None else SidecarFileIndex(self.root / "meta")
+        self.blobs = blobs if blobs is not None else LocalBlobs(self.root / "blobs")
         self.default_ttl_s = default_ttl_s
         self.max_bytes = max_bytes
         self.clock = clock
 
-    def _inside(self, folder: str, file_id: str) -> Path:
-        path = (self.root / folder / validate_file_id(file_id)).resolve()
-        if path.parent != self.root / folder:  # belt and braces: the id pattern already forbids this
+    def partial_path(self, file_id: str) -> Path:
+        path = (self.root / "partial" / validate_file_id(file_id)).resolve()
+        if path.parent != self.root / "partial":  # belt and braces: the id pattern already forbids this
             raise InvalidArgument.single("file_id", "does not name a file of this store", reason="INVALID_FILE_ID")
         return path
-
-    def blob_path(self, file_id: str) -> Path:
-        return self._inside("blobs", file_id)
-
-    def partial_path(self, file_id: str) -> Path:
-        return self._inside("partial", file_id)
 
     def open_upload(
         self, name: str = "", declared_mime_type: str = "", ttl_s: float = 0.0, labels: Mapping[str, str] | None = None
@@ -161,12 +163,16 @@ class FileStore:
         return info.expire_time.ToNanoseconds() <= int(self.clock() * 1e9)
 
     async def stat(self, file_id: str) -> FileInfo:
+        """The file's description, once its bytes are known to be there: a reader (the HTTP download
+        asks this before its status line) learns of missing bytes before the first byte."""
         validate_file_id(file_id)
         info = await self.index.get(file_id)
         if info is None or self._expired(info):
             if info is not None:
                 await self._remove(file_id)
             raise NotFound(f"file {file_id} does not exist or has expired", reason="FILE_NOT_FOUND")
+        if not await self.blobs.exists(file_id):
+            raise missing_bytes(file_id)
         return info
 
     async def read(
@@ -179,21 +185,12 @@ class FileStore:
         if length < 0:
             raise InvalidArgument.single("length", "must be 0 (to the end) or more")
         end = info.size_bytes if length == 0 else min(info.size_bytes, offset + length)
-        path = self.blob_path(file_id)
 
         async def pieces() -> AsyncIterator[tuple[int, bytes]]:
-            handle = await asyncio.to_thread(open, path, "rb")
-            try:
-                position = offset
-                await asyncio.to_thread(handle.seek, position)
-                while position < end:
-                    piece = await asyncio.to_thread(handle.read, min(chunk_bytes, end - position))
-                    if not piece:
-                        break
-                    yield position, piece
-                    position += len(piece)
-            finally:
-                handle.close()
+            position = offset
+            async for piece in self.blobs.read(file_id, offset, end, chunk_bytes):
+                yield position, piece
+                position += len(piece)
 
         return info, pieces()
 
@@ -225,7 +222,7 @@ class FileStore:
 
     async def _remove(self, file_id: str) -> None:
         await self.index.delete(file_id)
-        await asyncio.to_thread(self.blob_path(file_id).unlink, True)
+        await self.blobs.delete(file_id)
 
     async def sweep(self) -> int:
         """Deletes every expired file, and uploads abandoned midway by a process that died; returns

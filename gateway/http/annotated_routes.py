@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Match, Route
 
 from capmesh.gateway.server.http import streams
 from capmesh.gateway.server.http.bindings import Binding, find_binding
@@ -24,7 +25,7 @@ from capmesh.gateway.server.http.context import (
     mark_route,
     read_body,
 )
-from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, make_error
+from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, make_error, message_too_large
 from capmesh.gateway.server.http.jobs import SUBMIT_JOB, infer_request_type, locate_operation
 from capmesh.gateway.server.http.json_codec import build_request, render_response
 
@@ -55,17 +56,19 @@ RESPONSE_HOOKS: dict[str, ResponseHook] = {SUBMIT_JOB: locate_operation}
 
 
 async def dispatch(request: Request) -> Response:
-    """Any path: the annotated RPC it names, or a JSON 404 / 405."""
-    binding, variables, path_known = find_binding(request.method, request.url.path)
+    """Any path and method: the annotated RPC it names, or a JSON 405 (with Allow) / 404."""
+    binding, variables, allowed = find_binding(request.method, request.url.path)
     if binding is None:
         mark_route(request, "unmatched")
-        if path_known:
+        allowed |= _hand_written_methods(request)
+        if allowed:
             return error_response(
                 make_error(
                     "UNIMPLEMENTED",
-                    f"{request.method} is not allowed on {request.url.path}",
+                    f"{request.method} is not allowed on {request.url.path}; it serves {', '.join(sorted(allowed))}",
                     reason="METHOD_NOT_ALLOWED",
                     http_status=405,
+                    headers={"Allow": ", ".join(sorted(allowed))},
                 )
             )
         return error_response(
@@ -78,12 +81,25 @@ async def dispatch(request: Request) -> Response:
         return error_response(error)
 
 
+def _hand_written_methods(request: Request) -> frozenset[str]:
+    """The methods the app's own routes (OpenAI, files, ops) serve on this path: this catch-all
+    takes every method, so a method they lack arrives here and must learn what they allow."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= route.methods
+    return frozenset(methods)
+
+
 async def call_binding(request: Request, binding: Binding, variables: dict[str, str]) -> Response:
     context = context_of(request)
     body = await read_body(request, context.settings.max_body_bytes) if binding.body else b""
     message = build_request(
         binding, variables, request.query_params.multi_items(), body, prepare=REQUEST_HOOKS.get(binding.full_name)
     )
+    size, limit = message.ByteSize(), context.settings.max_message_bytes
+    if size > limit:  # refused here too for the gateway's own methods, which run in-process
+        raise message_too_large(f"{size} bytes, the limit is {limit}")
     resume = RESUMABLE.get(binding.full_name)
     last_event_id = request.headers.get("last-event-id")
     if resume is not None and last_event_id:
@@ -109,6 +125,8 @@ async def stream_binding(
 ) -> Response:
     call = context.calls.stream(binding.grpc_path, message.SerializeToString(), metadata=context.metadata(request))
     decode = binding.output_class.FromString
+    # A capability validates and admits the call before its first message; see `streams`.
+    first_message_wait_s = None if binding.capability else streams.OWN_STREAM_FIRST_MESSAGE_WAIT_S
 
     def event_id(reply: Message, index: int) -> str | int:
         return resume.event_id(reply) if resume is not None else index
@@ -121,6 +139,7 @@ async def stream_binding(
                 encode_error=lambda error: streams.ndjson_line({"error": error.body()}),
                 keepalive=streams.NDJSON_KEEPALIVE,
                 keepalive_s=context.settings.sse_keepalive_s,
+                first_message_wait_s=first_message_wait_s,
             )
             media_type = streams.NDJSON
         else:
@@ -135,6 +154,7 @@ async def stream_binding(
                 encode_error=lambda error: streams.sse_event(error.body(), event="error"),
                 keepalive=streams.SSE_KEEPALIVE,
                 keepalive_s=context.settings.sse_keepalive_s,
+                first_message_wait_s=first_message_wait_s,
             )
             media_type = streams.SSE
     except HttpError as error:

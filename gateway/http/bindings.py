@@ -129,6 +129,7 @@ class Binding:
     input_class: type[Message] = field(repr=False)
     output_class: type[Message] = field(repr=False)
     response_body: str = ""
+    capability: bool = True  # a capability's RPC (routed to a backend), not one of the gateway's own
 
     @property
     def grpc_path(self) -> str:
@@ -171,6 +172,7 @@ def message_class(message_descriptor: descriptor.Descriptor) -> type[Message]:
 def load_bindings() -> tuple[Binding, ...]:
     """Every annotated RPC, most specific template first (verbs and longer literals win)."""
     bindings = []
+    own_files = {module.DESCRIPTOR.name for module in GATEWAY_CONTRACTS}
     for file in api_file_descriptors():
         for service in file.services_by_name.values():
             for method in service.methods:
@@ -189,23 +191,26 @@ def load_bindings() -> tuple[Binding, ...]:
                             response_body=sub_rule.response_body,
                             input_class=message_class(method.input_type),
                             output_class=message_class(method.output_type),
+                            capability=file.name not in own_files,
                         )
                     )
     bindings.sort(key=lambda b: (not b.template.verb, -b.template.literal_length))
     return tuple(bindings)
 
 
-def find_binding(http_method: str, path: str) -> tuple[Binding | None, dict[str, str], bool]:
-    """The binding for a request: (binding, path variables, path_known_for_other_method)."""
-    path_known = False
+def find_binding(http_method: str, path: str) -> tuple[Binding | None, dict[str, str], frozenset[str]]:
+    """The binding for a request: (binding, path variables, the HTTP methods the path serves)."""
+    allowed: set[str] = set()
     for binding in load_bindings():
         variables = binding.template.match(path)
         if variables is None:
             continue
         if binding.http_method == http_method or (http_method == "HEAD" and binding.http_method == "GET"):
-            return binding, variables, True
-        path_known = True
-    return None, {}, path_known
+            return binding, variables, frozenset({binding.http_method})
+        allowed.add(binding.http_method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return None, {}, frozenset(allowed)
 
 
 def method_descriptor(grpc_path: str) -> descriptor.MethodDescriptor:

@@ -5,7 +5,8 @@ the gRPC server runs (`OwnServices`); any other method is a capability call thro
 (`BackendCall`: the same choice, retries and metrics as the gRPC proxy and the job runner).
 Requests and responses stay serialized bytes, so one path serves every service without generated
 stubs. Failures are `grpc.aio.AioRpcError`s, as a gRPC client would see them, so the HTTP side
-maps them to HTTP statuses one way. API keys are checked by the HTTP middleware before any call.
+maps them to HTTP statuses one way. API keys are checked by the HTTP middleware before any call;
+each method's role rule here, from the table the gRPC port uses (`auth.policy`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 
 import grpc
 
+from capmesh.gateway.server.auth.guard import key_id_metadata, role_error, token_meter
 from capmesh.gateway.server.own_services import OwnServices, rpc_error, rpc_error_of
 from capmesh.gateway.server.routing.call import BackendCall
 from capmesh.gateway.server.routing.router import Router
@@ -22,12 +24,13 @@ from capmesh.services.runtime.errors import CapmeshError
 
 Metadata = Sequence[tuple[str, str]]
 
-# Headers an HTTP caller sends that travel on as gRPC metadata.
-FORWARDED_HEADERS = ("authorization", "x-api-key", "x-request-id")
+# Headers an HTTP caller sends that travel on as gRPC metadata; credentials never do (the HTTP
+# middleware checked them), the caller's key id does.
+FORWARDED_HEADERS = ("x-request-id",)
 
 
 def forwarded_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, headers[name]) for name in FORWARDED_HEADERS if headers.get(name))
+    return (*((name, headers[name]) for name in FORWARDED_HEADERS if headers.get(name)), *key_id_metadata())
 
 
 class GatewayCalls:
@@ -36,6 +39,9 @@ class GatewayCalls:
         self._own = own
 
     def _own_handler(self, method: str) -> grpc.RpcMethodHandler | None:
+        denied = role_error(method)
+        if denied is not None:
+            raise rpc_error_of(denied)
         return self._own.handler(method)
 
     def _backend_call(
@@ -83,10 +89,19 @@ class GatewayCalls:
 
 
 async def _failing_as_rpc(call: BackendCall) -> AsyncGenerator[bytes, None]:
-    """The call's responses; the router's own refusals become the errors a gRPC client would get."""
+    """The call's responses; the router's own refusals become the errors a gRPC client would get.
+    An LLM call of a key with a token quota is refused when none are left, and counted."""
+    meter = token_meter(call.info.path)
     async with call:
         try:
+            if meter is not None:
+                await meter.start()
             async for message in call:
+                if meter is not None:
+                    meter.see(message)
                 yield message
         except CapmeshError as error:
             raise rpc_error_of(error) from None
+        finally:
+            if meter is not None:
+                await meter.settle()

@@ -106,6 +106,23 @@ def invalid_field(field_path: str, description: str) -> HttpError:
     return make_error("INVALID_ARGUMENT", f"{field_path}: {description}", violations=[(field_path, description)])
 
 
+def message_too_large(detail: str) -> HttpError:
+    """413 for a request over the gRPC message limit: the caller's body is too large, no server is busy."""
+    return make_error(
+        "RESOURCE_EXHAUSTED",
+        f"the request is too large for one gRPC message: {detail}",
+        reason="MESSAGE_TOO_LARGE",
+        http_status=413,
+    )
+
+
+# What grpc itself says (with no rich details) when a request is over the channel's send limit.
+_GRPC_SEND_LIMIT = "Sent message larger than max"
+
+
 def from_rpc_error(error: grpc.RpcError) -> HttpError:
     """The call's google.rpc.Status (rich details from its trailers) or one made from its code."""
-    return HttpError(status_of(error))
+    status = status_of(error)
+    if status.code == code_pb2.RESOURCE_EXHAUSTED and _GRPC_SEND_LIMIT in status.message:
+        return message_too_large(status.message)
+    return HttpError(status)

@@ -18,9 +18,11 @@ from urllib.parse import quote
 
 import grpc
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from capmesh.gateway.server.files.service import ttl_problem
 from capmesh.gateway.server.http.context import body_too_large, context_of, error_response, mark_route
 from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, invalid_field, make_error
 from capmesh.gateway.server.http.json_codec import render
@@ -40,6 +42,7 @@ async def upload(request: Request) -> Response:
     body: _LimitedBody | None = None
     try:
         header, body = await _upload_parts(request, limit)
+        await body.require_content()
         raw = await context.calls.client_stream(UPLOAD, _messages(header, body), metadata=context.metadata(request))
     except HttpError as error:
         return error_response(error)
@@ -67,11 +70,14 @@ async def _upload_parts(request: Request, limit: int):
         mime_type=content_type.split(";")[0].strip() or "application/octet-stream",
     )
     _set_ttl(header, request.query_params.get("ttl_seconds"))
-    return header, _LimitedBody(request.stream(), limit)
+    return header, _LimitedBody(request.stream(), limit, "body")
 
 
 async def _multipart(request: Request, limit: int):
-    form = await request.form(max_part_size=limit)
+    try:
+        form = await request.form(max_part_size=limit)
+    except HTTPException as exc:  # what starlette raises for a malformed multipart body
+        raise invalid_field("body", f"is not a valid multipart/form-data body: {exc.detail}") from None
     part = form.get("file")
     if not isinstance(part, UploadFile):
         raise invalid_field("file", "a multipart upload needs a 'file' part with the content")
@@ -97,29 +103,49 @@ async def _multipart(request: Request, limit: int):
         finally:
             await form.close()
 
-    return header, _LimitedBody(read(), limit)
+    return header, _LimitedBody(read(), limit, "file")
 
 
-def _set_ttl(header: file_service_pb2.UploadHeader, value) -> None:
+def _set_ttl(header: file_service_pb2.UploadHeader, value: object) -> None:
     if value in (None, ""):
         return
     try:
-        header.ttl_seconds = float(value)
+        ttl_s = float(str(value))
     except ValueError:
         raise invalid_field("ttl_seconds", f"must be a number of seconds, not {value!r}") from None
+    problem = ttl_problem(ttl_s)
+    if problem:
+        raise invalid_field("ttl_seconds", problem)
+    header.ttl_seconds = ttl_s
 
 
 class _LimitedBody:
-    """The upload's bytes, refused (and remembered as refused) past `limit`."""
+    """The upload's bytes, refused (and remembered as refused) past `limit`; `field` names the part
+    that carries them (`body`, or the multipart `file`)."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], limit: int) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int, field: str) -> None:
         self._chunks = chunks
         self._limit = limit
+        self._field = field
+        self._first = b""
         self.refused: HttpError | None = None
+
+    async def require_content(self) -> None:
+        """Reads up to the first byte, so that an upload with no content is refused (400) before
+        the call starts rather than stored as an empty file."""
+        while not self._first:
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                raise invalid_field(self._field, "the upload has no content; send the file's bytes")
+            self._first = chunk
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         size = 0
-        async for chunk in self._chunks:
+        pending = [self._first] if self._first else []
+        while True:
+            chunk = pending.pop() if pending else await anext(self._chunks, None)
+            if chunk is None:
+                return
             size += len(chunk)
             if size > self._limit:
                 self.refused = body_too_large(self._limit)

@@ -112,12 +112,46 @@ def merge_json(message: Message, payload: object, field_prefix: str = "") -> Non
     """Parses proto3 JSON into `message`; errors become INVALID_ARGUMENT naming the field."""
     if not isinstance(payload, dict):
         raise invalid_field(field_prefix or "body", "must be a JSON object")
+    _refuse_loose_scalars(message.DESCRIPTOR, payload, field_prefix)
     try:
         json_format.ParseDict(payload, message)
     except (json_format.ParseError, TypeError, ValueError, KeyError, AttributeError) as exc:
         name = proto_field_path(message.DESCRIPTOR, parse_error_field(exc))
         path = ".".join(p for p in (field_prefix, name) if p) or "body"
         raise invalid_field(path, _short(exc)) from None
+
+
+def _refuse_loose_scalars(message_descriptor: descriptor.Descriptor, payload: dict, prefix: str) -> None:
+    """Refuses what the OpenAPI schema does not allow but protobuf's parser would read: a JSON
+    true/false where the field is not a bool (a Python bool is an int, so `"steps": true` would
+    silently mean 1), and an enum given by number instead of by name."""
+    for key, value in payload.items():
+        field = message_descriptor.fields_by_name.get(key) or _by_json_name(message_descriptor, key)
+        if field is None:
+            continue  # the parser names unknown fields itself
+        path = ".".join(p for p in (prefix, field.name) if p)
+        values = value if isinstance(value, list) and field.is_repeated else [value]
+        if field.type == FD.TYPE_MESSAGE:
+            nested = field.message_type
+            if nested.GetOptions().map_entry and isinstance(value, dict):
+                value_field = nested.fields_by_name["value"]
+                if value_field.type != FD.TYPE_MESSAGE:
+                    _check_scalars(value_field, list(value.values()), path)
+                continue
+            if nested.full_name.startswith("google.protobuf."):
+                continue  # well-known types have JSON forms of their own
+            for item in values:
+                if isinstance(item, dict):
+                    _refuse_loose_scalars(nested, item, path)
+            continue
+        _check_scalars(field, values, path)
+
+
+def _check_scalars(field: FD, values: list, path: str) -> None:
+    if field.type != FD.TYPE_BOOL and any(isinstance(v, bool) for v in values):
+        raise invalid_field(path, "must not be true or false")
+    if field.type == FD.TYPE_ENUM and any(v is not None and not isinstance(v, str) for v in values):
+        raise invalid_field(path, f"must be the name of a {field.enum_type.name} value")
 
 
 def _short(error: Exception) -> str:

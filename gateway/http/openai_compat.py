@@ -1,14 +1,17 @@
 """OpenAI-compatible endpoints mapped onto the capability services, with OpenAI's error shape.
 
 - `POST /v1/chat/completions` -> LlmService.Chat, or StreamChat as `chat.completion.chunk` SSE
-  ending with `data: [DONE]` when `stream` is true;
+  ending with `data: [DONE]` when `stream` is true; tools, logprobs, penalties and n included;
+- `POST /v1/completions` (legacy) -> the same RPCs with a raw `prompt` (no chat template);
+- `POST /v1/embeddings` -> 404 saying that no embedding capability exists;
 - `POST /v1/audio/speech` -> TtsService.StreamSynthesize, the audio bytes streamed as produced;
 - `POST /v1/images/generations` -> ImageGenService.StreamGenerateImages, as `b64_json` or as a
   `url` of a file stored through FileService (b64_json when no file service answers);
 - `GET /v1/models` -> LlmService.ListModels plus the models the registry lists per capability.
 
 Errors are `{"error": {"message", "type", "param", "code"}}`: `param` is the first field
-violation and `code` the ErrorInfo reason in lower case.
+violation and `code` the ErrorInfo reason in lower case. Every request parameter is honoured or
+refused with a 400 naming it (`Parameters`), never silently dropped.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 
 import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from capmesh.client.tts import finalize_wav
 from capmesh.gateway.server.http import streams
 from capmesh.gateway.server.http.context import BridgeContext, context_of, mark_route, read_body
-from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, invalid_field
+from capmesh.gateway.server.http.errors import HttpError, from_rpc_error, invalid_field, make_error
 from capmesh.gateway.server.http.json_codec import parse_json_body
 from capmesh.gateway.v1 import file_service_pb2, registry_service_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2
@@ -46,11 +51,19 @@ ROLES = {
     "developer": llm_service_pb2.ROLE_SYSTEM,
     "user": llm_service_pb2.ROLE_USER,
     "assistant": llm_service_pb2.ROLE_ASSISTANT,
+    "tool": llm_service_pb2.ROLE_TOOL,
 }
+TOOL_CHOICE_MODES = {
+    "auto": llm_service_pb2.TOOL_CHOICE_MODE_AUTO,
+    "none": llm_service_pb2.TOOL_CHOICE_MODE_NONE,
+    "required": llm_service_pb2.TOOL_CHOICE_MODE_REQUIRED,
+}
+LEGACY_MAX_LOGPROBS = 5  # /v1/completions' `logprobs` is a count of alternatives, at most 5
 FINISH_REASONS = {
     llm_service_pb2.FINISH_REASON_STOP: "stop",
     llm_service_pb2.FINISH_REASON_LENGTH: "length",
     llm_service_pb2.FINISH_REASON_CANCELLED: "stop",
+    llm_service_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
 }
 SPEECH_FORMATS = {
     "wav": (tts_service_pb2.AUDIO_FORMAT_WAV, "audio/wav"),
@@ -133,6 +146,105 @@ def _copy(payload: dict, message, name: str, kind: tuple[tuple[type, ...], str],
         _assign(message, field or name, value, name)
 
 
+# ---------------------------------------------------------------------------------- parameters
+# The rule (README, "OpenAI-compatible endpoints"): every parameter is honoured or answered with
+# a 400 that names it, never dropped. `tests/http/test_openai_parameters.py` walks the openai
+# package's request types against these tables.
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """What one endpoint does with each request parameter."""
+
+    honoured: frozenset[str]
+    # Accepted, and by their nature they never change an answer (who is calling, cache hints).
+    informational: frozenset[str] = frozenset()
+    # Accepted only with these values (the ones that describe what capmesh does anyway).
+    only: Mapping[str, tuple[object, ...]] = field(default_factory=dict)
+
+    def check(self, payload: dict) -> None:
+        for name, value in payload.items():
+            if value is None or name in self.honoured or name in self.informational:
+                continue
+            if name in self.only:
+                allowed = self.only[name]
+                if value in allowed:
+                    continue
+                raise invalid_field(name, f"is supported only as {' or '.join(json.dumps(a) for a in allowed)}")
+            raise invalid_field(name, "is not supported by this server; remove it")
+
+
+# Who is calling, and cache hints: OpenAI uses them for abuse monitoring and billing only.
+_WHO = frozenset({"user", "safety_identifier", "metadata", "prompt_cache_key"})
+CHAT_PARAMETERS = Parameters(
+    honoured=frozenset(
+        [
+            "messages",
+            "model",
+            "stream",
+            "stream_options",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "max_completion_tokens",
+            "seed",
+            "stop",
+            "n",
+            "response_format",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "logprobs",
+            "top_logprobs",
+            "presence_penalty",
+            "frequency_penalty",
+            "logit_bias",
+            "repetition_penalty",
+            "min_p",
+            "top_k",
+        ]
+    ),  # the last three are not OpenAI's: vLLM takes them, the SDK sends them as extra_body
+    informational=_WHO,
+    only={"store": (False,), "service_tier": ("auto", "default"), "modalities": (["text"],)},
+)
+COMPLETION_PARAMETERS = Parameters(
+    honoured=frozenset(
+        [
+            "prompt",
+            "model",
+            "stream",
+            "stream_options",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "seed",
+            "stop",
+            "n",
+            "echo",
+            "logprobs",
+            "presence_penalty",
+            "frequency_penalty",
+            "logit_bias",
+            "repetition_penalty",
+            "min_p",
+            "top_k",
+        ]
+    ),
+    informational=frozenset({"user"}),
+    only={"best_of": (1,), "suffix": ("",)},
+)
+SPEECH_PARAMETERS = Parameters(
+    honoured=frozenset({"input", "model", "voice", "response_format", "speed", "sample_rate"}),
+    only={"stream_format": ("audio",)},
+)
+IMAGE_PARAMETERS = Parameters(
+    honoured=frozenset(
+        {"prompt", "model", "n", "size", "response_format", "negative_prompt", "steps", "seed", "guidance_scale"}
+    ),
+    informational=frozenset({"user", "safety_identifier"}),
+    only={"output_format": ("png",), "stream": (False,), "quality": ("auto",), "moderation": ("auto",)},
+)
+
 # ---------------------------------------------------------------------------------------- chat
 
 
@@ -149,24 +261,42 @@ def _message_text(content: object, index: int) -> str:
     raise invalid_field(f"messages[{index}].content", "must be a string or a list of text parts")
 
 
-def chat_request(payload: dict, message_type):
-    messages = payload.get("messages")
-    if not isinstance(messages, list):
-        raise invalid_field("messages", "must be a list of messages")
-    request = message_type(model=_typed(payload, "model", (str,), "a string") or "")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise invalid_field(f"messages[{index}]", "must be an object with role and content")
-        role = ROLES.get(str(message.get("role")))
-        if role is None:
-            raise invalid_field(f"messages[{index}].role", f"must be one of {', '.join(sorted(ROLES))}")
-        request.messages.add(role=role, content=_message_text(message.get("content"), index))
-    for name in ("temperature", "top_p"):
+def _chat_message(message: object, index: int) -> llm_service_pb2.ChatMessage:
+    if not isinstance(message, dict):
+        raise invalid_field(f"messages[{index}]", "must be an object with role and content")
+    role = ROLES.get(str(message.get("role")))
+    if role is None:
+        raise invalid_field(f"messages[{index}].role", f"must be one of {', '.join(sorted(ROLES))}")
+    calls = message.get("tool_calls")
+    content = message.get("content")
+    # An assistant message that only calls tools has no content (null), as OpenAI sends it.
+    text = "" if content is None and calls else _message_text(content, index)
+    out = llm_service_pb2.ChatMessage(role=role, content=text)
+    if role == llm_service_pb2.ROLE_TOOL:
+        out.tool_call_id = _typed(message, "tool_call_id", (str,), "a string") or ""
+    if calls is not None:
+        if role != llm_service_pb2.ROLE_ASSISTANT or not isinstance(calls, list):
+            raise invalid_field(f"messages[{index}].tool_calls", "must be a list, on an assistant message")
+        for call_index, call in enumerate(calls):
+            path = f"messages[{index}].tool_calls[{call_index}]"
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise invalid_field(path, "must be {id, type: function, function: {name, arguments}}")
+            arguments = function.get("arguments", "{}")
+            out.tool_calls.add(
+                id=str(call.get("id") or ""),
+                name=function["name"],
+                arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
+            )
+    return out
+
+
+def _sampling(payload: dict, request) -> None:
+    """The sampling fields chat and completions share."""
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "min_p"):
         _copy(payload, request, name, _NUMBER)
-    # max_completion_tokens is the newer name of max_tokens; it wins when both are sent.
-    _copy(payload, request, "max_tokens", _INTEGER)
-    _copy(payload, request, "max_completion_tokens", _INTEGER, field="max_tokens")
-    _copy(payload, request, "seed", _INTEGER)
+    for name in ("max_tokens", "seed", "top_k", "n"):
+        _copy(payload, request, name, _INTEGER)
     stop = payload.get("stop")
     if isinstance(stop, str):
         request.stop.append(stop)
@@ -174,11 +304,61 @@ def chat_request(payload: dict, message_type):
         request.stop.extend(stop)
     elif stop is not None:
         raise invalid_field("stop", "must be a string or a list of strings")
-    n = _typed(payload, "n", (int,), "an integer")
-    if n not in (None, 1):
-        raise invalid_field("n", "only 1 choice per request is supported")
+    bias = _typed(payload, "logit_bias", (dict,), "an object of token ids to biases")
+    for token, value in (bias or {}).items():
+        if not (isinstance(token, str) and token.isdigit()) or isinstance(value, bool):
+            raise invalid_field(f"logit_bias[{token}]", "must map a token id to a number")
+        if not isinstance(value, (int, float)) or int(token) >= 2**31:
+            raise invalid_field(f"logit_bias[{token}]", "must map a token id to a number")
+        request.logit_bias[int(token)] = value
+
+
+def chat_request(payload: dict, message_type):
+    CHAT_PARAMETERS.check(payload)
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        raise invalid_field("messages", "must be a list of messages")
+    request = message_type(model=_typed(payload, "model", (str,), "a string") or "")
+    request.messages.extend(_chat_message(message, index) for index, message in enumerate(messages))
+    _sampling(payload, request)
+    # max_completion_tokens is the newer name of max_tokens; it wins when both are sent.
+    _copy(payload, request, "max_completion_tokens", _INTEGER, field="max_tokens")
+    _copy(payload, request, "parallel_tool_calls", ((bool,), "true or false"))
+    logprobs = _typed(payload, "logprobs", (bool,), "true or false")
+    if logprobs:
+        request.logprobs = True
+    _copy(payload, request, "top_logprobs", _INTEGER)
+    _tools(payload, request)
     _response_format(payload, request.response_format)
     return request
+
+
+def _tools(payload: dict, request) -> None:
+    """OpenAI's `tools` (functions only) and `tool_choice`."""
+    tools = _typed(payload, "tools", (list,), "a list of tools")
+    for index, tool in enumerate(tools or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+            raise invalid_field(f"tools[{index}]", "must be {type: function, function: {name, parameters}}")
+        name = _typed(function, "name", (str,), "a string")
+        if not name:
+            raise invalid_field(f"tools[{index}].function.name", "must be a non-empty string")
+        parameters = _typed(function, "parameters", (dict,), "a JSON Schema object")
+        request.tools.add(
+            name=name,
+            description=_typed(function, "description", (str,), "a string") or "",
+            parameters=json.dumps(parameters) if parameters is not None else "",
+        )
+    choice = payload.get("tool_choice")
+    if choice is None:
+        return
+    if isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
+        request.tool_choice.mode = TOOL_CHOICE_MODES[choice]
+        return
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise invalid_field("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+    request.tool_choice.function = function["name"]
 
 
 def _response_format(payload: dict, target: llm_service_pb2.ResponseFormat) -> None:
@@ -215,6 +395,27 @@ def _usage(usage: llm_service_pb2.Usage) -> dict:
     }
 
 
+def _token_logprobs(logprobs) -> list[dict]:
+    """OpenAI's chat `logprobs.content` entries."""
+    return [
+        {
+            "token": lp.token,
+            "logprob": lp.logprob,
+            "bytes": list(lp.bytes),
+            "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top_logprobs],
+        }
+        for lp in logprobs
+    ]
+
+
+def _tool_calls(calls) -> list[dict]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+def _finish_reason(reason: llm_service_pb2.FinishReason) -> str:
+    return FINISH_REASONS.get(reason, "stop")
+
+
 async def chat_completions(request: Request) -> Response:
     mark_route(request, "/v1/chat/completions")
     context = context_of(request)
@@ -230,65 +431,125 @@ async def chat_completions(request: Request) -> Response:
     except grpc.aio.AioRpcError as exc:
         return openai_error(from_rpc_error(exc))
     reply = llm_service_pb2.ChatResponse.FromString(raw)
+    choices = []
+    for choice in reply.choices:
+        message: dict = {"role": "assistant", "content": choice.message.content}
+        if choice.message.tool_calls:
+            message["tool_calls"] = _tool_calls(choice.message.tool_calls)
+            message["content"] = choice.message.content or None
+        choices.append(
+            {
+                "index": choice.index,
+                "message": message,
+                "finish_reason": _finish_reason(choice.finish_reason),
+                "logprobs": {"content": _token_logprobs(choice.logprobs)} if chat.logprobs else None,
+            }
+        )
     return JSONResponse(
         {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": reply.model or chat.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply.message.content},
-                    "finish_reason": FINISH_REASONS.get(reply.finish_reason, "stop"),
-                    "logprobs": None,
-                }
-            ],
+            "choices": choices,
             "usage": _usage(reply.usage),
         }
     )
 
 
+class _StreamUsage:
+    """Sums the usage of a stream's results (one per choice): the prompt once, every choice's tokens."""
+
+    def __init__(self, choices: int) -> None:
+        self.choices_left = choices
+        self.prompt = self.completion = 0
+
+    def add(self, usage: llm_service_pb2.Usage) -> bool:
+        """Counts one result's usage; True once every choice has ended."""
+        self.prompt = usage.prompt_tokens
+        self.completion += usage.completion_tokens
+        self.choices_left -= 1
+        return self.choices_left <= 0
+
+    def body(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+        }
+
+
+def _include_usage(payload: dict) -> bool:
+    options = payload.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
 async def _stream_chat(request: Request, context: BridgeContext, payload: dict) -> Response:
     chat = chat_request(payload, llm_service_pb2.StreamChatRequest)
-    options = payload.get("stream_options")
-    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    include_usage = _include_usage(payload)
+    usage = _StreamUsage(chat.n if chat.HasField("n") else 1)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    role_sent = False
+    role_sent: set[int] = set()
 
-    def chunk(delta: dict, finish_reason: str | None, model: str, usage: dict | None = None, choices=True) -> dict:
+    def chunk(choices: list[dict], model: str, usage_body: dict | None = None) -> dict:
         body = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-            if choices
-            else [],
+            "choices": choices,
         }
-        if usage is not None:
-            body["usage"] = usage
+        if usage_body is not None:
+            body["usage"] = usage_body
         return body
 
+    def choice(index: int, delta: dict, finish_reason: str | None = None, logprobs=None) -> dict:
+        return {
+            "index": index,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "logprobs": {"content": _token_logprobs(logprobs)} if logprobs else None,
+        }
+
     def encode(raw: bytes, index: int) -> bytes:
-        nonlocal role_sent
         reply = llm_service_pb2.StreamChatResponse.FromString(raw)
         kind = reply.WhichOneof("event")
         events = []
-        if not role_sent and kind in {"chunk", "result"}:
-            events.append(chunk({"role": "assistant", "content": ""}, None, chat.model))
-            role_sent = True
-        if kind == "chunk" and reply.chunk.text:
-            events.append(chunk({"content": reply.chunk.text}, None, chat.model))
+        at = reply.chunk.index if kind == "chunk" else reply.result.index
+        if at not in role_sent and kind in {"chunk", "result"}:
+            events.append(chunk([choice(at, {"role": "assistant", "content": ""})], chat.model))
+            role_sent.add(at)
+        if kind == "chunk":
+            delta: dict = {}
+            if reply.chunk.text:
+                delta["content"] = reply.chunk.text
+            if reply.chunk.tool_calls:
+                delta["tool_calls"] = [_tool_call_delta(c) for c in reply.chunk.tool_calls]
+            if delta or reply.chunk.logprobs:
+                events.append(chunk([choice(at, delta, logprobs=reply.chunk.logprobs)], chat.model))
         elif kind == "result":
             model = reply.result.model or chat.model
-            events.append(chunk({}, FINISH_REASONS.get(reply.result.finish_reason, "stop"), model))
-            if include_usage:
-                events.append(chunk({}, None, model, usage=_usage(reply.result.usage), choices=False))
+            events.append(chunk([choice(at, {}, _finish_reason(reply.result.finish_reason))], model))
+            if usage.add(reply.result.usage) and include_usage:
+                events.append(chunk([], model, usage_body=usage.body()))
         return b"".join(streams.sse_event(event) for event in events)
 
-    call = context.calls.stream(STREAM_CHAT, chat.SerializeToString(), metadata=context.metadata(request))
+    return await _sse(request, context, STREAM_CHAT, chat, encode)
+
+
+def _tool_call_delta(call: llm_service_pb2.ToolCallDelta) -> dict:
+    """OpenAI's streamed tool-call piece: id, type and name in the call's first piece only."""
+    out: dict = {"index": call.index, "function": {"arguments": call.arguments}}
+    if call.id:
+        out["id"] = call.id
+        out["type"] = "function"
+        out["function"]["name"] = call.name
+    return out
+
+
+async def _sse(request: Request, context: BridgeContext, method: str, message, encode) -> Response:
+    call = context.calls.stream(method, message.SerializeToString(), metadata=context.metadata(request))
     body = await streams.start_stream(
         call,
         encode_message=encode,
@@ -300,10 +561,153 @@ async def _stream_chat(request: Request, context: BridgeContext, payload: dict) 
     return StreamingResponse(body, media_type=streams.SSE, headers=streams.SSE_HEADERS)
 
 
+# --------------------------------------------------------------------------------- completions
+
+
+def completion_request(payload: dict, message_type):
+    """OpenAI's legacy `/v1/completions` as a raw-prompt chat request (no chat template)."""
+    COMPLETION_PARAMETERS.check(payload)
+    prompt = payload.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise invalid_field("prompt", "must be a non-empty string (one prompt per request)")
+    request = message_type(model=_typed(payload, "model", (str,), "a string") or "", prompt=prompt)
+    _sampling(payload, request)
+    # Legacy `logprobs` is the number of alternatives per token (0 to 5), not a flag.
+    top = _typed(payload, "logprobs", (int,), "an integer from 0 to 5")
+    if top is not None:
+        if not 0 <= top <= LEGACY_MAX_LOGPROBS:
+            raise invalid_field("logprobs", f"must be between 0 and {LEGACY_MAX_LOGPROBS}")
+        request.logprobs = True
+        request.top_logprobs = top
+    return request
+
+
+def _legacy_logprobs(logprobs, offset: int) -> dict:
+    """The legacy shape: parallel lists of tokens, their logprobs, alternatives and text offsets."""
+    offsets = []
+    for lp in logprobs:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in logprobs],
+        "token_logprobs": [lp.logprob for lp in logprobs],
+        "top_logprobs": [{t.token: t.logprob for t in lp.top_logprobs} for lp in logprobs],
+        "text_offset": offsets,
+    }
+
+
+async def completions(request: Request) -> Response:
+    mark_route(request, "/v1/completions")
+    context = context_of(request)
+    try:
+        payload = await _json_object(request, context)
+        echo = bool(_typed(payload, "echo", (bool,), "true or false"))
+        if _typed(payload, "stream", (bool,), "true or false"):
+            return await _stream_completion(request, context, payload, echo)
+        completion = completion_request(payload, llm_service_pb2.ChatRequest)
+        raw = await context.calls.unary(CHAT, completion.SerializeToString(), metadata=context.metadata(request))
+    except HttpError as error:
+        return openai_error(error)
+    except grpc.aio.AioRpcError as exc:
+        return openai_error(from_rpc_error(exc))
+    reply = llm_service_pb2.ChatResponse.FromString(raw)
+    prefix = completion.prompt if echo else ""
+    choices = [
+        {
+            "index": choice.index,
+            "text": prefix + choice.message.content,
+            "finish_reason": _finish_reason(choice.finish_reason),
+            "logprobs": _legacy_logprobs(choice.logprobs, len(prefix)) if completion.logprobs else None,
+        }
+        for choice in reply.choices
+    ]
+    return JSONResponse(
+        {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": reply.model or completion.model,
+            "choices": choices,
+            "usage": _usage(reply.usage),
+        }
+    )
+
+
+async def _stream_completion(request: Request, context: BridgeContext, payload: dict, echo: bool) -> Response:
+    completion = completion_request(payload, llm_service_pb2.StreamChatRequest)
+    include_usage = _include_usage(payload)
+    usage = _StreamUsage(completion.n if completion.HasField("n") else 1)
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    echoed: set[int] = set()
+    offsets: dict[int, int] = {}  # per choice: where the next token's text starts
+    start = len(completion.prompt) if echo else 0
+
+    def chunk(choices: list[dict], model: str, usage_body: dict | None = None) -> dict:
+        body = {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
+        if usage_body is not None:
+            body["usage"] = usage_body
+        return body
+
+    def encode(raw: bytes, index: int) -> bytes:
+        reply = llm_service_pb2.StreamChatResponse.FromString(raw)
+        kind = reply.WhichOneof("event")
+        events = []
+        if kind == "chunk":
+            at = reply.chunk.index
+            text = reply.chunk.text
+            if echo and at not in echoed:
+                text = completion.prompt + text
+                echoed.add(at)
+            logprobs = None
+            if reply.chunk.logprobs:
+                logprobs = _legacy_logprobs(reply.chunk.logprobs, offsets.get(at, start))
+                offsets[at] = offsets.get(at, start) + sum(len(lp.token) for lp in reply.chunk.logprobs)
+            if text or logprobs:
+                events.append(
+                    chunk([{"index": at, "text": text, "finish_reason": None, "logprobs": logprobs}], completion.model)
+                )
+        elif kind == "result":
+            model = reply.result.model or completion.model
+            finish = {
+                "index": reply.result.index,
+                "text": "",
+                "finish_reason": _finish_reason(reply.result.finish_reason),
+                "logprobs": None,
+            }
+            events.append(chunk([finish], model))
+            if usage.add(reply.result.usage) and include_usage:
+                events.append(chunk([], model, usage_body=usage.body()))
+        return b"".join(streams.sse_event(event) for event in events)
+
+    return await _sse(request, context, STREAM_CHAT, completion, encode)
+
+
+async def embeddings(request: Request) -> Response:
+    """No capability of the mesh embeds text: a 404 that says so, rather than a bare "not found"."""
+    mark_route(request, "/v1/embeddings")
+    error = make_error(
+        "NOT_FOUND",
+        "no embedding capability exists in this mesh: /v1/embeddings is not served "
+        "(the LLM capability answers /v1/chat/completions and /v1/completions)",
+        reason="NO_EMBEDDING_CAPABILITY",
+    )
+    return openai_error(error)
+
+
 # -------------------------------------------------------------------------------------- speech
 
 
 def speech_request(payload: dict) -> tuple[tts_service_pb2.StreamSynthesizeRequest, str]:
+    SPEECH_PARAMETERS.check(payload)
     text = _typed(payload, "input", (str,), "a string")
     if not text:
         raise invalid_field("input", "must be a non-empty string")
@@ -338,6 +742,19 @@ async def audio_speech(request: Request) -> Response:
         reply = tts_service_pb2.StreamSynthesizeResponse.FromString(raw)
         return reply.chunk.data if reply.WhichOneof("event") == "chunk" else b""
 
+    if synthesize.format == tts_service_pb2.AUDIO_FORMAT_WAV:
+        # A streamed WAV's header holds "unknown" sizes, which Python's `wave` and others read as
+        # 2 GiB of frames; the whole file is sent instead, with its true sizes (and any failure as
+        # a proper error status).
+        audio = bytearray()
+        try:
+            async with contextlib.aclosing(call):  # a client gone cancels the call at once
+                async for raw in call:
+                    audio += encode(raw, 0)
+        except grpc.aio.AioRpcError as exc:
+            return openai_error(from_rpc_error(exc))
+        return Response(finalize_wav(bytes(audio)), media_type=media_type)
+
     # Audio cannot carry an error after it started: a failure then just ends the body early.
     try:
         body = await streams.start_stream(
@@ -356,6 +773,7 @@ async def audio_speech(request: Request) -> Response:
 
 
 def image_request(payload: dict) -> tuple[imagegen_service_pb2.StreamGenerateImagesRequest, str]:
+    IMAGE_PARAMETERS.check(payload)
     prompt = _typed(payload, "prompt", (str,), "a string")
     if not prompt:
         raise invalid_field("prompt", "must be a non-empty string")

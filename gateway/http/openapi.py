@@ -15,6 +15,7 @@ from typing import TypeAlias
 from google.protobuf import descriptor
 
 from capmesh import __version__
+from capmesh.gateway.server.files.service import MAX_TTL_S
 from capmesh.gateway.server.http.annotated_routes import SUCCESS_STATUS
 from capmesh.gateway.server.http.bindings import Binding, load_bindings
 from capmesh.gateway.server.http.comments import proto_comments
@@ -26,6 +27,21 @@ OPENAI_ERROR_SCHEMA = "capmesh.http.OpenAIError"
 INT64_PATTERN = r"^-?[0-9]{1,19}$"
 UINT64_PATTERN = r"^[0-9]{1,20}$"
 
+
+def _int64(pattern: str, minimum: int, maximum: int, format_: str) -> dict[str, object]:
+    """64-bit integers: strings in answers (the proto3 JSON mapping), strings or numbers in requests."""
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": pattern},
+            {"type": "integer", "minimum": minimum, "maximum": maximum},
+        ],
+        "format": format_,
+    }
+
+
+_INT64 = _int64(INT64_PATTERN, -(2**63), 2**63 - 1, "int64")
+_UINT64 = _int64(UINT64_PATTERN, 0, 2**64 - 1, "uint64")
+
 _SCALARS: dict[int, dict[str, object]] = {
     FD.TYPE_DOUBLE: {"type": "number", "format": "double"},
     FD.TYPE_FLOAT: {"type": "number", "format": "float"},
@@ -34,11 +50,11 @@ _SCALARS: dict[int, dict[str, object]] = {
     FD.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
     FD.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0, "maximum": 4294967295},
     FD.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0, "maximum": 4294967295},
-    FD.TYPE_INT64: {"type": "string", "format": "int64", "pattern": INT64_PATTERN},
-    FD.TYPE_SINT64: {"type": "string", "format": "int64", "pattern": INT64_PATTERN},
-    FD.TYPE_SFIXED64: {"type": "string", "format": "int64", "pattern": INT64_PATTERN},
-    FD.TYPE_UINT64: {"type": "string", "format": "uint64", "pattern": UINT64_PATTERN},
-    FD.TYPE_FIXED64: {"type": "string", "format": "uint64", "pattern": UINT64_PATTERN},
+    FD.TYPE_INT64: _INT64,
+    FD.TYPE_SINT64: _INT64,
+    FD.TYPE_SFIXED64: _INT64,
+    FD.TYPE_UINT64: _UINT64,
+    FD.TYPE_FIXED64: _UINT64,
     FD.TYPE_BOOL: {"type": "boolean"},
     FD.TYPE_STRING: {"type": "string"},
     FD.TYPE_BYTES: {"type": "string", "format": "byte"},
@@ -75,6 +91,36 @@ _WELL_KNOWN: dict[str, dict[str, object]] = {
 }
 
 
+FILE_ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]{32}$"}
+PAGE_SIZE_LIMITS: dict[str, object] = {"minimum": 0, "maximum": 1000}
+
+# Limits the contract itself fixes (the same in every deployment), keyed by proto field, merged into
+# the field's schema. Limits a deployment sets (text length, image sizes, steps: each service's
+# settings) are not here: a request over them is a 400 with a field violation naming the limit.
+FIELD_LIMITS: dict[str, dict[str, object]] = {
+    "capmesh.gateway.v1.ListFilesRequest.page_size": PAGE_SIZE_LIMITS,
+    "google.longrunning.ListOperationsRequest.page_size": PAGE_SIZE_LIMITS,
+    "capmesh.gateway.v1.UploadHeader.ttl_seconds": {"minimum": 0, "maximum": MAX_TTL_S},
+    "capmesh.gateway.v1.UploadHeader.name": {"maxLength": 255},
+    "capmesh.tts.v1.StreamSynthesizeRequest.text": {"minLength": 1},
+    "capmesh.imagegen.v1.StreamGenerateImagesRequest.prompt": {"minLength": 1},
+    "capmesh.tts.v1.StreamSynthesizeSceneRequest.segments": {"minItems": 1},
+    "capmesh.docgen.v1.StreamGenerateOutlineRequest.query": {"minLength": 1},
+}
+
+# Fields without which a request is refused, by message (proto names).
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "capmesh.tts.v1.StreamSynthesizeRequest": ("text",),
+    "capmesh.tts.v1.StreamSynthesizeSceneRequest": ("segments",),
+    "capmesh.imagegen.v1.StreamGenerateImagesRequest": ("prompt",),
+    "capmesh.videogen.v1.StreamGenerateVideoRequest": ("image",),
+    "capmesh.talkinghead.v1.StreamGenerateTalkingHeadRequest": ("reference_image",),
+    "capmesh.docgen.v1.StreamGenerateOutlineRequest": ("query",),
+    "capmesh.docgen.v1.StreamGenerateDocumentRequest": ("outline",),
+    "capmesh.gateway.v1.SubmitJobRequest": ("method", "request"),
+}
+
+
 class _Schemas:
     def __init__(self, comments: dict[str, str]) -> None:
         self.comments = comments
@@ -94,6 +140,9 @@ class _Schemas:
             schema["description"] = self.comments[message.full_name]
         for field in message.fields:
             schema["properties"][field.json_name] = self.field(field)
+        required = [message.fields_by_name[name].json_name for name in REQUIRED_FIELDS.get(message.full_name, ())]
+        if required:
+            schema["required"] = required
         return schema
 
     def field(self, field: FD) -> dict:
@@ -104,15 +153,19 @@ class _Schemas:
             schema = {"type": "array", "items": self.single(field)}
         else:
             schema = self.single(field)
+        limits = FIELD_LIMITS.get(field.full_name, {})
+        extra: dict[str, object] = dict(limits)
+        if field.name not in REQUIRED_FIELDS.get(field.containing_type.full_name, ()) and not (
+            "minLength" in limits or "minItems" in limits
+        ):
+            extra["nullable"] = True  # the proto3 JSON mapping reads null as the field's default
         description = self.comments.get(field.full_name)
         if description:
-            # A $ref ignores siblings in OpenAPI 3.0, so a described reference is wrapped in allOf.
-            schema = (
-                {"allOf": [schema], "description": description}
-                if "$ref" in schema
-                else {**schema, "description": description}
-            )
-        return schema
+            extra["description"] = description
+        if extra.get("nullable") and "enum" in schema:
+            schema = {**schema, "enum": [*schema["enum"], None]}  # an enum lists null to allow it
+        # A $ref ignores siblings in OpenAPI 3.0, so a reference with more to say is wrapped in allOf.
+        return {"allOf": [schema], **extra} if "$ref" in schema else {**schema, **extra}
 
     def single(self, field: FD) -> dict:
         if field.type == FD.TYPE_MESSAGE:
@@ -180,12 +233,12 @@ def _operation(binding: Binding, schemas: _Schemas, comments: dict[str, str], op
                 "in": "path",
                 "required": True,
                 "description": description.strip(),
-                "schema": {"type": "string", "pattern": "^[^/:]+$"},
+                "schema": dict(FILE_ID_SCHEMA) if name == "file_id" else {"type": "string", "pattern": "^[^/:]+$"},
             }
         )
     if binding.body != "*":
         for field in _query_fields(binding):
-            schema = schemas.single(field)
+            schema = {**schemas.single(field), **FIELD_LIMITS.get(field.full_name, {})}
             if field.is_repeated:
                 schema = {"type": "array", "items": schema}
             operation["parameters"].append(
@@ -204,33 +257,23 @@ def _operation(binding: Binding, schemas: _Schemas, comments: dict[str, str], op
             if binding.body == "*"
             else schemas.field(method.input_type.fields_by_name[binding.body])
         )
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
+        # An empty body reads as {} (each field its default), so the body itself is optional.
+        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": body_schema}}}
     output = schemas.ref(method.output_type)
     status = str(SUCCESS_STATUS.get(binding.full_name, 200))
     if binding.server_streaming:
         content = {
-            "text/event-stream": {
-                "schema": {
-                    "type": "string",
-                    "description": (
-                        f"Server-Sent Events; each event's data is one {method.output_type.full_name} in JSON; "
-                        "an `event: error` carries the error body."
-                    ),
-                }
-            },
+            "text/event-stream": {"schema": _sse_event_schema(method.output_type.full_name)},
             "application/x-ndjson": {"schema": output},
         }
-        description = "A stream of messages (ask for NDJSON with Accept: application/x-ndjson)."
+        description = (
+            "A stream of messages, sent once the call has been accepted: a refused call (invalid, over "
+            "capacity) gets its error status instead (ask for NDJSON with Accept: application/x-ndjson)."
+        )
     else:
         content = {"application/json": {"schema": output}}
         description = "OK"
-    operation["responses"] = {
-        status: {"description": description, "content": content},
-        "default": {
-            "description": "An error mapped from the gRPC status.",
-            "content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}},
-        },
-    }
+    operation["responses"] = {status: {"description": description, "content": content}, **_error_responses(binding)}
     if not operation["parameters"]:
         del operation["parameters"]
     return operation
@@ -238,6 +281,49 @@ def _operation(binding: Binding, schemas: _Schemas, comments: dict[str, str], op
 
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _sse_event_schema(message: str) -> dict:
+    """One Server-Sent Event as a client parses it: in OpenAPI 3.0 the schema of an event stream
+    describes each event."""
+    return {
+        "type": "object",
+        "description": f"Each `message` event's data is one {message} in JSON; an `error` event's data is the "
+        f"error body ({ERROR_SCHEMA}), and it ends the stream.",
+        "properties": {
+            "event": {"type": "string", "enum": ["message", "error"]},
+            "id": {"type": "string"},
+            "data": {"type": "string"},
+        },
+    }
+
+
+def _error(description: str, schema: str = ERROR_SCHEMA, *, retry_after: bool = False) -> dict:
+    response: dict = {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+    if retry_after:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying (from the status's RetryInfo).",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return response
+
+
+def _error_responses(binding: Binding | None, schema: str = ERROR_SCHEMA) -> dict:
+    """The statuses any call may get before its first byte; `binding` None: a hand-written route with a body."""
+    responses = {
+        "400": _error("Invalid input: BadRequest names each bad field.", schema),
+        "429": _error(
+            "Over capacity (every backend busy and the route queue full or timed out) or over a quota.",
+            schema,
+            retry_after=True,
+        ),
+    }
+    if binding is None or binding.body:
+        responses["413"] = _error("The body is over the gateway's limit (max_body_bytes, or one gRPC message).", schema)
+    responses["default"] = _error("An error mapped from the gRPC status.", schema)
+    return responses
 
 
 _ERROR_COMPONENTS = {
@@ -278,10 +364,11 @@ def _openai(summary: str, body: dict, response: dict, tag: str = "OpenAI") -> di
         "summary": summary,
         "responses": {
             "200": response,
-            "default": {
-                "description": "OpenAI-style error",
-                "content": {"application/json": {"schema": _ref(OPENAI_ERROR_SCHEMA)}},
-            },
+            **(
+                _error_responses(None, OPENAI_ERROR_SCHEMA)
+                if body
+                else {"default": _error("OpenAI-style error", OPENAI_ERROR_SCHEMA)}
+            ),
         },
     }
     if body:
@@ -404,8 +491,8 @@ EXTRA_PATHS = {
                             "type": "object",
                             "properties": {
                                 "file": {"type": "string", "format": "binary"},
-                                "name": {"type": "string"},
-                                "ttl_seconds": {"type": "number"},
+                                "name": {"type": "string", "maxLength": 255},
+                                "ttl_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TTL_S},
                                 "labels": {"type": "string"},
                             },
                         }
@@ -418,13 +505,14 @@ EXTRA_PATHS = {
                     "description": "The stored file",
                     "content": {"application/json": {"schema": _ref("capmesh.gateway.v1.UploadFileResponse")}},
                 },
-                "default": {"description": "Error", "content": {"application/json": {"schema": _ref(ERROR_SCHEMA)}}},
+                **_error_responses(None),
             },
         }
     },
     "/healthz": {
         "get": {
             "operationId": "Ops_Healthz",
+            "security": [],  # probes hold no key
             "tags": ["Health"],
             "summary": "The process lives",
             "responses": {"200": {"description": "ok"}},
@@ -433,6 +521,7 @@ EXTRA_PATHS = {
     "/readyz": {
         "get": {
             "operationId": "Ops_Readyz",
+            "security": [],  # probes hold no key
             "tags": ["Health"],
             "summary": "The gateway's own dependencies answer (gRPC port, Redis when configured)",
             "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
@@ -457,7 +546,8 @@ _DOWNLOAD = "/v1/files/{file_id}:download"
 
 
 @cache
-def openapi_document() -> dict:
+def openapi_document(*, keys_required: bool = False) -> dict:
+    """The document; `keys_required` when the gateway refuses calls without an API key."""
     comments = proto_comments()
     schemas = _Schemas(comments)
     paths: dict[str, dict] = {}
@@ -476,18 +566,17 @@ def openapi_document() -> dict:
         "(206 with Content-Range, 416 when outside the file).\n\ngRPC: "
         "`/capmesh.gateway.v1.FileService/DownloadFile`"
     )
+    any_bytes = {"*/*": {"schema": {"type": "string", "format": "binary"}}}  # the file's own Content-Type
     download["responses"] = {
-        "200": {
-            "description": "The whole file",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        },
-        "206": {
-            "description": "The requested range",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        },
-        "default": download["responses"]["default"],
+        "200": {"description": "The whole file", "content": any_bytes},
+        "206": {"description": "The requested range", "content": any_bytes},
+        "416": _error("The range is outside the file (Content-Range: bytes */size)."),
+        **_error_responses(None),
     }
-    download.setdefault("parameters", []).append(
+    del download["responses"]["413"]  # a GET has no body
+    # The route reads Range, not the gRPC request's offset and length.
+    download["parameters"] = [p for p in download["parameters"] if p["in"] == "path"]
+    download["parameters"].append(
         {
             "name": "Range",
             "in": "header",
@@ -514,7 +603,8 @@ def openapi_document() -> dict:
             "schemas": {**dict(sorted(schemas.components.items())), **_ERROR_COMPONENTS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "security": [{}, {"bearer": []}],
+        # Without keys configured, a key is optional (sent or not, calls are served).
+        "security": [{"bearer": []}] if keys_required else [{}, {"bearer": []}],
     }
 
 

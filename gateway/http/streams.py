@@ -1,10 +1,16 @@
 """Server-streaming calls as Server-Sent Events or newline-delimited JSON.
 
-The response status is chosen only once the first message (or the error) is known, within a short
-wait, so that a request refused at once still gets its proper HTTP error; a stream that takes
-longer to start is committed as 200 and an error after that travels as an `event: error`.
-Keep-alive comments flow while the call is quiet. Closing the HTTP response (client gone)
-cancels the call, which cancels the engine at its next step.
+The response status is chosen only once the first message (or the error) is known, so that a
+refused request gets its proper HTTP error (400 for invalid input, 429 with Retry-After when every
+backend is busy and the route queue gives up) instead of `200` followed by an `event: error`. That
+holds because every capability validates its request before it sends its first message (a call
+then waiting in the service's own queue reports `queued`: it was accepted, so 200 is right). A
+capability call is therefore awaited until its first message, however long the gateway's route
+queue or a model load takes; the gateway's own streams (a job's events) may stay
+quiet for a long time after a valid start, so for them the status is decided after a short wait.
+Once the status is sent, an error travels as an `event: error`, and keep-alive comments flow while
+the call is quiet. Closing the HTTP response (client gone) cancels the call, which cancels the
+engine at its next step.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from capmesh.gateway.server.http.errors import HttpError, from_rpc_error
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
-FIRST_MESSAGE_WAIT_S = 1.0
+# How long the gateway's own streams may take to send a first message before the status is 200.
+OWN_STREAM_FIRST_MESSAGE_WAIT_S = 1.0
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
@@ -68,13 +75,15 @@ async def start_stream(
     keepalive: bytes,
     keepalive_s: float,
     end: bytes = b"",
+    first_message_wait_s: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """Waits briefly for the first message, so that the HTTP status is decided before the first
-    byte: raises the call's HttpError if it failed at once, else returns a body that streams it.
+    """Waits for the first message, so that the HTTP status is decided before the first byte:
+    raises the call's HttpError if it failed first, else returns a body that streams it.
 
-    `encode_message(message, index)` renders one message (index counts from 1)."""
+    `encode_message(message, index)` renders one message (index counts from 1).
+    `first_message_wait_s` bounds the wait (None: until the first message or the failure)."""
     pump = _Pump(call)
-    kind, value = await pump.next(FIRST_MESSAGE_WAIT_S)
+    kind, value = await pump.next(first_message_wait_s)
     if kind == "error":
         await pump.close()
         raise value

@@ -66,6 +66,16 @@ def _term(text: str) -> Term:
     return Term(name, match["op"] == "!=", value)
 
 
+def indexed_labels(text: str) -> dict[str, str]:
+    """The labels every match must carry (`labels.k = "v"` terms): the store lists only the jobs in
+    those labels' indexes, so a filtered list costs in proportion to its matches, not to the store.
+    The whole filter is still applied to what the store returns."""
+    if not text.strip():
+        return {}
+    terms = [_term(part) for part in _AND.split(text.strip())]
+    return {t.field[len("labels.") :]: t.value for t in terms if t.field.startswith("labels.") and not t.negate}
+
+
 def parse_filter(text: str) -> Callable[[JobRecord], bool]:
     if not text.strip():
         return lambda record: True

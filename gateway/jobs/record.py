@@ -84,6 +84,9 @@ class JobRecord:
     error: bytes = b""  # google.rpc.Status
     cancel_requested: bool = False
     result: bytes = b""  # JobResult; kept apart from the record with its own retention
+    # W3C traceparent of the submit span (tracing on): every attempt, on whichever gateway runs it
+    # (after a restart too), is a span of the submitter's trace
+    traceparent: str = ""
     queue_position: int = 0  # computed on read
 
     @property
@@ -111,6 +114,7 @@ class JobRecord:
             "progress": self.progress,
             "error": self.error,
             "cancel": int(self.cancel_requested),
+            "traceparent": self.traceparent,
         }
 
     @classmethod
@@ -140,6 +144,7 @@ class JobRecord:
             progress=text.get("progress", b""),
             error=text.get("error", b""),
             cancel_requested=s("cancel") == "1",
+            traceparent=s("traceparent"),
             result=result or b"",
         )
 

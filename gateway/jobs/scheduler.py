@@ -52,6 +52,7 @@ from capmesh.gateway.server.jobs.record import (
 from capmesh.gateway.server.jobs.store import JobStore, QueueFull
 from capmesh.gateway.server.routing.router import Router
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
+from capmesh.services.runtime import telemetry
 from capmesh.services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -202,6 +203,8 @@ class JobScheduler:
             create_time=now,
             deadline=now + timeout_s,
         )
+        submitted = {"capmesh.job_id": record.job_id, "capmesh.method": record.method}
+        record.traceparent = telemetry.mark("job submit", submitted)  # "" while tracing is off
         event = make_event(record.job_id, E.JOB_EVENT_TYPE_QUEUED, QUEUED, message="queued", when=now)
         try:
             stored, created = await self.store.submit(
@@ -353,7 +356,9 @@ class JobScheduler:
         self._attempts[record.job_id] = attempt
         heartbeat = asyncio.create_task(self._heartbeat(attempt))
         try:
-            await self._attempt(attempt)
+            attributes = {"capmesh.job_id": record.job_id, "capmesh.attempt": record.attempt}
+            with telemetry.span_under(record.traceparent, f"job attempt {record.method}", attributes):
+                await self._attempt(attempt)
         except Exception:
             log.exception("job.runner_failed", job_id=record.job_id)
         finally:
@@ -384,6 +389,13 @@ class JobScheduler:
         record = attempt.record
         collector = ArtifactCollector(self.files, record.job_id, self.settings.job_result_ttl_s)
         try:
+            # A cancel published between the claim and this attempt's registration found no attempt
+            # to stop; its flag is in the store, so read it once now rather than at the next
+            # heartbeat (lease/3 later, while the backend call would run).
+            current = await self.store.get(record.job_id)
+            if current is not None and current.cancel_requested:
+                attempt.stop_reason = "cancel"
+                raise asyncio.CancelledError
             remaining = record.deadline - time.time()
             if remaining <= 0:
                 raise TimeoutError

@@ -12,7 +12,7 @@ from google.protobuf import empty_pb2
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.files.index import decode_page_token, encode_page_token
 from capmesh.gateway.server.files.store import FileStore
-from capmesh.gateway.server.jobs.filtering import parse_filter
+from capmesh.gateway.server.jobs.filtering import indexed_labels, parse_filter
 from capmesh.gateway.server.jobs.record import TERMINAL_EVENTS, job_id_from_name
 from capmesh.gateway.server.jobs.scheduler import JobScheduler, new_owner_id
 from capmesh.gateway.server.jobs.store_memory import MemoryJobStore
@@ -77,11 +77,12 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         if not 0 <= request.page_size <= 1000:
             raise InvalidArgument.single("page_size", "must be between 1 and 1000, or 0 for 100")
         matches = parse_filter(request.filter)
+        labels = indexed_labels(request.filter)  # read from the label index: cost follows the matches
         limit = request.page_size or 100
         position = decode_page_token(request.page_token)
         found = []
         while len(found) < limit:
-            batch = await self.scheduler.store.page(position, LIST_SCAN_BATCH)
+            batch = await self.scheduler.store.page(position, LIST_SCAN_BATCH, labels)
             if not batch:
                 position = -1
                 break

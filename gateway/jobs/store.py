@@ -36,8 +36,9 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 
-    async def page(self, offset: int, limit: int) -> list[JobRecord]:
-        """Jobs newest first."""
+    async def page(self, offset: int, limit: int, labels: dict[str, str] | None = None) -> list[JobRecord]:
+        """Jobs newest first; with `labels`, only jobs carrying all of them, read from a label index
+        (offsets then count within that index)."""
 
     async def delete(self, job_id: str) -> None: ...
 

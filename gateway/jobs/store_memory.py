@@ -119,8 +119,13 @@ class MemoryJobStore:
         entry = self._entry(job_id)
         return self._view(entry) if entry else None
 
-    async def page(self, offset, limit):
-        live = [e for job_id in list(self._jobs) if (e := self._entry(job_id)) is not None]
+    async def page(self, offset, limit, labels=None):
+        wanted = (labels or {}).items()
+        live = [
+            e
+            for job_id in list(self._jobs)
+            if (e := self._entry(job_id)) is not None and all(e.record.labels.get(k) == v for k, v in wanted)
+        ]
         live.sort(key=lambda e: (e.record.create_time, e.record.job_id), reverse=True)
         return [self._view(e) for e in live[offset : offset + limit]]
 

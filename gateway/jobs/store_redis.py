@@ -4,7 +4,8 @@ leases as expiring keys renewed by the runner's heartbeat, and every transition 
 Keys (prefix `capmesh:`): `job:<id>` (hash), `job:<id>:events` (stream; entry ids are event ids),
 `job:<id>:result`, `job:<id>:lease` (the owner, expiring), `jobq:<capability>` (queue, score from
 priority then sequence), `jobs:delayed` (retries by ready time), `jobs:running`, `jobs:deadlines`,
-`jobs:index` (by creation), `jobs:caps`, `jobs:seq`, `jobreq:<request_id>`; pub/sub channel
+`jobs:index` (by creation), `jobs:label:<len(key)>:<key>=<value>` (a label's jobs by creation,
+expiring with the last of them), `jobs:caps`, `jobs:seq`, `jobreq:<request_id>`; pub/sub channel
 `jobs:signals` carries "wake:<capability>" and "cancel:<job_id>" between gateways.
 """
 
@@ -55,6 +56,10 @@ redis.call('PEXPIRE', h, ARGV[9])
 redis.call('ZADD', q, score, id)
 redis.call('ZADD', P..'jobs:deadlines', ARGV[7], id)
 redis.call('ZADD', P..'jobs:index', ARGV[8], id)
+for _, label in ipairs(KEYS) do
+  redis.call('ZADD', label, ARGV[8], id)
+  if redis.call('PTTL', label) < tonumber(ARGV[9]) then redis.call('PEXPIRE', label, ARGV[9]) end
+end
 redis.call('SADD', P..'jobs:caps', cap)
 if rid ~= '' then redis.call('SET', P..'jobreq:'..rid, id, 'PX', ARGV[9]) end
 local ahead = redis.call('ZCOUNT', q, '-inf', '('..score)
@@ -227,8 +232,12 @@ class RedisJobStore:
     def _job(self, job_id: str) -> str:
         return f"{self._p}job:{job_id}"
 
-    async def _run(self, name: str, *args) -> object:
-        return await self._scripts[name](keys=[], args=[self._p, *args])
+    async def _run(self, name: str, *args, keys: list[str] | None = None) -> object:
+        return await self._scripts[name](keys=keys or [], args=[self._p, *args])
+
+    def _label(self, key: str, value: str) -> str:
+        """The index of jobs carrying the label (the key's length keeps `a=b`+`c` apart from `a`+`b=c`)."""
+        return f"{self._p}jobs:label:{len(key)}:{key}={value}"
 
     async def submit(self, record, queued_event, *, queue_limit, hold_s):
         outcome, value = await self._run(
@@ -243,6 +252,7 @@ class RedisJobStore:
             _ms(hold_s),
             queued_event.SerializeToString(),
             *_flatten(record.to_fields()),
+            keys=[self._label(k, v) for k, v in record.labels.items()],
         )
         outcome, value = outcome.decode(), value.decode()
         if outcome == "full":
@@ -277,12 +287,14 @@ class RedisJobStore:
                     record.queue_position = ahead
         return records
 
-    async def page(self, offset, limit):
-        ids = [i.decode() for i in await self._redis.zrevrange(f"{self._p}jobs:index", offset, offset + limit - 1)]
+    async def page(self, offset, limit, labels=None):
+        # One label's index is enough to read only candidates; the caller's filter checks the rest.
+        index = self._label(*next(iter(labels.items()))) if labels else f"{self._p}jobs:index"
+        ids = [i.decode() for i in await self._redis.zrevrange(index, offset, offset + limit - 1)]
         records = await self._get_many(ids) if ids else []
         expired = [job_id for job_id, record in zip(ids, records) if record is None]
         if expired:  # the index forgets expired jobs lazily
-            await self._redis.zrem(f"{self._p}jobs:index", *expired)
+            await self._redis.zrem(index, *expired)
         return [record for record in records if record is not None]
 
     async def delete(self, job_id):
@@ -291,6 +303,8 @@ class RedisJobStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key, key + ":events", key + ":result", key + ":lease")
             pipe.zrem(f"{self._p}jobs:index", job_id)
+            for key, value in (record.labels if record is not None else {}).items():
+                pipe.zrem(self._label(key, value), job_id)
             if record is not None and record.request_id:
                 pipe.delete(f"{self._p}jobreq:{record.request_id}")
             await pipe.execute()

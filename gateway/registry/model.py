@@ -73,6 +73,7 @@ class BackendRecord:
     models: tuple[str, ...] = ()
     loaded_models: tuple[str, ...] = ()
     max_concurrency: int = 0  # 0: no limit known
+    max_queue: int = 0  # calls the backend itself lets wait in line (reporting queue_position)
     device: str = ""
     device_group: str = ""
     version: str = ""
@@ -89,6 +90,7 @@ class BackendRecord:
             models=tuple(backend.models),
             loaded_models=tuple(backend.loaded_models),
             max_concurrency=backend.max_concurrency,
+            max_queue=backend.max_queue,
             device=backend.device,
             device_group=backend.device_group,
             version=backend.version,
@@ -105,6 +107,7 @@ class BackendRecord:
             models=self.models,
             loaded_models=self.loaded_models,
             max_concurrency=self.max_concurrency,
+            max_queue=self.max_queue,
             device=self.device,
             device_group=self.device_group,
             version=self.version,
@@ -136,11 +139,12 @@ def _timestamp(wall: float | None) -> timestamp_pb2.Timestamp | None:
 class BackendEntry:
     """One backend as this gateway sees it. Mutated only on the event loop."""
 
-    def __init__(self, record: BackendRecord) -> None:
+    def __init__(self, record: BackendRecord, channel: grpc.aio.Channel) -> None:
         self.record = record
         self.state = State.UNKNOWN
         self.serving = False  # what the liveness probe said last
-        self.in_flight = 0
+        self.in_flight = 0  # calls holding a model slot (counted against max_concurrency)
+        self.passing = 0  # calls that run no model (listing, status), never counted
         self.consecutive_failures = 0
         self.cooldown_until = 0.0  # monotonic
         self.last_error = ""
@@ -149,7 +153,7 @@ class BackendEntry:
         self.registration_expires = 0.0  # monotonic; registered backends in memory mode (0: never)
         self.loaded: set[str] = set(record.loaded_models)
         self.retired = False  # removed from the registry; the channel closes once no call uses it
-        self.channel = grpc.aio.insecure_channel(record.address, options=BACKEND_CHANNEL_OPTIONS)
+        self.channel = channel  # dialled with the mesh's service credential (Registry.dial)
         self._unary: dict[str, object] = {}
         self._unary_stream: dict[str, object] = {}
         self._stream_unary: dict[str, object] = {}
@@ -194,6 +198,10 @@ class BackendEntry:
         limit = self.record.max_concurrency
         return limit <= 0 or self.in_flight < limit
 
+    def has_line_room(self) -> bool:
+        """Every slot is taken but the backend's own line has a place (it reports queue_position)."""
+        return self.in_flight < self.record.max_concurrency + self.record.max_queue
+
     def load(self) -> float:
         limit = self.record.max_concurrency
         return self.in_flight / limit if limit > 0 else float(self.in_flight)
@@ -223,7 +231,7 @@ class BackendEntry:
         """Leaves the registry. Calls still running on it (a backend that deregistered while shutting
         down gracefully still finishes them) keep the channel open until the last one ends."""
         self.retired = True
-        if self.in_flight == 0:
+        if self.in_flight == 0 and self.passing == 0:
             asyncio.get_running_loop().create_task(self.close())
 
     async def close(self) -> None:

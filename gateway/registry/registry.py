@@ -23,6 +23,7 @@ from capmesh.gateway.server import metrics
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.registry.health import HealthWatcher
 from capmesh.gateway.server.registry.model import (
+    BACKEND_CHANNEL_OPTIONS,
     BACKEND_FAILURE_CODES,
     BackendEntry,
     BackendRecord,
@@ -30,6 +31,7 @@ from capmesh.gateway.server.registry.model import (
 )
 from capmesh.gateway.server.routing.services import ServiceInfo, load_catalog
 from capmesh.gateway.v1 import registry_service_pb2 as pb
+from capmesh.services.runtime.trust import mesh_channel
 
 log = structlog.get_logger("capmesh.gateway.registry")
 
@@ -55,6 +57,31 @@ class Registry:
         self._changed = asyncio.Event()
         self.version = 0
         self.queued: dict[str, int] = {}  # capability -> calls waiting for a backend (the router's)
+
+    def dial(self, address: str) -> grpc.aio.Channel:
+        """A channel to a backend that presents the mesh's service credential (secret, mTLS)."""
+        settings = self.settings
+        return mesh_channel(
+            address,
+            secret=settings.mesh_secret,
+            ca_file=settings.backend_tls_ca_file,
+            cert_file=settings.backend_tls_cert_file,
+            key_file=settings.backend_tls_key_file,
+            options=BACKEND_CHANNEL_OPTIONS,
+        )
+
+    def heartbeat_plan(self) -> tuple[float, float]:
+        """(heartbeat interval, lease) in seconds for registered backends, now.
+
+        Each heartbeat is a gRPC call; at a fixed 2 s, 1000 backends kept 40 % of a core busy while
+        nothing else happened. So the interval grows with the registry, keeping all heartbeats
+        together under `heartbeat_budget_per_s`, and the lease keeps its ratio to the interval. A
+        longer lease does not slow failure detection: the health Watch stream marks a dead backend
+        UNAVAILABLE at once; the lease only decides when a backend that vanished without
+        deregistering is forgotten."""
+        settings = self.settings
+        interval = max(settings.heartbeat_interval_s, len(self.entries) / settings.heartbeat_budget_per_s)
+        return interval, settings.lease_s * (interval / settings.heartbeat_interval_s)
 
     # -- change notification --------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:
@@ -93,7 +120,7 @@ class Registry:
         else:
             if entry is not None:
                 self._drop(entry)
-            entry = BackendEntry(record)
+            entry = BackendEntry(record, self.dial(record.address))
             self.entries[record.backend_id] = entry
             watcher = HealthWatcher(entry, self.on_probe)
             self._watchers[record.backend_id] = watcher

@@ -26,6 +26,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         violations.check(bool(backend.address), "backend.address", "must be host:port")
         violations.check(bool(backend.capability), "backend.capability", "must name the capability, e.g. tts")
         violations.check(backend.max_concurrency >= 0, "backend.max_concurrency", "must be 0 or more")
+        violations.check(backend.max_queue >= 0, "backend.max_queue", "must be 0 or more")
         for index, service in enumerate(backend.services):
             violations.check(
                 not is_reserved(service), f"backend.services[{index}]", f"{service} is served by the gateway itself"
@@ -35,15 +36,15 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             backend = _with_id(backend, backend_id_for(backend.capability, backend.address))
         record = BackendRecord.from_proto(backend, REGISTERED)
         await self._store.put(record)
+        interval, lease = self._registry.heartbeat_plan()
         return pb.RegisterResponse(
-            backend_id=record.backend_id,
-            heartbeat_interval_seconds=self._settings.heartbeat_interval_s,
-            lease_seconds=self._settings.lease_s,
+            backend_id=record.backend_id, heartbeat_interval_seconds=interval, lease_seconds=lease
         )
 
     async def Heartbeat(self, request, context):
         known = await self._store.renew(request.backend_id, tuple(request.loaded_models))
-        return pb.HeartbeatResponse(known=known)
+        interval, _ = self._registry.heartbeat_plan()  # backends follow the registry's growth
+        return pb.HeartbeatResponse(known=known, heartbeat_interval_seconds=interval)
 
     async def Deregister(self, request, context):
         if not await self._store.delete(request.backend_id):

@@ -4,7 +4,7 @@ backends:                      # or a bare list
   - address: 10.0.0.5:7001
     capability: tts
     max_concurrency: 4         # optional: services, models, device, device_group, version,
-    device_group: gpu0         #           labels, backend_id
+    device_group: gpu0         #           labels, backend_id, max_queue
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ _FIELDS = {
     "models",
     "loaded_models",
     "max_concurrency",
+    "max_queue",
     "device",
     "device_group",
     "version",
@@ -60,6 +61,7 @@ def load_static_backends(path: str | Path) -> list[BackendRecord]:
                 models=tuple(item.get("models") or ()),
                 loaded_models=tuple(item.get("loaded_models") or ()),
                 max_concurrency=int(item.get("max_concurrency") or 0),
+                max_queue=int(item.get("max_queue") or 0),
                 device=str(item.get("device") or ""),
                 device_group=str(item.get("device_group") or ""),
                 version=str(item.get("version") or ""),

@@ -31,7 +31,6 @@ class MemoryRegistrations:
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._ttl_s = registry.settings.lease_s
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -41,13 +40,13 @@ class MemoryRegistrations:
         await stop_tasks([self._task])
 
     async def put(self, record: BackendRecord) -> None:
-        self._registry.upsert(record, ttl_s=self._ttl_s)
+        self._registry.upsert(record, ttl_s=self._registry.heartbeat_plan()[1])
 
     async def renew(self, backend_id: str, loaded_models: tuple[str, ...]) -> bool:
         entry = self._registry.entries.get(backend_id)
         if entry is None or entry.record.source == "static":
             return False
-        entry.registration_expires = time.monotonic() + self._ttl_s
+        entry.registration_expires = time.monotonic() + self._registry.heartbeat_plan()[1]
         self._registry.update_load(backend_id, loaded_models)
         return True
 
@@ -55,8 +54,10 @@ class MemoryRegistrations:
         return self._registry.remove(backend_id)
 
     async def _sweep(self) -> None:
-        interval = min(1.0, self._ttl_s / 4)
         while True:
+            # A tenth of the lease late at most, and no more often than needed: the lease grows
+            # with the registry (Registry.heartbeat_plan), and each sweep visits every backend.
+            interval = min(self._registry.settings.lease_s / 4, max(1.0, self._registry.heartbeat_plan()[1] / 10))
             await asyncio.sleep(interval)  # periodic expiry check
             self._registry.expire_registrations(time.monotonic())
 
@@ -84,7 +85,6 @@ class RedisRegistrations:
     def __init__(self, registry: Registry, redis) -> None:
         self._registry = registry
         self._redis = redis
-        self._ttl_ms = int(registry.settings.lease_s * 1000)
         self._ids_key = self.PREFIX + "backends"
         self._channel = self.PREFIX + "changes"
         self._tasks: list[asyncio.Task] = []
@@ -92,6 +92,9 @@ class RedisRegistrations:
 
     def _key(self, backend_id: str) -> str:
         return f"{self.PREFIX}backend:{backend_id}"
+
+    def _ttl_ms(self) -> int:
+        return int(self._registry.heartbeat_plan()[1] * 1000)
 
     async def start(self) -> None:
         self._pubsub = self._redis.pubsub()
@@ -109,7 +112,7 @@ class RedisRegistrations:
     @_redis_unavailable
     async def put(self, record: BackendRecord) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._key(record.backend_id), record.to_json(), px=self._ttl_ms)
+            pipe.set(self._key(record.backend_id), record.to_json(), px=self._ttl_ms())
             pipe.sadd(self._ids_key, record.backend_id)
             pipe.publish(self._channel, f"upsert {record.backend_id}")
             await pipe.execute()
@@ -117,18 +120,22 @@ class RedisRegistrations:
 
     @_redis_unavailable
     async def renew(self, backend_id: str, loaded_models: tuple[str, ...]) -> bool:
-        raw = await self._redis.get(self._key(backend_id))
+        entry = self._registry.entries.get(backend_id)
+        if entry is not None and set(entry.record.loaded_models) == set(loaded_models):
+            # The usual heartbeat: nothing changed, so only the lease is renewed, in one command
+            # with nothing to parse (PEXPIRE answers 0 when the registration already expired).
+            return bool(await self._redis.pexpire(self._key(backend_id), self._ttl_ms()))
+        # GETEX reads the record and renews its lease in one round trip.
+        raw = await self._redis.getex(self._key(backend_id), px=self._ttl_ms())
         if raw is None:
             return False
         record = BackendRecord.from_json(raw)
         if set(record.loaded_models) != set(loaded_models):
             record = record.with_load(tuple(loaded_models))
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._key(backend_id), record.to_json(), px=self._ttl_ms)
+                pipe.set(self._key(backend_id), record.to_json(), px=self._ttl_ms())
                 pipe.publish(self._channel, f"upsert {backend_id}")
                 await pipe.execute()
-        else:
-            await self._redis.pexpire(self._key(backend_id), self._ttl_ms)
         self._registry.upsert(record)
         return True
 
@@ -176,7 +183,8 @@ class RedisRegistrations:
 
     async def _resync_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._registry.settings.heartbeat_interval_s)  # periodic resync
+            # Expiries happen on the heartbeat timescale, so the resync follows it as the registry grows.
+            await asyncio.sleep(self._registry.heartbeat_plan()[0])  # periodic resync
             try:
                 await self.resync()
             except Exception:

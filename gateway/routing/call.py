@@ -7,7 +7,13 @@ clients), the job runner and the HTTP bridge (both in-process). The routine, wri
 2. call it, yielding the raw response messages as they arrive;
 3. on a failure that `retryable_before_output` allows, before the first response message, leave
    that backend out and go back to 1 while time is left; once a message has been passed on, or for
-   client-streaming calls (their request messages are consumed as they are relayed), never;
+   client-streaming calls (their request messages are consumed as they are relayed), never.
+   UNAVAILABLE is retried as long as backends and time are left (the backend never ran the call
+   or cannot serve). INTERNAL and UNKNOWN are retried once: a broken backend (a bad GPU, a corrupt
+   checkpoint) should not reach the caller while a healthy one exists, but a request that crashes
+   every backend should not crash them all. This is safe because every method whose request is
+   whole bytes is a contract method that only computes from its request (no state to change
+   twice); the backend's failure still counts against it, so a broken one soon rests in ERROR;
 4. when no backend is left after such a failure, raise that real backend failure rather than the
    routing error, so the caller learns why the backends failed.
 
@@ -26,9 +32,12 @@ import grpc
 
 from capmesh.gateway.server import metrics
 from capmesh.gateway.server.routing.services import MethodInfo
+from capmesh.services.runtime import telemetry
 from capmesh.services.runtime.errors import CapmeshError
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from capmesh.gateway.server.routing.router import Router
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -38,9 +47,16 @@ _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 
 
-def retryable_before_output(exc: grpc.aio.AioRpcError) -> bool:
-    """A failure another backend may not have: retried only if nothing was passed on yet."""
-    return exc.code() is grpc.StatusCode.UNAVAILABLE
+# Backend faults that another backend may not have, but that the request itself may have caused:
+# retried once per call (see the module's docstring).
+_RETRIED_ONCE = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+def retryable_before_output(exc: grpc.aio.AioRpcError, faults_retried: int) -> bool:
+    """A failure another backend may not have: retried only if nothing was passed on yet.
+    `faults_retried` counts the INTERNAL / UNKNOWN failures of this call already retried."""
+    code = exc.code()
+    return code is grpc.StatusCode.UNAVAILABLE or (code in _RETRIED_ONCE and faults_retried == 0)
 
 
 def remaining_s(deadline: float | None) -> float | None:
@@ -57,6 +73,7 @@ class _Recorder:
         self._codes: dict[grpc.StatusCode, Any] = {}
         self._request_bytes = metrics.proxied_bytes.labels("request")
         self._response_bytes = metrics.proxied_bytes.labels("response")
+        self.queue_wait = metrics.route_queue_wait.labels(path.lstrip("/").rpartition("/")[0])
 
     def done(self, started: float, code: grpc.StatusCode, request_bytes: int, response_bytes: int) -> None:
         self._latency.observe(time.perf_counter() - started)
@@ -119,6 +136,7 @@ class BackendCall:
         self._metadata = tuple(metadata)
         self._deadline = deadline
         self._on_backend = on_backend
+        self._trace_parent = telemetry.current_context()  # the caller's span; None while tracing is off
         self.call: Any = None  # grpc.aio.Call of the backend answering now
         self.backend_id = ""
         self._responses = self._run()
@@ -135,16 +153,33 @@ class BackendCall:
     async def aclose(self) -> None:
         await self._responses.aclose()
 
-    def _start(self, entry: Any, request: Any) -> Any:
+    def _start(self, entry: Any, request: Any, metadata: Metadata) -> Any:
         info, timeout = self.info, remaining_s(self._deadline)
         if info.client_streaming:
             start = entry.stream_stream(info.path) if info.server_streaming else entry.stream_unary(info.path)
         else:
             start = entry.unary_stream(info.path) if info.server_streaming else entry.unary(info.path)
-        return start(request, metadata=self._metadata, timeout=timeout)
+        return start(request, metadata=metadata, timeout=timeout)
 
     def _time_left(self) -> bool:
         return self._deadline is None or time.monotonic() < self._deadline
+
+    def _attempt_span(self, attempt: int, queue_wait_s: float) -> Span | None:
+        """The span of one attempt on the chosen backend, under the caller's span (tracing on)."""
+        if self._trace_parent is None:
+            return None
+        return telemetry.start_client_span(
+            f"route {self.info.path}",
+            self._trace_parent,
+            {
+                "rpc.system": "grpc",
+                "rpc.service": self.info.service,
+                "rpc.method": self.info.path.rpartition("/")[2],
+                "capmesh.backend": self.backend_id,
+                "capmesh.attempt": attempt,
+                "capmesh.queue_wait_s": round(queue_wait_s, 6),
+            },
+        )
 
     async def _run(self) -> AsyncGenerator[bytes, None]:
         info, request = self.info, self._request
@@ -153,9 +188,12 @@ class BackendCall:
         started = time.perf_counter()
         code, response_bytes = _CANCELLED, 0
         exclude: set[str] = set()
+        faults_retried = 0
         last: grpc.aio.AioRpcError | None = None
+        attempt = 0
         try:
             while True:
+                waiting = time.perf_counter()
                 try:
                     slot = await self._router.acquire(
                         info, request if isinstance(request, bytes) else None, deadline=self._deadline, exclude=exclude
@@ -169,7 +207,12 @@ class BackendCall:
                 self.backend_id = slot.entry.backend_id
                 if self._on_backend is not None:
                     self._on_backend(self.backend_id)
-                call = self.call = self._start(slot.entry, request)
+                attempt += 1
+                queue_wait = time.perf_counter() - waiting
+                _recorder(info.path).queue_wait.observe(queue_wait)
+                span = self._attempt_span(attempt, queue_wait)
+                metadata = self._metadata if span is None else telemetry.trace_metadata(self._metadata, span)
+                call = self.call = self._start(slot.entry, request, metadata)
                 outcome, details, relayed = _CANCELLED, "", False
                 try:
                     if info.server_streaming:
@@ -190,14 +233,26 @@ class BackendCall:
                 except grpc.aio.AioRpcError as exc:
                     outcome, details = exc.code(), exc.details() or ""
                     code = outcome
-                    if relayed or not retry or not retryable_before_output(exc) or not self._time_left():
+                    if (
+                        relayed
+                        or not retry
+                        or not retryable_before_output(exc, faults_retried)
+                        or not self._time_left()
+                    ):
                         raise
+                    if outcome in _RETRIED_ONCE:
+                        faults_retried += 1
+                    metrics.route_retries.labels(info.service, outcome.name).inc()
+                    if span is not None:
+                        span.set_attribute("capmesh.retry_reason", outcome.name)
                     exclude.add(self.backend_id)
                     last = exc
                 finally:
                     if outcome is _CANCELLED:
                         call.cancel()
                     slot.release(outcome, details)
+                    if span is not None:
+                        telemetry.end_span(span, outcome)
         finally:
             request_bytes = len(request) if isinstance(request, bytes) else request.size
             _recorder(info.path).done(started, code, request_bytes, response_bytes)

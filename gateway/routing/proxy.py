@@ -2,12 +2,13 @@
 
 Handlers use identity codecs, so request and response messages pass through as the bytes the
 client and the backend wrote (the router may peek at the request's `model` field, nothing more).
-The client's metadata goes to the backend; the backend's initial metadata, messages, status code,
-details and trailing metadata (google.rpc.Status details included) come back unchanged. The
-client's remaining time becomes the backend call's deadline, and a client that cancels (or whose
-deadline passes) cancels the backend call, because the handler task is cancelled while it reads
-from the backend. Choosing, retrying and metrics are `BackendCall`'s, shared with the job runner
-and the HTTP bridge.
+The client's metadata goes to the backend, less its credentials (the key becomes its id,
+`x-capmesh-key-id`; the gateway's channel adds the mesh credential); the backend's initial
+metadata, messages, status code, details and trailing metadata (google.rpc.Status details
+included) come back unchanged. The client's remaining time becomes the backend call's deadline,
+and a client that cancels (or whose deadline passes) cancels the backend call, because the
+handler task is cancelled while it reads from the backend. Choosing, retrying and metrics are
+`BackendCall`'s, shared with the job runner and the HTTP bridge.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from capmesh.gateway.server.auth.guard import key_id_metadata, token_meter, without_credentials
 from capmesh.gateway.server.routing.call import BackendCall
 from capmesh.gateway.server.routing.router import Router
 from capmesh.gateway.server.routing.services import MethodInfo, ServiceInfo
@@ -28,7 +30,9 @@ _HOP_BY_HOP = frozenset({"user-agent"})
 
 
 def _forwarded(context: grpc.aio.ServicerContext) -> tuple:
-    return tuple(m for m in context.invocation_metadata() or () if m[0] not in _HOP_BY_HOP)
+    """The caller's metadata less hop-by-hop entries and credentials, plus the caller's key id."""
+    relayed = without_credentials(context.invocation_metadata())
+    return (*(m for m in relayed if m[0] not in _HOP_BY_HOP), *key_id_metadata())
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -90,11 +94,19 @@ class Proxy:
         returned (the call shape decides)."""
         response = None
         headers_sent = False
+        meter = token_meter(info.path)  # an LLM call of a key with a token quota
+        if meter is not None:
+            try:
+                await meter.start()
+            except CapmeshError as error:
+                await abort_with_error(context, error)
         async with BackendCall(
             self._router, info, request, metadata=_forwarded(context), deadline=_deadline(context)
         ) as call:
             try:
                 async for message in call:
+                    if meter is not None:
+                        meter.see(message)
                     if not headers_sent:
                         headers_sent = True
                         await _send_initial(context, call.call)
@@ -106,6 +118,9 @@ class Proxy:
                 await _relay_error(context, exc, headers_sent)
             except CapmeshError as error:
                 await abort_with_error(context, error)
+            finally:
+                if meter is not None:
+                    await meter.settle()
         if not headers_sent:
             await _send_initial(context, call.call)
         trailing = await call.call.trailing_metadata()

@@ -6,7 +6,11 @@ Choice among the backends that serve the method's service:
 - preferring those that already have the requested model loaded (switching models costs far more
   than waiting a little: for up to `AFFINITY_PATIENCE_S` a call waits for such a backend);
 - the less loaded of two random choices.
-Every backend busy: the call waits in a bounded queue, then gets RESOURCE_EXHAUSTED with RetryInfo.
+Only methods that run a model (the catalogue's `model_slot_methods`) take a slot: listing, status
+and the like go to any routable backend, uncounted and never queued.
+Every backend busy: the call joins the shortest line a backend keeps itself (where it sees its
+`queue_position` in progress messages); all those full too, it waits in the gateway's bounded route
+queue, then gets RESOURCE_EXHAUSTED with RetryInfo.
 None routable: UNAVAILABLE naming the capability and why.
 """
 
@@ -46,16 +50,17 @@ BUSY_RETRY_AFTER_S = 1.0
 
 
 class Slot:
-    """A reserved place for one call on one backend (counted against its max_concurrency);
-    `release(code)` exactly once when the call ends (later calls do nothing)."""
+    """A reserved place for one call on one backend (counted against its max_concurrency unless
+    the method runs no model); `release(code)` exactly once when the call ends (later calls do nothing)."""
 
-    __slots__ = ("_released", "capability", "entry", "model", "router")
+    __slots__ = ("_released", "capability", "counted", "entry", "model", "router")
 
-    def __init__(self, router: Router, entry: BackendEntry, capability: str, model: str) -> None:
+    def __init__(self, router: Router, entry: BackendEntry, capability: str, model: str, counted: bool) -> None:
         self.router = router
         self.entry = entry
         self.capability = capability
         self.model = model
+        self.counted = counted
         self._released = False
 
     def release(self, code: grpc.StatusCode, message: str = "") -> None:
@@ -91,7 +96,9 @@ class Router:
         self._wake: asyncio.Event | None = None
         self._groups: dict[str, _Group] = {}
         self._in_flight_gauges: dict[str, Any] = {}
+        self._enforcing: dict[str, asyncio.Task[None]] = {}  # device group -> its unload of intruders
         registry.add_listener(self._wake_waiters)
+        registry.add_listener(self._enforce_groups)
 
     # -- what is routable -----------------------------------------------------------------------
     def method_info(self, path: str) -> MethodInfo | None:
@@ -149,7 +156,7 @@ class Router:
                     entry, model = self._pick(
                         info, capability, request, exclude, now, patient=now - started < AFFINITY_PATIENCE_S
                     )
-                    return await self._reserve(entry, capability, model, deadline)
+                    return await self._reserve(entry, capability, model, deadline, counted=info.model_slot)
                 except _Blocked as blocked:
                     if not blocked.wait:
                         raise blocked.error from None
@@ -196,6 +203,11 @@ class Router:
         routable = [e for e in entries if e.routable(now) and e.backend_id not in exclude]
         if not routable:
             raise self._why_none(entries, capability, exclude, now)
+        if not info.model_slot:  # runs no model: whatever the load, no queue, no device group
+            if len(routable) == 1:
+                return routable[0], ""
+            first, second = random.sample(routable, 2)
+            return (first if first.load() <= second.load() else second), ""
         free = [e for e in routable if e.has_room() and self._group_allows(e)]
         model, for_affinity = "", False
         if info.model_field and request and len(routable) > 1:
@@ -206,6 +218,10 @@ class Router:
                     free = affine
                 elif free and patient and any(model in e.loaded for e in routable):
                     free, for_affinity = [], True
+        if not free and not for_affinity:
+            lines = [e for e in routable if e.has_line_room() and self._group_allows(e)]
+            if lines:
+                return min(lines, key=lambda e: e.load()), model
         if not free:
             raise _Blocked(
                 ResourceExhausted(
@@ -265,10 +281,15 @@ class Router:
         # Switching the group to this member needs every other member idle first.
         return all(m.in_flight == 0 for m in self._group_members(group_name) if m is not entry)
 
-    async def _reserve(self, entry: BackendEntry, capability: str, model: str, deadline: float | None) -> Slot:
-        entry.in_flight += 1
+    async def _reserve(
+        self, entry: BackendEntry, capability: str, model: str, deadline: float | None, *, counted: bool
+    ) -> Slot:
         self._in_flight_gauge(capability).inc()
-        slot = Slot(self, entry, capability, model)
+        slot = Slot(self, entry, capability, model, counted)
+        if not counted:
+            entry.passing += 1
+            return slot
+        entry.in_flight += 1
         group_name = entry.record.device_group
         if not self.exclusive or not group_name:
             return slot
@@ -311,13 +332,74 @@ class Router:
         finally:
             group.ready.set()
 
+    def _enforce_groups(self) -> None:
+        """Keeps each exclusive device group to one member with models, whatever loaded them.
+
+        Models also load outside the gateway's switching (`AdminService/LoadModels` on a backend,
+        `eager_load`, a call straight to a backend): what backends report (heartbeats' and
+        registrations' `loaded_models`) and what the router saw calls use decide. When two members
+        hold models, the group's holder keeps them (else the busiest member, which becomes the
+        holder) and every other member is asked to unload; a member's own running call still
+        finishes first (its model manager defers the unload)."""
+        if not self.exclusive:
+            return
+        holding: dict[str, list[BackendEntry]] = {}
+        for entry in self.registry.entries.values():
+            if entry.record.device_group and entry.loaded and not entry.retired:
+                holding.setdefault(entry.record.device_group, []).append(entry)
+        for name, members in holding.items():
+            group = self._groups.setdefault(name, _Group())
+            if len(members) < 2 or not group.ready.is_set() or name in self._enforcing:
+                continue  # nothing to do, or a switch or an earlier enforcement is under way
+            keeper = next((m for m in members if m.backend_id == group.holder), None)
+            if keeper is None:
+                keeper = max(members, key=lambda m: (m.in_flight, m.backend_id))
+                group.holder = keeper.backend_id
+            intruders = [m for m in members if m is not keeper]
+            self._enforcing[name] = asyncio.get_running_loop().create_task(
+                self._unload_intruders(name, keeper, intruders)
+            )
+
+    async def _unload_intruders(self, group_name: str, keeper: BackendEntry, intruders: list[BackendEntry]) -> None:
+        try:
+            await self._unload_each(group_name, keeper, intruders)
+        finally:
+            self._enforcing.pop(group_name, None)
+        self._wake_waiters()
+
+    async def _unload_each(self, group_name: str, keeper: BackendEntry, intruders: list[BackendEntry]) -> None:
+        for member in intruders:
+            log.warning(
+                "gpu_group.enforce",
+                group=group_name,
+                holder=keeper.backend_id,
+                unloading=member.backend_id,
+                loaded=sorted(member.loaded),
+            )
+            try:
+                await admin_service_pb2_grpc.AdminServiceStub(member.channel).UnloadModels(
+                    admin_service_pb2.UnloadModelsRequest(), timeout=UNLOAD_TIMEOUT_S
+                )
+                member.loaded.clear()
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "gpu_group.unload_failed",
+                    group=group_name,
+                    holder=member.backend_id,
+                    code=exc.code().name,
+                    error=exc.details(),
+                )
+
     # -- bookkeeping ----------------------------------------------------------------------------
     def _release(self, slot: Slot, code: grpc.StatusCode, message: str) -> None:
         entry = slot.entry
-        entry.in_flight -= 1
+        if slot.counted:
+            entry.in_flight -= 1
+        else:
+            entry.passing -= 1
         self._in_flight_gauge(slot.capability).dec()
         if entry.retired:
-            if entry.in_flight == 0:
+            if entry.in_flight == 0 and entry.passing == 0:
                 asyncio.get_running_loop().create_task(entry.close())
         else:
             if code is grpc.StatusCode.OK and slot.model:

@@ -26,6 +26,9 @@ class MethodInfo:
     client_streaming: bool
     server_streaming: bool
     model_field: int = 0  # field number of the request's top-level string `model`; 0 when none
+    # Runs a model (the catalogue's `model_slot_methods`), so it counts against a backend's
+    # max_concurrency; methods only registered backends name are assumed to.
+    model_slot: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ def load_catalog() -> dict[str, ServiceInfo]:
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
                     model_field=_model_field_number(m.input_type),
+                    model_slot=m.name in capability.model_slot_methods,
                 )
                 for m in service.methods
             )

@@ -31,9 +31,16 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UndecodableImage(f"is too large to decode safely: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:  # PIL's text names the BytesIO object: no help to a caller
+        raise UndecodableImage(f"could not be read as a PNG, JPEG or WebP image ({_first_bytes(data)})") from exc
     except Exception as exc:  # PIL raises many types for corrupt data; all mean "not an image"
         raise UndecodableImage(f"could not be decoded as an image ({type(exc).__name__}: {exc})") from exc
     return image.convert("RGB")
+
+
+def _first_bytes(data: bytes) -> str:
+    """What the data starts with, for an error message: `starts with b'RIFF'`."""
+    return f"it starts with {data[:8]!r}"
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

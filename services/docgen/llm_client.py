@@ -15,21 +15,10 @@ from capmesh.llm.v1 import llm_service_pb2 as llm_pb
 from capmesh.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from capmesh.services.docgen.domain import LlmAnswer, Prompt
 from capmesh.services.docgen.engine import OnText
-from capmesh.services.runtime.errors import (
-    Cancelled,
-    CapmeshError,
-    DeadlineExceeded,
-    FailedPrecondition,
-    FieldViolation,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-)
+from capmesh.services.runtime.capability_calls import error_from_capability
+from capmesh.services.runtime.errors import Unavailable
 from capmesh.services.runtime.gateway_channel import gateway_channel, gateway_metadata
 from capmesh.services.runtime.settings import ServerSettings
-from capmesh.services.runtime.status import read_details, status_of
 
 
 def chat_request(prompt: Prompt) -> llm_pb.StreamChatRequest:
@@ -45,31 +34,6 @@ def chat_request(prompt: Prompt) -> llm_pb.StreamChatRequest:
     if prompt.json_schema:
         request.response_format.CopyFrom(llm_pb.ResponseFormat(json_schema=prompt.json_schema))
     return request
-
-
-def error_from_call(exc: grpc.aio.AioRpcError) -> CapmeshError:
-    """The LLM call's failure as a domain error with the same code, its reason and retry delay kept."""
-    details = read_details(status_of(exc))
-    message = f"the LLM capability answered {exc.code().name}: {exc.details()}"
-    code = exc.code()
-    reason = details.reason or None
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return Unavailable(message, reason=reason or "LLM_UNAVAILABLE", retry_after_s=details.retry_after_s)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(message, reason=reason or "LLM_BUSY", retry_after_s=details.retry_after_s)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(message)
-    if code == grpc.StatusCode.CANCELLED:
-        return Cancelled(message)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        # The LLM refused what this request chose (its model, most likely): the caller's mistake.
-        violations = [FieldViolation(f, d) for f, d in details.field_violations] or [FieldViolation("model", message)]
-        return InvalidArgument(violations, message=message, reason=reason)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(message, reason=reason)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(message, reason=reason)
-    return Internal(message, reason=reason or "LLM_FAILED")
 
 
 class GatewayLlm:
@@ -96,7 +60,7 @@ class GatewayLlm:
                     result = message.result
                     return LlmAnswer(text=result.text, tokens=result.usage.completion_tokens, model=result.model)
         except grpc.aio.AioRpcError as exc:
-            raise error_from_call(exc) from exc
+            raise error_from_capability(exc, "LLM", "model") from exc
         finally:
             call.cancel()  # a no-op once the call ended; when this task is cancelled it ends the call
         raise Unavailable("the LLM stream ended without a result", reason="LLM_STREAM_BROKEN")

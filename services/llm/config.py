@@ -28,6 +28,7 @@ class LlmSettings(ServerSettings):
     max_context: int = 0  # 0: the model's own context window
     default_max_tokens: int = 256  # when a request leaves max_tokens unset
     max_stop_sequences: int = 4
+    max_choices: int = 8  # the largest `n`: answers decoded for one prompt, each a row of the batch
     stream_interval_ms: float = 10.0  # deltas closer together than this are sent as one message
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = ""
@@ -49,6 +50,7 @@ class LlmSettings(ServerSettings):
         check(self.max_context >= 0, "max_context", self.max_context, "must be 0 (the model's window) or more")
         check(self.default_max_tokens >= 1, "default_max_tokens", self.default_max_tokens, "must be at least 1")
         check(self.stream_interval_ms >= 0, "stream_interval_ms", self.stream_interval_ms, "must be 0 or more")
+        check(self.max_choices >= 1, "max_choices", self.max_choices, "must be at least 1")
         check(self.max_stop_sequences >= 0, "max_stop_sequences", self.max_stop_sequences, "must be 0 or more")
         check(self.openai_timeout_s > 0, "openai_timeout_s", self.openai_timeout_s, "must be greater than 0")
         check(self.openai_max_retries >= 0, "openai_max_retries", self.openai_max_retries, "must be 0 or more")

@@ -2,11 +2,13 @@
 
 An engine accepts a request with `submit(request, cancel, sink)`: the call validates and queues the
 request at once (raising InvalidArgument, NotFound or ResourceExhausted right there) and the engine
-then delivers `TextDelta`s, then one `ChatResult` (or an exception) to the sink from its own thread.
+then delivers `TextDelta`s, then one `ChatResult` per choice (`request.n` of them; or an exception)
+to the sink from its own thread, maybe preceded by `Queued` while the request waits for a slot.
 This lets the transformers engine run every request in one scheduler thread (continuous batching)
 instead of one worker thread per call. On top of `submit` every engine offers:
 
-- `generate(request, cancel, emit) -> ChatResult`: the runtime's callback style, blocking;
+- `generate(request, cancel, emit) -> ChatResult`: the runtime's callback style, blocking (the
+  result of the last choice to finish; every delta goes to `emit`);
 - `stream(request, cancel)`: an async iterator for the gRPC servicer.
 
 Leaving either early (an exception in `emit`, a closed async iterator) abandons the request, which
@@ -23,7 +25,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 
 from capmesh.services.llm.config import LlmSettings
-from capmesh.services.llm.domain import ChatEvent, ChatRequest, ChatResult, TextDelta
+from capmesh.services.llm.domain import ChatEvent, ChatRequest, ChatResult, TextDelta, ToolCallDelta
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.lifecycle import ModelManager
 
@@ -127,10 +129,11 @@ class LlmEngine(abc.ABC):
         self.models.close()
 
     def generate(self, request: ChatRequest, cancel: CancelToken, emit: Callable[[object], None]) -> ChatResult:
-        """Blocks until the answer is done, passing each TextDelta to `emit` as it arrives."""
+        """Blocks until every choice is done, passing each TextDelta to `emit` as it arrives."""
         sink = QueueSink()
         submission = self.submit(request, cancel, sink)
         finished = False
+        results = 0
         try:
             while True:
                 item = sink.queue.get()
@@ -138,56 +141,80 @@ class LlmEngine(abc.ABC):
                     finished = True
                     raise item
                 if isinstance(item, ChatResult):
-                    finished = True
-                    return item
-                emit(item)
+                    results += 1
+                    if results == request.n:
+                        finished = True
+                        return item
+                elif isinstance(item, TextDelta):
+                    emit(item)
         finally:
             if not finished:
                 submission.abandon()
 
     async def stream(self, request: ChatRequest, cancel: CancelToken) -> AsyncIterator[ChatEvent]:
-        """Yields TextDeltas, then the ChatResult.
+        """Yields `Queued` while waiting, TextDeltas, then one ChatResult per choice.
 
         The first delta goes out at once; after that, deltas that arrive within
-        `stream_interval_ms` of the previous one are joined into one. Each streamed message
-        costs the server far more than a token of a small, fast model, so joining them keeps
-        the stream from slowing the batch; tokens slower than the interval go out one by one.
+        `stream_interval_ms` of the previous one are joined into one (per choice). Each streamed
+        message costs the server far more than a token of a small, fast model, so joining them
+        keeps the stream from slowing the batch; tokens slower than the interval go out one by one.
         """
         interval = self.settings.stream_interval_ms / 1000
         loop = asyncio.get_running_loop()
         sink = AsyncSink(loop)
         submission = self.submit(request, cancel, sink)
-        finished = False
+        results = 0
         next_send = 0.0
         try:
-            while True:
-                item = await sink.queue.get()
-                if isinstance(item, TextDelta):
+            while results < request.n:
+                items = [await sink.queue.get()]
+                if isinstance(items[0], TextDelta):
                     wait = next_send - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                    parts, tokens = [item.text], item.completion_tokens
-                    ending: ChatResult | BaseException | None = None  # what followed the joined deltas
                     while not sink.queue.empty():
-                        following = sink.queue.get_nowait()
-                        if not isinstance(following, TextDelta):
-                            ending = following
-                            break
-                        parts.append(following.text)
-                        tokens = following.completion_tokens
-                    yield TextDelta("".join(parts), tokens)
+                        items.append(sink.queue.get_nowait())
                     next_send = loop.time() + interval
-                    if ending is None:
-                        continue
-                    item = ending
-                finished = True
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                return
+                for item in _joined(items):
+                    if isinstance(item, BaseException):
+                        results = request.n
+                        raise item
+                    if isinstance(item, ChatResult):
+                        results += 1
+                    yield item
         finally:
-            if not finished:
+            if results < request.n:
                 submission.abandon()
+
+
+def _joined(items: list[Delivery]) -> list[Delivery]:
+    """Joins runs of TextDeltas of the same choice into one delta; keeps everything else in order."""
+    out: list[Delivery] = []
+    for item in items:
+        last = out[-1] if out else None
+        if isinstance(item, TextDelta) and isinstance(last, TextDelta) and last.index == item.index:
+            out[-1] = TextDelta(
+                last.text + item.text,
+                item.completion_tokens,
+                item.index,
+                last.logprobs + item.logprobs,
+                _joined_calls(last.tool_calls + item.tool_calls),
+            )
+        else:
+            out.append(item)
+    return out
+
+
+def _joined_calls(calls: tuple[ToolCallDelta, ...]) -> tuple[ToolCallDelta, ...]:
+    """Merges consecutive pieces of the same tool call (its id and name stay in its first piece)."""
+    out: list[ToolCallDelta] = []
+    for call in calls:
+        if out and out[-1].index == call.index and not call.id:
+            last = out[-1]
+            out[-1] = ToolCallDelta(last.index, last.id, last.name, last.arguments + call.arguments)
+        else:
+            out.append(call)
+    return tuple(out)
 
 
 def make_engine(settings: LlmSettings) -> LlmEngine:

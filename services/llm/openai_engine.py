@@ -7,6 +7,9 @@ before the first delta, so a caller never sees text twice. The API key is never 
 
 `response_format` travels in OpenAI's shape (json_schema with strict enforcement, json_object); the
 remote API enforces it. OpenAI's API has no regex or grammar format, so those are refused here.
+So are tools, logprobs, n > 1, repetition_penalty, min_p, top_k and a raw prompt (this engine does not carry
+them to the remote API yet), each with INVALID_ARGUMENT naming the field: never silently dropped.
+Presence and frequency penalties and logit_bias travel as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from capmesh.services.runtime.errors import (
     CapmeshError,
     DeadlineExceeded,
     FailedPrecondition,
+    FieldViolation,
     Internal,
     InvalidArgument,
     ResourceExhausted,
@@ -73,6 +77,11 @@ class OpenAIChatEngine(LlmEngine):
         if fmt is not None and fmt.kind in ("regex", "grammar"):
             raise InvalidArgument.single(
                 fmt.field, "is not supported by the openai engine (OpenAI's API takes json_schema or json_object)"
+            )
+        unsupported = [name for name, used in _unsupported_fields(request) if used]
+        if unsupported:
+            raise InvalidArgument(
+                [FieldViolation(name, "is not supported by the openai engine") for name in unsupported]
             )
         with self._lock:
             if self._in_flight >= self.settings.max_batch_size + self.settings.max_waiting:
@@ -136,7 +145,27 @@ def request_body(remote_model: str, request: ChatRequest) -> dict[str, Any]:
         body["seed"] = request.seed
     if request.response_format is not None:
         body["response_format"] = openai_response_format(request.response_format)
+    if request.presence_penalty:
+        body["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty:
+        body["frequency_penalty"] = request.frequency_penalty
+    if request.logit_bias:
+        body["logit_bias"] = {str(token): bias for token, bias in request.logit_bias.items()}
     return body
+
+
+def _unsupported_fields(request: ChatRequest) -> list[tuple[str, bool]]:
+    """The request's fields this engine cannot carry, and whether the request uses each."""
+    return [
+        ("tools", bool(request.tools)),
+        ("messages", any(m.tool_calls or m.role == "tool" for m in request.messages)),
+        ("logprobs", request.logprobs),
+        ("n", request.n != 1),
+        ("repetition_penalty", request.repetition_penalty != 1.0),
+        ("min_p", request.min_p != 0.0),
+        ("top_k", request.top_k != 0),
+        ("prompt", bool(request.prompt)),
+    ]
 
 
 def openai_response_format(fmt: ResponseFormat) -> dict[str, Any]:

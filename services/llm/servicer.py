@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from capmesh.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from capmesh.services.llm import convert
-from capmesh.services.llm.domain import ChatEvent, ChatRequest, ChatResult
+from capmesh.services.llm.domain import ChatEvent, ChatRequest, ChatResult, Queued
 from capmesh.services.llm.engine import LlmEngine
 from capmesh.services.runtime.protoconv import model_info_to_proto
 from capmesh.services.runtime.streaming import Runtime, token_for
@@ -24,16 +24,18 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
         self.runtime = runtime
 
     async def Chat(self, request, context):
-        result = None
+        results = []
         async for event in self._answer(convert.chat_request_from_proto(request), context):
             if isinstance(event, ChatResult):
-                result = event
-        return convert.chat_response_to_proto(result)
+                results.append(event)
+        return convert.chat_response_to_proto(results)
 
     async def StreamChat(self, request, context):
         async for event in self._answer(convert.chat_request_from_proto(request), context):
             if isinstance(event, ChatResult):
                 yield convert.stream_result_to_proto(event)
+            elif isinstance(event, Queued):
+                yield convert.queued_to_proto(event)
             else:
                 yield convert.delta_to_proto(event)
 

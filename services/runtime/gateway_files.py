@@ -32,7 +32,15 @@ class GatewayFiles:
                 if size > self._max_bytes:
                     raise InvalidArgument.single(f"{field}.file_id", f"the file is larger than {self._max_bytes} bytes")
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            # One rule everywhere, the file service's: an id that is not of our shape is the caller's
+            # malformed field (INVALID_ARGUMENT); a well-formed id of no stored file is NOT_FOUND.
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument.single(
+                    f"{field}.file_id",
+                    "is not a valid file id (32 characters of A-Z, a-z, 0-9, '_' and '-')",
+                    reason="INVALID_FILE_ID",
+                ) from exc
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"{field}.file_id {file_id!r}: {exc.details()}", reason="FILE_NOT_FOUND") from exc
             raise Unavailable(
                 f"could not read {field}.file_id from the gateway at {self._address}: {exc.details()}",

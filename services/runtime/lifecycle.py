@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
+from capmesh.services.runtime import metrics
 from capmesh.services.runtime.errors import FailedPrecondition, ModelLoadError, NotFound
+from capmesh.services.runtime.tiny import TINY, is_random_checkpoint
 
 log = structlog.get_logger("capmesh.lifecycle")
 
@@ -77,6 +80,30 @@ class _Slot:
 Loader = Callable[[str], LoadedModel]
 
 
+# What a checkpoint folder holds at its top: transformers models and diffusers pipelines.
+CHECKPOINT_MARKERS = ("config.json", "model_index.json")
+
+
+def looks_like_path(name: str) -> bool:
+    """A model setting meant as a local folder rather than a hub id ("org/name": one '/', no
+    leading '/', '.' or '~')."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def local_checkpoint_problem(name: str) -> str:
+    """Why the local folder `name` cannot be a checkpoint ("" when it may be, or is no path)."""
+    if name == TINY:  # the project-built checkpoint, made on first use
+        return ""
+    path = Path(name).expanduser()
+    if not path.exists():
+        return f"the folder {path} does not exist" if looks_like_path(name) else ""
+    if not path.is_dir():
+        return f"{path} is a file, not a checkpoint folder"
+    if not any((path / marker).is_file() for marker in CHECKPOINT_MARKERS):
+        return f"{path} is not a checkpoint folder (it has no {' or '.join(CHECKPOINT_MARKERS)})"
+    return ""
+
+
 class ModelManager:
     """Thread-safe: engines acquire models from worker threads while the event loop asks for status."""
 
@@ -101,7 +128,25 @@ class ModelManager:
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
 
+    def check_sources(self) -> None:
+        """Refuses, before the service says SERVING, a served model that can never load: a local
+        path that does not exist or is not a checkpoint folder. Without this a path such as
+        '/nonexistent' is taken for a hub id, and the first call fails with the hub's complaint
+        about repository names. Hub ids (and 'tiny') are left to the loader."""
+        for name in self._served:
+            problem = local_checkpoint_problem(name)
+            if problem:
+                raise ModelLoadError(f"model {name!r}: {problem}", reason="MODEL_SOURCE_INVALID")
+
     # -- queries -------------------------------------------------------------------------------
+    def random_weights(self) -> bool:
+        """Whether a served model has random weights (the project-built `tiny` checkpoints, or a
+        folder built like them): its output is noise, and the registry, `capmesh status`, the
+        console and the OpenAI routes say so. Known before any load, from the names alone."""
+        with self._cond:
+            loaded = any(s.model is not None and s.model.random_weights for s in self._slots.values())
+        return loaded or any(name == TINY or is_random_checkpoint(Path(name).expanduser()) for name in self._served)
+
     @property
     def served_models(self) -> list[str]:
         return list(self._served)
@@ -172,6 +217,7 @@ class ModelManager:
             slot.last_error = ""
             slot.loaded_at = slot.last_used_at = self._clock()
             self._cond.notify_all()
+        metrics.model_load_seconds.labels(name).observe(time.monotonic() - started)
         log.info(
             "model.loaded",
             model=name,

@@ -47,11 +47,24 @@ def backend_of(running) -> pb.Backend:
         models=models.served_models if models is not None else [],
         loaded_models=models.loaded_models() if models is not None else [],
         max_concurrency=settings.max_concurrency,
+        max_queue=settings.max_queue,
         device=device or "cpu",
         device_group=settings.device_group,
         version=__version__,
-        labels={"engine": service.engine_name} if service.engine_name else {},
+        labels=backend_labels(service),
     )
+
+
+RANDOM_WEIGHTS_LABEL = "random_weights"  # "true" on a backend whose model has random weights (noise)
+
+
+def backend_labels(service) -> dict[str, str]:
+    """What the registry shows of a backend beyond its record: its engine, and whether its model
+    has random weights (so that `capmesh status`, the console and the OpenAI routes can say so)."""
+    labels = {"engine": service.engine_name} if service.engine_name else {}
+    if service.models is not None and service.models.random_weights():
+        labels[RANDOM_WEIGHTS_LABEL] = "true"
+    return labels
 
 
 class GatewayRegistration:
@@ -115,6 +128,8 @@ class GatewayRegistration:
         except grpc.aio.AioRpcError as exc:
             log.warning("registration.heartbeat_failed", gateway=self._address, code=exc.code().name)
             return False
+        if response.heartbeat_interval_seconds > 0:  # the gateway's registry grew or shrank
+            self._interval_s = response.heartbeat_interval_seconds
         return response.known
 
     async def _keep_registered(self) -> None:

@@ -7,7 +7,11 @@ it on the configured port (0 picks a free one) with
 - `grpc.health.v1` with one entry per capability service plus the empty name,
 - server reflection, so `grpcurl -plaintext HOST:PORT list` and `describe` work,
 - `capmesh.admin.v1.AdminService` (status, load, unload),
-- explicit message size limits and keepalive settings.
+- when switched on, OpenTelemetry server spans (`telemetry.py`, OTEL_* variables) and Prometheus
+  metrics on their own HTTP port (`metrics.py`, the `metrics_port` setting),
+- explicit message size limits and keepalive settings;
+- the mesh's service credential (`trust.py`): the mesh secret on every RPC but health, and mTLS
+  with the mesh CA when configured.
 `serve` runs it until SIGTERM or SIGINT, then goes NOT_SERVING, lets in-flight calls finish within
 the grace period, unloads the models and exits.
 """
@@ -30,12 +34,15 @@ from grpc_reflection.v1alpha import reflection
 
 from capmesh import __version__
 from capmesh.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+from capmesh.services.runtime import metrics, telemetry
+from capmesh.services.runtime.errors import ModelLoadError
 from capmesh.services.runtime.interceptor import RequestContextInterceptor
 from capmesh.services.runtime.lifecycle import ModelManager
 from capmesh.services.runtime.logging import configure_logging
 from capmesh.services.runtime.protoconv import model_info_to_proto
 from capmesh.services.runtime.settings import ProcessSettings, ServerSettings
 from capmesh.services.runtime.streaming import Runtime
+from capmesh.services.runtime.trust import MeshSecretInterceptor, server_credentials
 
 log = structlog.get_logger("capmesh.server")
 
@@ -223,7 +230,19 @@ def server_options(settings: ProcessSettings) -> list[tuple[str, int]]:
 
 async def create_server(service: CapabilityService) -> RunningServer:
     settings = service.settings
-    server = grpc.aio.server(interceptors=[RequestContextInterceptor()], options=server_options(settings))
+    if service.models is not None:
+        service.models.check_sources()  # a model that can never load stops the start, naming it
+    # The mesh secret is checked first: a call without it never reaches logs, admission or the engine.
+    interceptors: list[grpc.aio.ServerInterceptor] = (
+        [MeshSecretInterceptor(settings.mesh_secret)] if settings.mesh_secret else []
+    )
+    # Tracing and metrics only when switched on (OTEL_* variables, metrics_port): off, no interceptor.
+    if telemetry.enabled():
+        interceptors.append(telemetry.TracingInterceptor())
+    if settings.metrics_port >= 0:
+        interceptors.append(metrics.MetricsInterceptor(service.capability, service.service_names))
+    interceptors.append(RequestContextInterceptor())
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     for add, servicer in service.servicers:
         add(servicer, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(service), server)
@@ -232,13 +251,34 @@ async def create_server(service: CapabilityService) -> RunningServer:
     reflection.enable_server_reflection(
         [*service.service_names, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls_cert_file:  # mTLS when tls_client_ca_file names the mesh CA
+        credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     await server.start()
     running = RunningServer(server, port, health_servicer, service)
+    if settings.metrics_port >= 0:
+        endpoint = metrics.MetricsEndpoint(
+            service.capability, service.runtime, service.models, settings.host, settings.metrics_port
+        )
+        running.extra.append(endpoint)
+        log.info(
+            "metrics.serving", capability=service.capability, url=f"http://{settings.host}:{endpoint.port}/metrics"
+        )
     if settings.eager_load and service.models is not None:
-        await asyncio.get_running_loop().run_in_executor(None, service.models.ensure_loaded, "")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, service.models.ensure_loaded, "")
+        except BaseException:
+            # Stopped here, on its loop: a server left to the garbage collector would try to stop
+            # itself on a closed loop and bury the reason under a page of tracebacks.
+            for hook in reversed(running.extra):
+                await hook.stop()
+            await server.stop(0)
+            raise
     await running.set_serving(True)
     if settings.gateway:
         from capmesh.services.runtime.registration import GatewayRegistration
@@ -258,6 +298,7 @@ async def create_server(service: CapabilityService) -> RunningServer:
 
 async def serve(service: CapabilityService) -> None:
     """Runs the service until SIGTERM or SIGINT, then shuts down gracefully."""
+    telemetry.setup_tracing(service.capability)
     configure_logging(service.settings.log_level, service.settings.log_json)
     running = await create_server(service)
     # One line on stdout that scripts (and `capmesh up`) read to learn the bound port.
@@ -268,6 +309,7 @@ async def serve(service: CapabilityService) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.shutdown()
+    telemetry.shutdown_tracing()
 
 
 def run(service: CapabilityService) -> None:
@@ -275,3 +317,6 @@ def run(service: CapabilityService) -> None:
         asyncio.run(serve(service))
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModelLoadError as exc:  # a model that cannot load: one line, as a bad setting gets
+        print(f"capmesh {service.capability}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -18,12 +18,15 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from capmesh.services.runtime.lifecycle import Residency
 
 S = TypeVar("S", bound="ProcessSettings")
+
+# A setting the gateway and every service share, read from one variable as well as their own.
+MESH_SECRET_ENV = "CAPMESH_MESH_SECRET"
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -76,6 +79,12 @@ class ServerSettings(ProcessSettings):
     gateway: str = ""  # host:port of a gateway to register with; empty: no registration
     gateway_api_key: str = ""  # sent to the gateway when it requires API keys
     gateway_tls_cert_file: str = ""  # the gateway's certificate (or its CA) when its gRPC port uses TLS
+    # The mesh's service credential: when set, every RPC but grpc.health must carry it (the gateway
+    # sends it), and registration with the gateway presents it. Also read from CAPMESH_MESH_SECRET.
+    mesh_secret: str = field(default="", metadata={"env": MESH_SECRET_ENV})  # shared by the gateway and every service
+    tls_cert_file: str = ""  # this service's certificate (capmesh certs init): its gRPC port uses TLS
+    tls_key_file: str = ""  # the certificate's private key
+    tls_client_ca_file: str = ""  # the mesh CA: callers must present a certificate it signed (mTLS)
     advertise_address: str = ""  # the address the gateway should dial; default host:port
     max_concurrency: int = 4  # calls running at once; more wait in the queue
     max_queue: int = 32  # calls waiting for a slot; beyond it RESOURCE_EXHAUSTED
@@ -83,12 +92,27 @@ class ServerSettings(ProcessSettings):
     idle_unload_s: float = 300.0
     eager_load: bool = False  # load the models at start instead of on first use
     device_group: str = ""  # backends sharing one GPU declare the same group
+    # Prometheus /metrics over HTTP (services/runtime/metrics.py): -1 off, 0 a free port (logged), else that port
+    metrics_port: int = -1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.max_concurrency >= 1, "max_concurrency", self.max_concurrency, "must be at least 1")
         check(self.max_queue >= 0, "max_queue", self.max_queue, "must be 0 or more")
         check(self.idle_unload_s > 0, "idle_unload_s", self.idle_unload_s, "must be greater than 0")
+        check(-1 <= self.metrics_port <= 65535, "metrics_port", self.metrics_port, "must be -1 (off) or 0 to 65535")
+        check(
+            bool(self.tls_cert_file) == bool(self.tls_key_file),
+            "tls_cert_file",
+            self.tls_cert_file,
+            "and tls_key_file must be set together",
+        )
+        check(
+            not self.tls_client_ca_file or bool(self.tls_cert_file),
+            "tls_client_ca_file",
+            self.tls_client_ca_file,
+            "needs tls_cert_file and tls_key_file (mTLS runs over TLS)",
+        )
 
 
 def check(ok: bool, name: str, value: Any, rule: str) -> None:
@@ -116,6 +140,8 @@ def load_settings(
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         name = env_name(prefix, f.name)
+        if name not in environ:
+            name = f.metadata.get("env", name)  # a mesh-wide variable, e.g. CAPMESH_MESH_SECRET
         if name in environ:
             values[f.name] = parse_value(hints[f.name], environ[name], name)
     for key, value in (overrides or {}).items():

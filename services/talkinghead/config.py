@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from capmesh.services.runtime.settings import ServerSettings, check
 
 ENV_PREFIX = "TALKINGHEAD"
-ENGINES = ("portrait",)
+ENGINES = ("portrait", "echomimic")
 MIN_SIDE = 64  # smaller frames leave too few pixels for a face to animate
 
 
@@ -15,7 +15,10 @@ MIN_SIDE = 64  # smaller frames leave too few pixels for a face to animate
 class TalkingheadSettings(ServerSettings):
     """Engine choice and the limits that keep one call's cost bounded."""
 
-    engine: str = "portrait"  # portrait: face detection + audio-driven warping, no weights
+    engine: str = "portrait"  # portrait: face detection + audio-driven warping, no weights; echomimic: diffusion
+    model: str = "tiny"  # echomimic: tiny (random weights, built by capmesh) or a checkpoint folder
+    device: str = "auto"  # echomimic: auto, cpu, cuda, cuda:N
+    batch_frames: int = 16  # echomimic: frames denoised together in one UNet call
     default_fps: int = 25
     max_fps: int = 60
     max_audio_s: float = 120.0
@@ -57,3 +60,11 @@ class TalkingheadSettings(ServerSettings):
         check(self.max_steps >= 1, "max_steps", self.max_steps, "must be at least 1")
         check(self.max_guidance_scale > 0, "max_guidance_scale", self.max_guidance_scale, "must be greater than 0")
         check(0 <= self.video_crf <= 51, "video_crf", self.video_crf, "must be between 0 and 51")
+        check(bool(self.model), "model", self.model, "must be tiny or a checkpoint folder")
+        check(
+            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            "device",
+            self.device,
+            "must be auto, cpu, cuda or cuda:N",
+        )
+        check(self.batch_frames >= 1, "batch_frames", self.batch_frames, "must be at least 1")

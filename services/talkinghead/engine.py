@@ -1,8 +1,9 @@
 """TalkingHead engines: a portrait and driving audio in, an h264 + aac mp4 of that face speaking out.
 
-Every engine publishes the same stages in order: `downloading` (resolving and decoding the
-inputs), `face_detecting`, `inference` (per-frame percent), `merging_audio`, then returns the
-result. Cancellation is checked before every frame.
+Every engine publishes the same stages in order, each from 0 to 100 percent of its own:
+`downloading` (decoding the inputs), `face_detecting`, `inference` (per frame, or per denoising
+step), `merging_audio`, then returns the result; the servicer makes one overall percent of them
+(`stages.py`). Cancellation is checked before every frame (or step).
 
 Engines:
 - `portrait` (default, no weights): Haar-cascade face detection, mouth opening from the audio's
@@ -29,6 +30,7 @@ from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import FailedPrecondition, InvalidArgument, Violations
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
 from capmesh.services.runtime.progress import Emit, ProgressUpdate, StepTimer
+from capmesh.services.talkinghead import stages
 from capmesh.services.talkinghead.animate import PortraitAnimator, plan_motion
 from capmesh.services.talkinghead.config import MIN_SIDE, TalkingheadSettings
 from capmesh.services.talkinghead.domain import FaceBox, TalkingHeadRequest, TalkingHeadResult
@@ -48,11 +50,11 @@ log = structlog.get_logger("capmesh.talkinghead")
 
 T = TypeVar("T")
 
-STAGE_DOWNLOADING = "downloading"
-STAGE_FACE_DETECTING = "face_detecting"
-STAGE_INFERENCE = "inference"
-STAGE_MERGING_AUDIO = "merging_audio"
-STAGES = (STAGE_DOWNLOADING, STAGE_FACE_DETECTING, STAGE_INFERENCE, STAGE_MERGING_AUDIO)
+STAGE_DOWNLOADING = stages.DOWNLOADING
+STAGE_FACE_DETECTING = stages.FACE_DETECTING
+STAGE_INFERENCE = stages.INFERENCE
+STAGE_MERGING_AUDIO = stages.MERGING_AUDIO
+STAGES = stages.ENGINE_STAGES
 
 PORTRAIT_MODEL = "portrait-haar"
 MAX_SEED = 2**63 - 1
@@ -134,7 +136,7 @@ class _StageClock:
 
 
 @dataclass(frozen=True)
-class _Shot:
+class Shot:
     """The faces found (largest first) and the framed reference the animation starts from."""
 
     faces: list[FaceBox]
@@ -179,20 +181,14 @@ class PortraitEngine:
 
         clock.enter(STAGE_DOWNLOADING)
         emit(ProgressUpdate(STAGE_DOWNLOADING, 0.0, "decoding the reference image and the audio"))
-        image, audio = self._decode_inputs(request)
-        frame_count = request.num_frames or frames_for(audio.duration_s, fps)
-        if frame_count > settings.max_frames:  # num_frames itself was checked: the audio made it too many
-            raise InvalidArgument.single(
-                "audio",
-                f"lasts {audio.duration_s:.2f} s, which at {fps:g} fps needs "
-                f"{frame_count} frames, more than the limit of {settings.max_frames}",
-            )
+        image, audio, frame_count = decode_inputs(request, settings, fps)
         emit(ProgressUpdate(STAGE_DOWNLOADING, 100.0, f"{audio.duration_s:.2f} s of audio, {frame_count} frames"))
         cancel.raise_if_cancelled()
 
         clock.enter(STAGE_FACE_DETECTING)
         emit(ProgressUpdate(STAGE_FACE_DETECTING, 0.0, "looking for a face"))
-        shot = self._frame_the_face(request, image)
+        with self.models.use(request.model) as model:
+            shot = frame_the_face(model.handle, request, image, settings.default_size)
         face = shot.faces[0]
         emit(
             ProgressUpdate(
@@ -269,34 +265,41 @@ class PortraitEngine:
             stage_seconds=stage_seconds,
         )
 
-    def _frame_the_face(self, request: TalkingHeadRequest, image: np.ndarray) -> _Shot:
-        """Finds the faces, crops the reference to the output's aspect around the largest, and lays it out."""
-        with self.models.use(request.model) as model:
-            detector: FaceDetector = model.handle
-            faces = detector.detect_faces(image)
-            if not faces:
-                raise FailedPrecondition("no face was found in the reference image", reason="NO_FACE_DETECTED")
-            image_height, image_width = image.shape[:2]
-            width, height = output_size(
-                image_width, image_height, request.width, request.height, self.settings.default_size
-            )
-            crop = crop_around(faces[0], image_width, image_height, width / height)
-            shrinking = crop.width > width
-            frame = cv2.resize(
-                image[crop.y : crop.y + crop.height, crop.x : crop.x + crop.width],
-                (width, height),
-                interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC,
-            )
-            layout = detector.layout(frame, map_box(faces[0], crop, width / crop.width, height / crop.height))
-        return _Shot(faces, frame, layout)
 
-    def _decode_inputs(self, request: TalkingHeadRequest) -> tuple[np.ndarray, DecodedAudio]:
-        """Decodes both inputs and reports every bad one at once."""
-        v = Violations()
-        image = _collect(v, lambda: decode_image(request.reference_image, max_pixels=self.settings.max_image_pixels))
-        audio = _collect(v, lambda: decode_audio(request.audio, max_seconds=self.settings.max_audio_s))
-        v.raise_if_any()
-        return image, audio
+def frame_the_face(detector: FaceDetector, request: TalkingHeadRequest, image: np.ndarray, default_size: int) -> Shot:
+    """Finds the faces, crops the reference to the output's aspect around the largest, and lays it out."""
+    faces = detector.detect_faces(image)
+    if not faces:
+        raise FailedPrecondition("no face was found in the reference image", reason="NO_FACE_DETECTED")
+    image_height, image_width = image.shape[:2]
+    width, height = output_size(image_width, image_height, request.width, request.height, default_size)
+    crop = crop_around(faces[0], image_width, image_height, width / height)
+    shrinking = crop.width > width
+    frame = cv2.resize(
+        image[crop.y : crop.y + crop.height, crop.x : crop.x + crop.width],
+        (width, height),
+        interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC,
+    )
+    layout = detector.layout(frame, map_box(faces[0], crop, width / crop.width, height / crop.height))
+    return Shot(faces, frame, layout)
+
+
+def decode_inputs(
+    request: TalkingHeadRequest, settings: TalkingheadSettings, fps: float
+) -> tuple[np.ndarray, DecodedAudio, int]:
+    """Decodes both inputs (reporting every bad one at once) and counts the frames to make."""
+    v = Violations()
+    image = _collect(v, lambda: decode_image(request.reference_image, max_pixels=settings.max_image_pixels))
+    audio = _collect(v, lambda: decode_audio(request.audio, max_seconds=settings.max_audio_s))
+    v.raise_if_any()
+    frame_count = request.num_frames or frames_for(audio.duration_s, fps)
+    if frame_count > settings.max_frames:  # num_frames itself was checked: the audio made it too many
+        raise InvalidArgument.single(
+            "audio",
+            f"lasts {audio.duration_s:.2f} s, which at {fps:g} fps needs "
+            f"{frame_count} frames, more than the limit of {settings.max_frames}",
+        )
+    return image, audio, frame_count
 
 
 def _collect(violations: Violations, decode: Callable[[], T]) -> T:
@@ -312,4 +315,8 @@ def make_engine(settings: TalkingheadSettings) -> TalkingHeadEngine:
     """The engine the `engine` setting names."""
     if settings.engine == "portrait":
         return PortraitEngine(settings)
+    if settings.engine == "echomimic":
+        from capmesh.services.talkinghead.neural import NeuralEngine  # torch loads only for this engine
+
+        return NeuralEngine(settings)
     raise ValueError(f"unknown talkinghead engine {settings.engine!r}")  # settings validation prevents this

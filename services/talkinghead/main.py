@@ -1,13 +1,20 @@
-"""The TalkingHead capability as a server: `capmesh serve talkinghead`."""
+"""The TalkingHead capability as a server: `capmesh serve talkinghead`.
+
+Text in a request is spoken by the TTS capability behind the gateway the service registers with;
+stopping the service closes the engine and that gateway channel.
+"""
 
 from __future__ import annotations
 
-from capmesh.services.runtime.server import CapabilityService
+import asyncio
+
+from capmesh.services.runtime.server import CapabilityService, generated_service
 from capmesh.services.runtime.streaming import Runtime
 from capmesh.services.talkinghead.config import ENV_PREFIX
 from capmesh.services.talkinghead.config import TalkingheadSettings as Settings
 from capmesh.services.talkinghead.engine import make_engine
 from capmesh.services.talkinghead.servicer import TalkingHeadServicer
+from capmesh.services.talkinghead.speech import GatewaySpeech
 
 __all__ = ["ENV_PREFIX", "Settings", "build_service"]
 
@@ -15,4 +22,21 @@ __all__ = ["ENV_PREFIX", "Settings", "build_service"]
 def build_service(settings: Settings) -> CapabilityService:
     engine = make_engine(settings)
     runtime = Runtime("talkinghead", settings)
-    return CapabilityService.of_engine(engine, runtime, TalkingHeadServicer(engine, runtime))
+    speech = GatewaySpeech(settings)
+    servicer = TalkingHeadServicer(engine, runtime, speech)
+    add_servicer, service = generated_service(servicer)
+
+    async def stop() -> None:
+        await speech.close()
+        await asyncio.to_thread(engine.close)
+
+    return CapabilityService(
+        "talkinghead",
+        settings,
+        [(add_servicer, servicer)],
+        [service.full_name],
+        runtime=runtime,
+        models=engine.models,
+        engine_name=engine.name,
+        on_stop=stop,
+    )

@@ -6,6 +6,7 @@ sentence splitting, resampling, gain, encoding, streaming, scenes), identically 
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
 from capmesh.services.tts.audio import Pcm
 from capmesh.services.tts.domain import Voice
+
+MATCHES_SHOWN = 5  # voices an error message names (close to the one asked for)
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,29 @@ class VoiceCatalog:
             return self.matching(wanted.rsplit("-", 1)[0])
         return exact + regional + anything
 
-    def describe_valid(self) -> str:
-        text = "valid voices: " + ", ".join(self.ids())
+    def describe_valid(self, wanted: str = "") -> str:
+        """Where to find the valid voices, with a few close to `wanted`: a catalogue can hold
+        hundreds, too many for one error message."""
+        listing = f"all {len(self.voices)} voices: `capmesh tts --voices` (TtsService/ListVoices)"
+        base, _, variant = wanted.partition("+")
+        if variant and base in self._by_id:  # the voice is fine, its variant is not
+            shown = difflib.get_close_matches(variant, self.variants, n=MATCHES_SHOWN, cutoff=0.4)
+            return f"variants like: {', '.join(shown or self.variants[:MATCHES_SHOWN])}; {len(self.variants)} in all"
+        close = self._close_to(base.lower())
+        text = f"close matches: {', '.join(close)}; {listing}"
         if self.variants:
-            text += f"; append +VARIANT for a variant, one of: {', '.join(self.variants)}"
+            text += "; append +VARIANT for a variant"
         return text
+
+    def _close_to(self, wanted: str) -> list[str]:
+        """A few voice ids like `wanted`: spelled alike, named alike ("english"), or of the language
+        it names ("fr"); else a few of the English ones, as examples."""
+        by_lower = {v.id.lower(): v.id for v in self.voices}
+        spelled = [by_lower[m] for m in difflib.get_close_matches(wanted, list(by_lower), n=MATCHES_SHOWN)]
+        named = [v.id for v in self.voices if wanted and (wanted in v.name.lower() or v.id.lower().startswith(wanted))]
+        spoken = [v.id for v in self.matching(wanted)] if wanted else []
+        found = list(dict.fromkeys(named + spelled + spoken))[:MATCHES_SHOWN]
+        return found or [v.id for v in self.matching("en")][:MATCHES_SHOWN] or self.ids()[:MATCHES_SHOWN]
 
 
 class SpeechBackend(ABC):

@@ -12,7 +12,7 @@ next sentence is rendered. Chunks concatenated in order form one valid file (see
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -125,7 +125,7 @@ class TtsEngine:
             if not catalog.is_valid(voice):
                 raise FailedPrecondition(
                     f"setting {env_name(ENV_PREFIX, 'default_voice')}={voice!r} is not a voice of the "
-                    f"{self.backend.name} engine; {catalog.describe_valid()}",
+                    f"{self.backend.name} engine; {catalog.describe_valid(voice)}",
                     reason="BAD_DEFAULT_VOICE",
                 )
 
@@ -133,11 +133,12 @@ class TtsEngine:
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken, emit: Emit) -> SynthesisResult:
         """Streams the audio of `request.text` sentence by sentence; returns the summary."""
         model_name = self.models.resolve(request.model)
-        with self._model(model_name, emit) as model:  # first: a VITS model's voices live in it
+        with self._model(model_name) as (model, validated):
             voice = validate_synthesis(
                 request, self.settings, self.abilities, self.backend.catalog(), self.backend.default_voice()
             )
             self._check_resolved([voice])
+            validated(emit)
             lines = [
                 _Line(s, voice, request.speed, 0)
                 for s in split_sentences(request.text, self.settings.max_sentence_chars)
@@ -157,11 +158,12 @@ class TtsEngine:
     def synthesize_scene(self, request: SceneRequest, cancel: CancelToken, emit: Emit) -> SceneResult:
         """Renders the segments in order into one track; returns each segment's timing."""
         model_name = self.models.resolve(request.model)
-        with self._model(model_name, emit) as model:
+        with self._model(model_name) as (model, validated):
             voices = validate_scene(
                 request, self.settings, self.abilities, self.backend.catalog(), self.backend.default_voice()
             )
             self._check_resolved(voices)
+            validated(emit)
             lines = [
                 _Line(sentence, voices[index], request.speed if segment.speed is None else segment.speed, index)
                 for index, segment in enumerate(request.segments)
@@ -186,11 +188,19 @@ class TtsEngine:
 
     # -- shared pipeline -------------------------------------------------------------------------
     @contextmanager
-    def _model(self, name: str, emit: Emit) -> Iterator[LoadedModel]:
-        if name not in self.models.loaded_models():
-            emit(ProgressUpdate(stage=STAGE_LOADING, percent=0.0, message=f"loading {name}"))
+    def _model(self, name: str) -> Iterator[tuple[LoadedModel, Callable[[Emit], None]]]:
+        """The model (loaded if need be: a VITS model's voices, which validation checks, live in it)
+        and `validated(emit)`, which reports a load that happened. The report waits for the
+        validation so that an invalid request ends the call before its first message: the gateway
+        decides the HTTP status (400) on that message."""
+        loading = name not in self.models.loaded_models()
+
+        def validated(emit: Emit) -> None:
+            if loading:
+                emit(ProgressUpdate(stage=STAGE_LOADING, percent=100.0, message=f"loaded {name}"))
+
         with self.models.use(name) as model:
-            yield model
+            yield model, validated
 
     def _output_rate(self, model: LoadedModel, audio_format: AudioFormat, requested: int) -> int:
         if requested:

@@ -153,7 +153,7 @@ def _resolve_voice(
     if voice:
         if catalog.is_valid(voice):
             return voice
-        violations.add(voice_path, f"unknown voice {voice!r}; {catalog.describe_valid()}")
+        violations.add(voice_path, f"unknown voice {voice!r}; {catalog.describe_valid(voice)}")
         return ""
     if language:
         matches = catalog.matching(language)

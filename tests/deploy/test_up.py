@@ -58,7 +58,11 @@ def test_up_with_the_offline_profile_serves_every_capability_through_the_gateway
 def test_up_runs_each_replica_as_a_process_with_the_files_settings(tmp_path):
     mesh_file = tmp_path / "mesh.yaml"
     mesh_file.write_text("offline: true\ncapabilities:\n  tts:\n    replicas: 2\n    max_text_chars: 20\n")
-    with up(mesh_file, tmp_path / "logs") as mesh:
+    # A secret of the test's own: the services answer only callers holding it (`capmesh up` would make one).
+    secret = (("x-capmesh-mesh-secret", "deploy-test-secret"),)
+    with capmesh_up(
+        ["-f", str(mesh_file)], tmp_path / "logs", env={**os.environ, "CAPMESH_MESH_SECRET": secret[0][1]}
+    ) as mesh:
         assert {"tts", "tts-2"} <= set(mesh)
         registered = backends(mesh["gateway (gRPC)"])
         assert list(registered) == ["tts"]
@@ -69,10 +73,12 @@ def test_up_runs_each_replica_as_a_process_with_the_files_settings(tmp_path):
             with grpc.insecure_channel(mesh[replica]) as channel:
                 stub = tts_service_pb2_grpc.TtsServiceStub(channel)
                 with pytest.raises(grpc.RpcError) as refused:
-                    list(stub.StreamSynthesize(tts_service_pb2.StreamSynthesizeRequest(text="x" * 21), timeout=30))
+                    request = tts_service_pb2.StreamSynthesizeRequest(text="x" * 21)
+                    list(stub.StreamSynthesize(request, metadata=secret, timeout=30))
                 assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert "limit is 20" in str(refused.value.details())
-                assert list(stub.StreamSynthesize(tts_service_pb2.StreamSynthesizeRequest(text="Hello."), timeout=60))
+                request = tts_service_pb2.StreamSynthesizeRequest(text="Hello.")
+                assert list(stub.StreamSynthesize(request, metadata=secret, timeout=60))
     assert (tmp_path / "logs" / "tts-2.log").exists()
 
 

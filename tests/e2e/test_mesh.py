@@ -41,6 +41,9 @@ def grpcurl(*args: str) -> str:
     return done.stdout
 
 
+MESH_SECRET = "e2e-mesh-secret"
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     logs = tmp_path_factory.mktemp("mesh-logs")
@@ -49,7 +52,7 @@ def mesh(tmp_path_factory):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "COLUMNS": "250"},
+        env={**os.environ, "COLUMNS": "250", "CAPMESH_MESH_SECRET": MESH_SECRET},
     )
     lines: list[str] = []
     try:
@@ -72,11 +75,14 @@ def mesh(tmp_path_factory):
 
 def test_every_service_lists_its_contract_health_and_reflection_and_is_serving(mesh):
     assert set(NAMES) <= set(mesh), mesh
+    # A service answers only callers holding the mesh secret, reflection too (health is open, but
+    # grpcurl reads its schema by reflection).
+    secret = ("-H", f"x-capmesh-mesh-secret: {MESH_SECRET}")
     for capability, service in SERVICE_NAMES.items():
-        listed = set(grpcurl(mesh[capability], "list").split())
+        listed = set(grpcurl(*secret, mesh[capability], "list").split())
         assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= listed
         reply = json.loads(
-            grpcurl("-d", json.dumps({"service": service}), mesh[capability], "grpc.health.v1.Health/Check")
+            grpcurl(*secret, "-d", json.dumps({"service": service}), mesh[capability], "grpc.health.v1.Health/Check")
         )
         assert reply["status"] == "SERVING"
     assert set(SERVICE_NAMES.values()) <= set(grpcurl(mesh["gateway (gRPC)"], "list").split())

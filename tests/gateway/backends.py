@@ -50,6 +50,7 @@ class EchoServicer(llm_service_pb2_grpc.LlmServiceServicer):
         self.step_s = step_s
         self.models = models
         self.unavailable = False  # when set, every call fails with UNAVAILABLE (a sick backend)
+        self.faulty = False  # when set, every call fails with INTERNAL (a broken backend)
         self.calls = 0
         self.cancelled_at: list[float] = []
         self.models_seen: list[str] = []
@@ -68,6 +69,8 @@ class EchoServicer(llm_service_pb2_grpc.LlmServiceServicer):
         prompt = request.messages[-1].content if request.messages else ""
         if self.unavailable:
             raise Unavailable(f"backend {self.name} is sick", reason="TEST_SICK")
+        if self.faulty:
+            raise RuntimeError(f"backend {self.name} is broken")
         if self.models is not None:
             self.models.ensure_loaded(request.model)
         if prompt == "crash":

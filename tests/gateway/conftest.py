@@ -40,9 +40,21 @@ async def backends():
     """`await backends(name, gateway_address, **options)` starts an echo backend -> (running, servicer)."""
     started = []
 
-    async def start(name: str, gateway: str = "", *, max_concurrency: int = 64, device_group: str = "", **options):
+    async def start(
+        name: str,
+        gateway: str = "",
+        *,
+        max_concurrency: int = 64,
+        max_queue: int = 64,
+        device_group: str = "",
+        **options,
+    ):
         settings = ServerSettings(
-            gateway=gateway, max_concurrency=max_concurrency, max_queue=64, grace_period_s=1, device_group=device_group
+            gateway=gateway,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            grace_period_s=1,
+            device_group=device_group,
         )
         service, servicer = build_echo_service(name, settings, **options)
         running = await create_server(service)

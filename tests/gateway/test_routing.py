@@ -92,7 +92,9 @@ async def test_unavailable_is_retried_transparently_on_another_backend(gateways,
 
 async def test_busy_backends_make_calls_wait_then_resource_exhausted(gateways, backends, channel_to):
     gateway = await gateways(route_wait_queue=1, route_wait_s=0.3)
-    await backends("A", gateway.grpc_address, max_concurrency=1)
+    # A backend that keeps no line of its own (max_queue 0): every call beyond its one slot waits in
+    # the gateway's route queue (backends with a line get calls up to max_concurrency + max_queue).
+    await backends("A", gateway.grpc_address, max_concurrency=1, max_queue=0)
     channel = channel_to(gateway.grpc_address)
     await wait_available(channel, 1)
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)

@@ -61,7 +61,13 @@ SMALL_LIMITS = {
     "videogen": {"max_width": 64, "max_height": 64, "max_frames": 8, "max_steps": 2},
     "talkinghead": {"max_frames": 16, "max_audio_s": 3.0, "max_steps": 2, "default_size": 64},
     "tts": {"max_text_chars": 400},
-    "docgen": {"max_sections": 4, "default_max_sections": 4, "outline_max_tokens": 256, "section_max_tokens": 8},
+    "docgen": {
+        "max_sections": 4,
+        "default_max_sections": 4,
+        "outline_max_tokens": 256,
+        "outline_attempts": 1,  # one LLM call per outline keeps generated requests quick
+        "section_max_tokens": 8,
+    },
 }
 
 
@@ -92,13 +98,15 @@ class Mesh:
         await self.gateway.stop(grace_s=0)
 
 
-async def wait_available(grpc_address: str, capabilities: set[str], timeout_s: float = 60.0) -> None:
+async def wait_available(
+    grpc_address: str, capabilities: set[str], timeout_s: float = 60.0, metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
     """Polls the registry until each capability has an AVAILABLE backend."""
     deadline = time.monotonic() + timeout_s
     async with grpc.aio.insecure_channel(grpc_address) as channel:
         stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
         while True:
-            view = await stub.ListCapabilities(registry_service_pb2.ListCapabilitiesRequest())
+            view = await stub.ListCapabilities(registry_service_pb2.ListCapabilitiesRequest(), metadata=metadata)
             ready = {c.capability for c in view.capabilities if c.state == registry_service_pb2.BACKEND_STATE_AVAILABLE}
             if capabilities <= ready:
                 return
@@ -107,15 +115,23 @@ async def wait_available(grpc_address: str, capabilities: set[str], timeout_s: f
             await asyncio.sleep(0.05)
 
 
-async def start_mesh(settings, capabilities=("tts", "llm", "imagegen", "videogen", "talkinghead", "docgen")) -> Mesh:
+async def start_mesh(
+    settings,
+    capabilities=("tts", "llm", "imagegen", "videogen", "talkinghead", "docgen"),
+    *,
+    backend_settings: dict[str, Any] | None = None,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> Mesh:
+    """The gateway and the capabilities' services; `backend_settings` adds to every service's
+    settings (a credential), `metadata` goes with the registry polls (an API key)."""
     from capmesh.gateway.server.app import start_gateway
 
     running = await start_gateway(settings)
     mesh = Mesh(running)
-    backend_settings = {"port": 0, "gateway": mesh.grpc_address, "grace_period_s": 0}
+    backend = {"port": 0, "gateway": mesh.grpc_address, "grace_period_s": 0, **(backend_settings or {})}
     for capability in capabilities:
-        mesh.backends.append(await create_server(real_service(capability, **backend_settings)))
-    await wait_available(mesh.grpc_address, set(capabilities))
+        mesh.backends.append(await create_server(real_service(capability, **backend)))
+    await wait_available(mesh.grpc_address, set(capabilities), metadata=metadata)
     return mesh
 
 

@@ -32,7 +32,7 @@ async def test_each_image_is_stored_and_its_artifact_gets_the_file_id(tmp_path):
     assert [a.name for a in stored] == ["job-1.png", "job-1-1.png"]
     for image, artifact in zip(result.images, stored):
         assert image.artifact == artifact and artifact.file_id and artifact.mime_type == "image/png"
-        assert store.blob_path(artifact.file_id).read_bytes() == images[image.index]
+        assert await store.read_all(artifact.file_id) == images[image.index]
 
 
 async def test_a_scene_result_nested_artifact_gets_the_file_and_its_declared_type(tmp_path):

@@ -49,6 +49,16 @@ async def test_one_shot_prints_the_streamed_answer(server):
     assert out == reply.message.content + "\n"
 
 
+async def test_sampling_controls_reach_the_server(server):
+    address, _ = server
+    base = ("chat", "-m", "hello", "-n", "30", "-t", "0", "--address", address)
+    _, plain, _ = await run_cli(*base)
+    code, penalised, _ = await run_cli(*base, "--frequency-penalty", "2", "--top-k", "5")
+    assert code == 0 and penalised != plain
+    code, _, err = await run_cli(*base, "--presence-penalty", "3")
+    assert code == 1 and "presence_penalty" in err
+
+
 async def test_one_shot_reports_invalid_arguments(server):
     address, _ = server
     code, out, err = await run_cli("chat", "-m", "hi", "--temperature", "5", "--address", address)

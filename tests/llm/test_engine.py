@@ -29,7 +29,7 @@ async def collect(engine, request: ChatRequest, cancel: CancelToken | None = Non
     async for event in engine.stream(request, cancel or CancelToken.never()):
         if isinstance(event, TextDelta):
             deltas.append(event.text)
-        else:
+        elif isinstance(event, ChatResult):
             return deltas, event
     raise AssertionError("the stream ended without a result")
 

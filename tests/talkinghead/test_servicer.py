@@ -14,8 +14,8 @@ from capmesh.common.v1 import artifact_pb2
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.runtime.server import create_server
 from capmesh.services.talkinghead.config import TalkingheadSettings
-from capmesh.services.talkinghead.engine import STAGES
 from capmesh.services.talkinghead.main import build_service
+from capmesh.services.talkinghead.stages import stages_for
 from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
 from capmesh.talkinghead.v1 import talkinghead_service_pb2_grpc as pb_grpc
 from tests.support.video import probe_mp4
@@ -81,8 +81,10 @@ async def test_streams_stages_then_the_mp4_then_one_result(server, portrait_png,
     kinds = [m.WhichOneof("event") for m in messages]
     assert kinds[-1] == "result" and kinds.count("result") == 1
     assert kinds.index("chunk") > max(i for i, k in enumerate(kinds) if k == "progress")
-    stages = list(dict.fromkeys(m.progress.stage for m in messages if m.HasField("progress")))
-    assert stages == list(STAGES)
+    progress = [m.progress for m in messages if m.HasField("progress")]
+    assert list(dict.fromkeys(p.stage for p in progress)) == list(stages_for(with_text=False))
+    percents = [p.percent for p in progress]
+    assert percents == sorted(percents) and percents[-1] == 100.0  # one overall figure, never back
     mp4 = b"".join(m.chunk.data for m in messages if m.HasField("chunk"))
     result = messages[-1].result
     assert (result.artifact.size_bytes, result.artifact.mime_type, result.seed, result.model) == (

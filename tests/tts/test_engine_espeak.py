@@ -149,7 +149,8 @@ def test_invalid_requests_name_every_bad_field(espeak_engine):
         synthesize(espeak_engine, SynthesisRequest(text="  ", voice="klingon", speed=9.0, volume=-1.0, pitch=5.0))
     fields = fields_of(caught.value)
     assert set(fields) == {"text", "voice", "speed", "volume", "pitch"}
-    assert "en-us" in fields["voice"] and "fr-fr" in fields["voice"], "the error lists the valid voices"
+    # a few close matches and where to list them all, not every voice (defect 7 of issue 16)
+    assert "piqd" in fields["voice"] and "capmesh tts --voices" in fields["voice"] and len(fields["voice"]) < 300
     assert "0.5 to 2.5" in fields["speed"]
 
     with pytest.raises(InvalidArgument) as caught:

@@ -125,7 +125,7 @@ async def test_invalid_requests_are_invalid_argument_with_field_violations(tts):
     )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     fields = dict(error.field_violations)
-    assert set(fields) == {"text", "voice", "speed", "volume"} and "en-us" in fields["voice"]
+    assert set(fields) == {"text", "voice", "speed", "volume"} and "capmesh tts --voices" in fields["voice"]
     error = await rpc_error(lambda: stub.StreamSynthesize(pb.StreamSynthesizeRequest(text="Hi.", format=99)))
     assert (error.code, [f for f, _ in error.field_violations]) == (grpc.StatusCode.INVALID_ARGUMENT, ["format"])
     error = await rpc_error(lambda: stub.StreamSynthesize(pb.StreamSynthesizeRequest(text="x" * 5001)))

@@ -28,6 +28,7 @@ function sse(path, options, onEvent, lastEventId) {
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
   const done = (async () => {
     const response = await api(path, { ...options, headers, signal: controller.signal });
+    if (options.onResponse) options.onResponse(response);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -57,6 +58,7 @@ function sse(path, options, onEvent, lastEventId) {
 }
 
 // ---------------------------------------------------------------------------------- capabilities
+const RANDOM_WEIGHTS_NOTE = "random weights: the output is noise (a tiny test model)";
 const STATE_CLASS = { BACKEND_STATE_AVAILABLE: "ok", BACKEND_STATE_ERROR: "bad", BACKEND_STATE_UNAVAILABLE: "bad" };
 
 function renderCapabilities(capabilities) {
@@ -85,7 +87,14 @@ function renderCapabilities(capabilities) {
       const models = (b.loadedModels || []).join(", ");
       backend.textContent = `${b.backendId || b.address} · ${(status.state || "").replace("BACKEND_STATE_", "").toLowerCase()}`
         + ` · in flight ${status.inFlight || 0}` + (models ? ` · loaded: ${models}` : "");
-      if (status.lastError) {
+      if ((b.labels || {}).random_weights === "true") {
+        const note = document.createElement("span");
+        note.className = "note random-weights";
+        note.textContent = RANDOM_WEIGHTS_NOTE;
+        backend.append(note);
+      }
+      // An old error of a backend that is AVAILABLE again explains nothing any more.
+      if (status.lastError && status.state !== "BACKEND_STATE_AVAILABLE") {
         const error = document.createElement("div");
         error.className = "error-text";
         error.textContent = `last error: ${status.lastError}`;
@@ -139,7 +148,7 @@ function showJob(jobId, { method, state, percent, stage }) {
     row.querySelector("progress").value = percent;
     row.querySelector(".percent").textContent = `${Math.round(percent)}%${stage ? " " + stage : ""}`;
   }
-  if (state && FINAL.has(state)) row.querySelector(".cancel").disabled = true;
+  if (state && FINAL.has(state)) row.querySelector(".cancel").hidden = true;  // nothing left to cancel
 }
 
 function watchJob(jobId, onEvent) {
@@ -208,6 +217,13 @@ async function upload(file) {
   return (await (await api("/v1/files", { method: "POST", body: form })).json()).file;
 }
 
+// The gateway flags answers of a random-weight model (x-capmesh-random-weights): say so next to them.
+function flagRandomWeights(response, note) {
+  const random = response.headers.get("x-capmesh-random-weights") === "true";
+  note.hidden = !random;
+  note.textContent = random ? RANDOM_WEIGHTS_NOTE : "";
+}
+
 // ----------------------------------------------------------------------------------------- forms
 function busy(form, status, work) {
   form.addEventListener("submit", async (event) => {
@@ -247,7 +263,7 @@ busy($("#chat-form"), $("#chat-status"), async (data) => {
   $("#chat-form").reset();
   $("#chat-status").textContent = "streaming…";
   let answer = "";
-  const stream = sse("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model: data.get("model") || "", messages: chatHistory, stream: true }) }, (payload) => {
+  const stream = sse("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model: data.get("model") || "", messages: chatHistory, stream: true }), onResponse: (response) => flagRandomWeights(response, $("#chat-note")) }, (payload) => {
     if (payload === "[DONE]") return;
     const chunk = JSON.parse(payload);
     if (chunk.error) throw new Error(chunk.error.message);
@@ -259,14 +275,28 @@ busy($("#chat-form"), $("#chat-status"), async (data) => {
   $("#chat-status").textContent = "done";
 });
 
+busy($("#image-form"), $("#image-status"), async (data) => {
+  const status = $("#image-status");
+  status.textContent = "generating…";
+  const request = { prompt: data.get("prompt"), n: 1, response_format: "b64_json" };
+  if (data.get("size")) request.size = data.get("size");
+  const response = await api("/v1/images/generations", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request) });
+  flagRandomWeights(response, $("#image-note"));
+  const image = ((await response.json()).data || [])[0];
+  if (!image || !image.b64_json) throw new Error("the answer held no image");
+  const output = $("#image-output");
+  output.src = `data:image/png;base64,${image.b64_json}`;
+  output.hidden = false;
+  status.textContent = "done";
+});
+
 busy($("#talk-form"), $("#talk-status"), async (data) => {
   const status = $("#talk-status");
-  status.textContent = "speaking the text…";
-  const audio = new File([await speech(data.get("text"), "")], "speech.wav", { type: "audio/wav" });
   status.textContent = "uploading…";
-  const [portrait, track] = await Promise.all([upload(data.get("portrait")), upload(audio)]);
+  const portrait = await upload(data.get("portrait"));
+  // One job: the talking-head service has the TTS capability speak the text (stage "synthesizing").
   const jobId = await submitJob("/capmesh.talkinghead.v1.TalkingHeadService/StreamGenerateTalkingHead",
-    { referenceImage: { fileId: portrait.fileId }, audio: { fileId: track.fileId } }, { source: "console" });
+    { referenceImage: { fileId: portrait.fileId }, text: data.get("text") }, { source: "console" });
   status.textContent = `job ${jobId} queued`;
   await showArtifactVideo(await waitForJob(jobId, status), $("#talk-video"));
   status.textContent = "done";

@@ -1,6 +1,6 @@
 """`capmesh files`: the gateway's file store (inputs and outputs referenced by id).
 
-capmesh files upload portrait.png [--ttl 3600] [--label characterId=char_001]
+capmesh files upload portrait.png [--ttl 3600] [--label characterId=char_001] [--json]
 capmesh files download FILE_ID [-o out.bin] [--offset N --length M]
 capmesh files ls
 capmesh files rm FILE_ID
@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
+from capmesh.cli.progress import check_output
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_BYTES = 1024 * 1024  # well under the 4 MiB message limit
@@ -43,10 +45,13 @@ def upload(
     ttl: float = typer.Option(0.0, help="Seconds until it expires; 0: the gateway default (24 h)."),
     mime_type: str = typer.Option("", help="The declared media type; the stored type is detected when possible."),
     label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored file's description as JSON."),
     address: str = ADDRESS,
 ) -> None:
-    """Upload a file in 1 MiB chunks and print its id."""
+    """Upload a file in 1 MiB chunks and print its id (only the id on stdout: `ID=$(capmesh files upload a.wav)`)."""
     import grpc
+    from google.protobuf import json_format
+    from rich.console import Console
     from rich.progress import Progress
 
     from capmesh.client import sync_channel
@@ -54,7 +59,8 @@ def upload(
 
     labels = dict(item.partition("=")[::2] for item in label)
     total = path.stat().st_size
-    with Progress(transient=True) as bar, sync_channel(address) as channel:
+    # The bar goes to stderr: stdout carries only the result, for scripts.
+    with Progress(transient=True, console=Console(stderr=True)) as bar, sync_channel(address) as channel:
         task = bar.add_task(path.name, total=total)
 
         def messages():
@@ -72,8 +78,11 @@ def upload(
             info = file_service_pb2_grpc.FileServiceStub(channel).UploadFile(messages()).file
         except grpc.RpcError as exc:
             _fail(exc)
-    typer.echo(info.file_id)
-    typer.echo(_describe(info), err=True)
+    if as_json:
+        typer.echo(json_format.MessageToJson(info, indent=None))
+    else:
+        typer.echo(info.file_id)
+        typer.echo(_describe(info), err=True)
 
 
 @files_app.command("download")
@@ -90,6 +99,8 @@ def download(
     from capmesh.client import sync_channel
     from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
 
+    if output is not None:
+        check_output("files download", output)
     with sync_channel(address) as channel:
         stream = file_service_pb2_grpc.FileServiceStub(channel).DownloadFile(
             file_service_pb2.DownloadFileRequest(file_id=file_id, offset=offset, length=length)
@@ -99,7 +110,7 @@ def download(
         try:
             for message in stream:
                 if handle is None:
-                    target = output or Path(Path(message.file.name).name or file_id)
+                    target = output or check_output("files download", Path(Path(message.file.name).name or file_id))
                     handle = target.open("wb")
                 handle.write(message.data)
                 written += len(message.data)

@@ -1,7 +1,7 @@
 """`capmesh gateway`, `capmesh status` and `capmesh up` (the gateway and every service at once).
 
 capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--backends-file b.yaml]
-capmesh status [--address HOST:PORT] [--watch]
+capmesh status [--address HOST:PORT] [--watch] [--json]
 capmesh up [-f deploy/gpu.yaml] [--only tts --only llm] [--port 50051] [--http-port 8080]
 """
 
@@ -64,7 +64,7 @@ def gateway(
         raise typer.Exit(2) from exc
     try:
         run(settings)
-    except (CapmeshError, OSError, RedisError) as exc:  # a bad backends file, a port in use, no Redis
+    except (CapmeshError, OSError, RedisError, SettingsError) as exc:  # a bad backends or keys file, a port in use
         typer.secho(f"capmesh gateway: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
 
@@ -72,9 +72,11 @@ def gateway(
 def status(
     address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway."),
     watch: bool = typer.Option(False, "--watch", help="Print the table again after every change."),
+    as_json: bool = typer.Option(False, "--json", help="Print the registry's view as JSON (one line per view)."),
 ) -> None:
     """Show every capability and backend the gateway knows, with its health."""
     import grpc
+    from google.protobuf import json_format
     from rich.console import Console
 
     from capmesh.client import from_rpc_error, sync_channel
@@ -82,15 +84,22 @@ def status(
     from capmesh.gateway.v1 import registry_service_pb2_grpc
 
     console = Console()
+    if not console.is_terminal:  # piped or captured: rows stay whole lines rather than 80-column folds
+        console = Console(width=10_000)
+
+    def show(view) -> None:
+        if as_json:
+            typer.echo(json_format.MessageToJson(view, indent=None))
+        else:
+            console.print(capability_table(view.capabilities, address))
+
     stub = registry_service_pb2_grpc.RegistryServiceStub(sync_channel(address))
     try:
         if watch:
             for view in stub.WatchCapabilities(pb.WatchCapabilitiesRequest()):
-                console.print(capability_table(view.capabilities, address))
+                show(view)
         else:
-            console.print(
-                capability_table(stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10).capabilities, address)
-            )
+            show(stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10))
     except grpc.RpcError as exc:
         typer.secho(f"capmesh status: {address}: {from_rpc_error(exc)}", fg="red", err=True)
         raise typer.Exit(1) from exc
@@ -131,12 +140,31 @@ def capability_table(capabilities, address: str):
                 backend.backend.address,
                 _state_text(pb.BackendState.Name(backend.state)),
                 str(backend.in_flight),
-                ", ".join(backend.backend.loaded_models) or "-",
+                _models_text(backend.backend),
                 _clock(backend.last_success_time) if backend.HasField("last_success_time") else "-",
-                backend.last_error or "-",
+                _last_error(backend),
                 f"{backend.cooldown_remaining_seconds:.1f}s" if backend.cooldown_remaining_seconds else "-",
             )
     return table
+
+
+def _models_text(record) -> str:
+    """The loaded models, and a warning when the backend's model has random weights (its output is noise)."""
+    text = ", ".join(record.loaded_models) or "-"
+    if record.labels.get("random_weights") == "true":
+        text += " [yellow](random weights: output is noise)[/]"
+    return text
+
+
+def _last_error(backend) -> str:
+    """The last error while it still explains the state: an AVAILABLE backend has recovered from it
+    (a probe or a call since succeeded), so an old "Connection refused" would only mislead."""
+    from capmesh.gateway.v1 import registry_service_pb2 as pb
+
+    if not backend.last_error or backend.state == pb.BACKEND_STATE_AVAILABLE:
+        return "-"
+    when = f" (at {_clock(backend.last_error_time)})" if backend.HasField("last_error_time") else ""
+    return backend.last_error + when
 
 
 def _clock(timestamp) -> str:
@@ -197,6 +225,10 @@ def up(
 # -- capmesh up -------------------------------------------------------------------------------------
 
 STOP_TIMEOUT_S = 20.0
+RESTART_BACKOFF_BASE_S = 0.5  # the first restart of a crashed process; doubled for each recent crash
+RESTART_BACKOFF_MAX_S = 30.0
+CRASH_LOOP_EXITS = 5  # this many exits of one process within the window is a crash loop
+CRASH_LOOP_WINDOW_S = 60.0
 
 
 class MeshError(RuntimeError):
@@ -362,6 +394,8 @@ class Mesh:
     ) -> None:
         import tempfile
 
+        from capmesh.services.runtime.trust import new_mesh_env
+
         self.plan = plan
         self.capabilities = list(plan.services)
         self.host = host
@@ -372,6 +406,9 @@ class Mesh:
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="capmesh-up-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.children: list[_Child] = []
+        # Every process of this mesh shares one mesh secret (the backend credential), made here
+        # unless CAPMESH_MESH_SECRET is set: services register with it, the gateway sends it to them.
+        self.mesh_env = new_mesh_env(os.environ)
 
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "capmesh.cli.main", *args]
@@ -400,7 +437,8 @@ class Mesh:
             gateway = _Child("gateway", self._command(*gateway_args), self.log_dir / "gateway.log")
             self.children.append(gateway)
             with console.status("starting the gateway"):
-                await gateway.start({**os.environ, **self.plan.gateway_env}, self.timeout_s)
+                await gateway.start(self.env_of(gateway), self.timeout_s)
+            self.pin_gateway_ports(gateway)
             services = [
                 _Child(
                     name if index == 0 else f"{name}-{index + 1}",
@@ -413,12 +451,7 @@ class Mesh:
             ]
             self.children.extend(services)
             with console.status(f"starting {', '.join(self.capabilities) or 'no services'}"):
-                await asyncio.gather(
-                    *(
-                        child.start({**os.environ, **self.plan.services[child.capability][0]}, self.timeout_s)
-                        for child in services
-                    )
-                )
+                await asyncio.gather(*(child.start(self.env_of(child), self.timeout_s) for child in services))
                 view = await self._wait_serving(gateway.address, stop)
             if view is None:
                 return 130
@@ -433,13 +466,15 @@ class Mesh:
         import asyncio
         import time
 
-        import grpc
-
+        from capmesh.client.channel import aio_channel_to
         from capmesh.gateway.v1 import registry_service_pb2 as pb
         from capmesh.gateway.v1 import registry_service_pb2_grpc
+        from capmesh.services.runtime.trust import mesh_metadata, secret_of
 
         deadline = time.monotonic() + self.timeout_s
-        async with grpc.aio.insecure_channel(gateway_address) as channel:
+        # The gateway's own credential: its view answers whatever keys clients need.
+        secret = secret_of({**os.environ, **self.mesh_env, **self.plan.gateway_env}, "gateway")
+        async with aio_channel_to(gateway_address, metadata=mesh_metadata(secret)) as channel:
             stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
             while not stop.is_set():
                 view = (await stub.ListCapabilities(pb.ListCapabilitiesRequest(), timeout=10)).capabilities
@@ -480,20 +515,44 @@ class Mesh:
         return table
 
     async def _watch(self, stop, console) -> int:
-        """Runs until Ctrl-C / SIGTERM (0) or until a process exits on its own (1)."""
+        """Supervises until Ctrl-C / SIGTERM (0) or until a process crash-loops (1): a process that
+        exits on its own is restarted after a backoff while every other one keeps serving."""
         import asyncio
 
-        waits = {asyncio.ensure_future(child.proc.wait()): child for child in self.children}
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({stopper, *waits}, return_when=asyncio.FIRST_COMPLETED)
-        for future in [stopper, *waits]:
-            future.cancel()
-        if stopper in done:
-            return 0
-        for future in done:
-            child = waits[future]
-            console.print(f"[red]{child.name} exited with code {child.proc.returncode}; log: {child.log_path}[/]")
-        return 1
+        supervisor = _Supervisor(self, stop, console)
+        keepers = [asyncio.ensure_future(supervisor.keep(child)) for child in self.children]
+        try:
+            await stop.wait()
+        finally:
+            for keeper in keepers:
+                keeper.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+        if supervisor.crash_loop:
+            console.print(supervisor.crash_loop, style="red", markup=False)
+            return 1
+        return 0
+
+    def env_of(self, child: _Child) -> dict[str, str]:
+        if child.name == "gateway":
+            return {**os.environ, **self.mesh_env, **self.plan.gateway_env}
+        return {**os.environ, **self.mesh_env, **self.plan.services[child.capability][0]}
+
+    @staticmethod
+    def pin_gateway_ports(gateway: _Child) -> None:
+        """A restarted gateway must come back where the services and clients look for it: on the ports
+        it bound first (free ones, when it was asked for port 0)."""
+        http = gateway.banner.split(" http ", 1)[1].strip() if " http " in gateway.banner else "-"
+        pinned = {"--port": gateway.address.rsplit(":", 1)[1]}
+        if http != "-":
+            pinned["--http-port"] = http.rstrip("/").rsplit(":", 1)[1]
+        args: list[str] = []
+        flags = iter(gateway.args)
+        for arg in flags:
+            if arg in pinned:
+                next(flags, None)  # the flag's old value
+            else:
+                args.append(arg)
+        gateway.args = [*args, *(part for flag, value in pinned.items() for part in (flag, value))]
 
     async def _stop_all(self, console) -> None:
         """Services first (they deregister from the gateway), then the gateway."""
@@ -505,3 +564,61 @@ class Mesh:
             console.print("stopping ...")
         await asyncio.gather(*(c.stop() for c in services))
         await asyncio.gather(*(c.stop() for c in gateways))
+
+
+class _Supervisor:
+    """Restarts the processes of `capmesh up` that exit on their own, one keeper task per process.
+
+    The restart waits a backoff that doubles with each recent crash of that process (0.5 s, 1 s,
+    2 s, ... at most 30 s); crashes older than the window are forgotten, so a process that served for a
+    while starts over at 0.5 s. CRASH_LOOP_EXITS exits within CRASH_LOOP_WINDOW_S is a crash loop:
+    restarting more would only hide the fault, so the mesh stops and says which process and why.
+    A restarted service registers itself again; a restarted gateway comes back on its first ports,
+    where the services' heartbeats find it and register again."""
+
+    def __init__(self, mesh: Mesh, stop: asyncio.Event, console) -> None:
+        self._mesh = mesh
+        self._stop = stop
+        self._console = console
+        self.crash_loop = ""  # set when the mesh stops because of a crash loop: which process, why
+
+    async def keep(self, child: _Child) -> None:
+        import asyncio
+        import time
+        from collections import deque
+
+        crashes: deque[float] = deque()
+        while True:
+            code = await child.proc.wait()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            crashes.append(now)
+            while now - crashes[0] > CRASH_LOOP_WINDOW_S:
+                crashes.popleft()
+            if len(crashes) >= CRASH_LOOP_EXITS:
+                self.crash_loop = (
+                    f"{child.name} is crash-looping: it exited {len(crashes)} times within "
+                    f"{CRASH_LOOP_WINDOW_S:.0f}s, last with code {code}; stopping the mesh; log: {child.log_path}\n"
+                    + _tail(child.log_path)
+                )
+                self._stop.set()
+                return
+            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (len(crashes) - 1))
+            self._console.print(
+                f"[yellow]{child.name} exited with code {code}; restarting it in {delay:.1f}s "
+                f"(the others keep serving); log: {child.log_path}[/]"
+            )
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+                return  # Ctrl-C during the backoff
+            except TimeoutError:
+                pass
+            try:
+                await child.start(self._mesh.env_of(child), self._mesh.timeout_s)
+            except MeshError as exc:
+                if child.running():  # it did not print its address in time: end it, count it as a crash
+                    child.proc.kill()
+                self._console.print(f"{child.name} did not come back: {exc}", style="red", markup=False)
+                continue
+            self._console.print(f"[green]{child.name} is back on {child.address}[/]")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli.progress import streamed_call
+from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE, check_output, streamed_call
 from capmesh.cli.video import DEFAULT_ADDRESS, parse_size
 
 
@@ -39,6 +39,7 @@ def image(
     from capmesh.client.imagegen import ImageGenClient
 
     width, height = parse_size(size)
+    check_output("image", output)
     with streamed_call("image", address) as (progress, channel):
         generated = ImageGenClient(channel).generate(
             prompt,
@@ -58,4 +59,7 @@ def image(
         path = output if len(generated.pngs) == 1 else output.with_name(f"{output.stem}-{info.index}{output.suffix}")
         path.write_bytes(png)
         typer.echo(f"{path}: {info.width}x{info.height}, {info.artifact.size_bytes} bytes")
-    typer.echo(f"{len(generated.pngs)} image(s), {r.steps} steps, seed {r.seed}, model {r.model}")
+    typer.echo(
+        f"{len(generated.pngs)} image(s), {r.steps} steps, seed {r.seed}, model {r.model}"
+        + (RANDOM_WEIGHTS_NOTE if r.random_weights else "")
+    )

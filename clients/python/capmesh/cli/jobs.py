@@ -3,6 +3,7 @@
     capmesh jobs submit /capmesh.tts.v1.TtsService/StreamSynthesize -d '{"text": "Hello."}' \\
         --priority 5 --label characterId=char_001 --watch
     capmesh jobs list --filter 'labels.characterId = "char_001" AND state = SUCCEEDED'
+    capmesh jobs list -l characterId=char_001 --json
     capmesh jobs get JOB_ID
     capmesh jobs watch JOB_ID [--after EVENT_ID]
     capmesh jobs cancel JOB_ID
@@ -138,6 +139,7 @@ def list_jobs(
     filter_text: str = typer.Option(
         "", "--filter", "-f", help="e.g. 'labels.characterId = \"char_001\" AND state = SUCCEEDED'"
     ),
+    label: list[str] = typer.Option([], "--label", "-l", help="Only jobs with this label, KEY=VALUE (repeatable)."),
     page_size: int = typer.Option(50, help="Jobs per page."),
     all_pages: bool = typer.Option(False, "--all", help="Follow every page."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
@@ -152,6 +154,10 @@ def list_jobs(
     from capmesh.client import sync_channel
     from capmesh.gateway.v1 import job_service_pb2
 
+    # -l k=v is the filter term labels.k = "v", as `jobs submit -l` sets it (json quotes and escapes)
+    terms = [filter_text] if filter_text else []
+    terms += [f"labels.{key} = {json.dumps(value)}" for key, value in _labels(label).items()]
+    filter_text = " AND ".join(terms)
     table = Table("job", "capability", "state", "progress", "attempt", "priority", "labels")
     token = ""
     with sync_channel(address) as channel:
@@ -211,7 +217,8 @@ def _watch(channel, job_id: str, after: str) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from capmesh.gateway.v1 import job_service_pb2, job_service_pb2_grpc
+    from capmesh.client.streams import watch_job
+    from capmesh.gateway.v1 import job_service_pb2
 
     names = job_service_pb2.JobEventType
     console = Console(stderr=True)
@@ -225,10 +232,9 @@ def _watch(channel, job_id: str, after: str) -> None:
     ) as bar:
         task = bar.add_task(job_id[:12], total=100)
         try:
-            for response in job_service_pb2_grpc.JobServiceStub(channel).WatchJob(
-                job_service_pb2.WatchJobRequest(job_id=job_id, after_event_id=after)
-            ):
-                last = event = response.event
+            # resumes on another gateway from the last event when one dies (CAPMESH_ADDRESS=a,b)
+            for event in watch_job(channel, job_id, after):
+                last = event
                 kind = names.Name(event.type).removeprefix("JOB_EVENT_TYPE_")
                 if event.type == job_service_pb2.JOB_EVENT_TYPE_PROGRESS:
                     stage = event.progress.stage or "running"
@@ -258,17 +264,33 @@ def watch(
 
 @jobs_app.command("cancel")
 def cancel(job_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
-    """Cancel a job: a queued job ends at once, a running one at the backend's next step."""
+    """Cancel a job: a queued job ends at once, a running one at the backend's next step. A job that
+    had already ended is left as it was, and the command says so and exits with status 1."""
     import grpc
     from google.longrunning import operations_pb2, operations_pb2_grpc
 
     from capmesh.client import sync_channel
+    from capmesh.gateway.v1 import job_service_pb2
 
+    name = f"operations/{job_id}"
     with sync_channel(address) as channel:
+        stub = operations_pb2_grpc.OperationsStub(channel)
         try:
-            operations_pb2_grpc.OperationsStub(channel).CancelOperation(
-                operations_pb2.CancelOperationRequest(name=f"operations/{job_id}")
-            )
+            before = stub.GetOperation(operations_pb2.GetOperationRequest(name=name))
+            if not before.done:
+                stub.CancelOperation(operations_pb2.CancelOperationRequest(name=name))
+                after = stub.GetOperation(operations_pb2.GetOperationRequest(name=name))
         except grpc.RpcError as exc:
             _fail(exc)
-    typer.echo(f"cancel requested for {job_id}")
+    if before.done:
+        state = job_service_pb2.JobState.Name(_metadata(before).state).removeprefix("JOB_STATE_")
+        typer.secho(f"job {job_id} had already ended ({state}); nothing to cancel", fg="red", err=True)
+        raise typer.Exit(1)
+    if after.done:
+        state = job_service_pb2.JobState.Name(_metadata(after).state).removeprefix("JOB_STATE_")
+        if state != "CANCELLED":  # it ended on its own before the cancel arrived
+            typer.secho(f"job {job_id} ended ({state}) before it could be cancelled", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"job {job_id} cancelled")
+    else:
+        typer.echo(f"cancel requested for {job_id}: it stops at the backend's next step")

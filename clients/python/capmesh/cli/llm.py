@@ -3,6 +3,7 @@
     capmesh chat                                  # interactive; history kept for the session
     capmesh chat --system "Be brief." -t 0.7      # with a system prompt and a temperature
     capmesh chat -m "What is capmesh?"            # one question, the answer on stdout
+    capmesh chat --frequency-penalty 0.8 --top-k 40   # sampling controls, applied per request
 
 The answer is printed as its tokens stream in. In the interactive chat Ctrl-C stops the answer
 being written (the server stops generating at its next token) and the chat goes on; Ctrl-D or
@@ -29,6 +30,11 @@ class _ChatOptions(TypedDict):
     seed: int | None
     model: str
     timeout: float | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    repetition_penalty: float | None
+    min_p: float | None
+    top_k: int | None
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +50,11 @@ def chat(
     stop: list[str] = typer.Option([], "--stop", help="A sequence that ends the answer (repeatable)."),
     seed: int | None = typer.Option(None, help="Sampling seed, for repeatable answers."),
     model: str = typer.Option("", help="The model; empty selects the service's default."),
+    presence_penalty: float | None = typer.Option(None, help="-2 to 2: less of any token already said."),
+    frequency_penalty: float | None = typer.Option(None, help="-2 to 2: less of a token, per time it was said."),
+    repetition_penalty: float | None = typer.Option(None, help="Above 0, 1 is none: transformers' penalty."),
+    min_p: float | None = typer.Option(None, help="0 to 1: drop tokens below min_p x the likeliest's probability."),
+    top_k: int | None = typer.Option(None, help="Sample from the k likeliest tokens only; 0 is all."),
     address: str = typer.Option(
         DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the LLM server itself."
     ),
@@ -57,7 +68,18 @@ def chat(
 
     console = Console(stderr=True)
     options = _ChatOptions(
-        temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, seed=seed, model=model, timeout=timeout
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        stop=stop,
+        seed=seed,
+        model=model,
+        timeout=timeout,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+        min_p=min_p,
+        top_k=top_k,
     )
     history = [Message("system", system)] if system else []
 

@@ -11,12 +11,28 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli import deploy, files, gateway, jobs
+from capmesh.cli import certs, deploy, files, gateway, jobs, xds
 from capmesh.services.catalog import CAPABILITIES, NAMES, capability
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="capmesh: generative-AI capabilities over gRPC.")
 models_app = typer.Typer(no_args_is_help=True, help="Model checkpoints.")
 app.add_typer(models_app, name="models")
+
+
+@app.callback()
+def _options(
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="CAPMESH_API_KEY",
+        show_default=False,
+        help="The key every command presents to the gateway (Authorization: Bearer).",
+    ),
+) -> None:
+    # Set once for the process: every channel the commands open sends it (capmesh.client.channel).
+    from capmesh.client.channel import use_api_key
+
+    use_api_key(api_key)
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, str]:
@@ -78,7 +94,7 @@ def make_tiny(
 
 
 models_app.command("pull")(deploy.pull)
-for commands in (gateway, jobs, files, deploy):
+for commands in (gateway, jobs, files, deploy, certs, xds):
     commands.register(app)
 for row in CAPABILITIES:
     if row.cli:

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
+
+# Appended to a command's summary when the model has random weights (a tiny checkpoint).
+RANDOM_WEIGHTS_NOTE = " (random weights: the output is noise, for tests and demos)"
+
+
+def check_output(command: str, path: Path) -> Path:
+    """Refuses, before any work is done, an output path that cannot be written: a missing or
+    read-only folder, or a folder where the file should go. Exits with status 2 saying why."""
+    problem = ""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        problem = "it is a folder; give a file name"
+    elif not folder.exists():
+        problem = f"the folder {folder} does not exist"
+    elif not folder.is_dir():
+        problem = f"{folder} is not a folder"
+    elif not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        problem = "permission denied"
+    if problem:
+        typer.secho(f"capmesh {command}: cannot write {path}: {problem}", fg="red", err=True)
+        raise typer.Exit(2)
+    return path
 
 
 def report_failure(command: str, exc) -> None:

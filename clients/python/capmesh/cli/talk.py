@@ -3,8 +3,10 @@
     capmesh talk face.png speech.wav -o out.mp4
     capmesh talk face.png --text "Hello there" -o out.mp4
 
-Both calls go to `--address` (the gateway, which routes each service; or one server) unless
-`--tts-address` / `--talkinghead-address` point a service somewhere else.
+The call goes to `--address` (the gateway; or one server) unless `--talkinghead-address` points
+elsewhere. With `--text` it is one call: the talking-head service has the gateway's TTS capability
+speak the text. `--tts-address` instead has the CLI call that TTS service first and send its audio
+(for a talking-head server without a gateway behind it).
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli.progress import report_failure
+from capmesh.cli.progress import check_output, report_failure
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-TALKINGHEAD_STAGES = ("downloading", "face_detecting", "inference", "merging_audio")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +37,9 @@ def talk(
         envvar="CAPMESH_ADDRESS",
         help="The gateway, or one server that serves both services.",
     ),
-    tts_address: str | None = typer.Option(None, help="The TTS service, when not at --address."),
+    tts_address: str | None = typer.Option(
+        None, help="With --text: a TTS service the CLI calls first (else the talking head asks the gateway's TTS)."
+    ),
     talkinghead_address: str | None = typer.Option(None, help="The TalkingHead service, when not at --address."),
     voice: str = typer.Option("", help="TTS voice (with --text)."),
     language: str = typer.Option("", help="TTS language (with --text)."),
@@ -52,6 +55,7 @@ def talk(
     """Make a talking-head video: FACE speaks AUDIO, or --text spoken by TTS."""
     if (audio is None) == (text is None):
         raise typer.BadParameter("give either an AUDIO file or --text, not both and not neither")
+    check_output("talk", output)  # before any work: a path that cannot be written ends it at once
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
@@ -69,18 +73,19 @@ def talk(
     try:
         with Progress(*columns, console=console, transient=False) as bars:
             stages = _StageBars(bars)
-            if text is not None:
-                with sync_channel(tts_address or address) as channel:
-                    audio_bytes = _synthesize(channel, text, voice, language, stages, timeout)
-                audio_name = "tts.wav"
-            elif audio is not None:  # exactly one of the two was given (checked above)
-                audio_bytes, audio_name = audio.read_bytes(), audio.name
-            for stage in TALKINGHEAD_STAGES:
-                stages.task(stage)
+            speech: bytes | None = None
+            if text is not None and tts_address:
+                with sync_channel(tts_address) as channel:
+                    speech = _synthesize(channel, text, voice, language, stages, timeout)
+            elif audio is not None:  # exactly one of audio and text was given (checked above)
+                speech = audio.read_bytes()
             with sync_channel(talkinghead_address or address) as channel:
                 video = TalkingHeadClient(channel).generate(
                     artifact(face.read_bytes(), name=face.name),
-                    artifact(audio_bytes, name=audio_name),
+                    None if speech is None else artifact(speech, name=audio.name if audio else "tts.wav"),
+                    text="" if speech is not None else (text or ""),
+                    voice="" if speech is not None else voice,
+                    language="" if speech is not None else language,
                     fps=fps,
                     num_frames=num_frames,
                     seed=seed,
@@ -103,7 +108,8 @@ def talk(
 
 
 class _StageBars:
-    """One bar per stage; a later stage completes the earlier ones."""
+    """A bar for the TTS call (when the CLI makes it) and one for the talking head, whose percent is
+    one overall figure and whose stage shows as the bar's description."""
 
     def __init__(self, bars) -> None:
         self._bars = bars
@@ -123,9 +129,10 @@ class _StageBars:
         self._bars.update(current, completed=percent, note=note)
 
     def update(self, progress) -> None:
-        """Shows a capmesh.common.v1.Progress."""
+        """Shows a capmesh.common.v1.Progress of the talking head."""
         note = f"queued at {progress.queue_position}" if progress.queue_position else progress.message
-        self.set(progress.stage, progress.percent, note)
+        current = self.task("talking head")
+        self._bars.update(current, description=progress.stage, completed=progress.percent, note=note)
 
     def finish(self) -> None:
         for task in self._tasks.values():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli.progress import report_failure
+from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE, check_output, report_failure
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 SEGMENT_KEYS = {"speaker", "text", "voice", "pause_after_seconds", "speed"}
@@ -65,6 +65,8 @@ def tts(
             f"unknown format {chosen_format!r}; one of {', '.join(AUDIO_FORMATS)}", param_hint="--format"
         )
     target = output or Path(f"out.{chosen_format}")
+    if not voices:
+        check_output("tts", target)
     lines, scene_options = _read_scene(scene) if scene is not None else ([], {})
     spoken_text = typer.get_text_stream("stdin").read() if text == "-" else text or ""
     try:
@@ -110,6 +112,7 @@ def tts(
         f"{description.sentence_count} sentences, {len(audio)} bytes"
         + (f", voice {description.voice}" if description.voice else "")
         + f", seed {description.seed}"
+        + (RANDOM_WEIGHTS_NOTE if description.random_weights else "")
     )
     if scene is not None:
         for timing in rendered.result.timings:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli.progress import streamed_call
+from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE, check_output, streamed_call
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -40,6 +40,7 @@ def video(
     from capmesh.client.videogen import VideoGenClient
 
     width, height = parse_size(size)
+    check_output("video", output)
     with streamed_call("video", address) as (progress, channel):
         generated = VideoGenClient(channel).generate(
             image.read_bytes(),
@@ -60,7 +61,7 @@ def video(
     r = generated.result
     typer.echo(
         f"{output}: {r.num_frames} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
-        f"{r.steps} steps, seed {r.seed}, model {r.model}"
+        f"{r.steps} steps, seed {r.seed}, model {r.model}" + (RANDOM_WEIGHTS_NOTE if r.random_weights else "")
     )
 
 

@@ -21,6 +21,11 @@ Structured output: pass `response_format=json_schema({...})` (or `json_object()`
                                       max_tokens=200).text)
 
 An answer cut by `max_tokens` ends with finish reason "length" and may then be incomplete.
+
+Tools: pass `tools=[tool("get_weather", schema)]` and `tool_choice="required"` (or "auto", "none", or a
+tool's name); the answer's `tool_calls` then hold the calls, decoded under their schemas. Sampling
+controls (`presence_penalty`, `frequency_penalty`, `repetition_penalty`, `logit_bias`, `min_p`,
+`top_k`) and `logprobs` / `top_logprobs` are keyword arguments too (`Answer.logprobs`).
 """
 
 from __future__ import annotations
@@ -35,14 +40,33 @@ from capmesh.client.errors import ServerError, from_rpc_error
 from capmesh.llm.v1 import llm_service_pb2 as pb
 from capmesh.llm.v1 import llm_service_pb2_grpc as pb_grpc
 
-__all__ = ["ROLES", "Answer", "LlmClient", "Message", "grammar", "json_object", "json_schema", "regex"]
+__all__ = ["ROLES", "Answer", "LlmClient", "Message", "grammar", "json_object", "json_schema", "regex", "tool"]
 
-ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT}
+ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL}
 FINISH_REASONS = {
     pb.FINISH_REASON_STOP: "stop",
     pb.FINISH_REASON_LENGTH: "length",
     pb.FINISH_REASON_CANCELLED: "cancelled",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
 }
+TOOL_CHOICE_MODES = {
+    "auto": pb.TOOL_CHOICE_MODE_AUTO,
+    "none": pb.TOOL_CHOICE_MODE_NONE,
+    "required": pb.TOOL_CHOICE_MODE_REQUIRED,
+}
+# Optional scalar fields of StreamChatRequest that `stream` takes as keyword arguments.
+_OPTIONAL_FIELDS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "min_p",
+    "top_k",
+    "top_logprobs",
+)
 
 
 @dataclass(frozen=True)
@@ -51,15 +75,24 @@ class Message:
 
     role: str
     content: str
+    tool_calls: tuple[pb.ToolCall, ...] = ()  # an earlier assistant answer's calls
+    tool_call_id: str = ""  # role "tool": the call this message answers
 
 
 @dataclass(frozen=True)
 class Answer:
     text: str
-    finish_reason: str  # stop, length or cancelled
+    finish_reason: str  # stop, length, cancelled or tool_calls
     prompt_tokens: int
     completion_tokens: int
     model: str
+    tool_calls: tuple[pb.ToolCall, ...] = ()
+    logprobs: tuple[pb.TokenLogprob, ...] = ()
+
+
+def tool(name: str, parameters: Mapping | None = None, description: str = "") -> pb.Tool:
+    """A function the model may call; `parameters` is the JSON Schema of its arguments object."""
+    return pb.Tool(name=name, description=description, parameters=json.dumps(parameters) if parameters else "")
 
 
 def json_schema(schema: Mapping | str) -> pb.ResponseFormat:
@@ -97,16 +130,43 @@ class LlmClient:
         seed: int | None = None,
         model: str = "",
         response_format: pb.ResponseFormat | None = None,
+        tools: Sequence[pb.Tool] = (),
+        tool_choice: str = "",
+        logprobs: bool = False,
+        logit_bias: Mapping[int, float] | None = None,
         timeout: float | None = None,
+        **optional: float | int | None,
     ):
-        """Starts StreamChat and returns the call: iterate it for messages, `cancel()` it to stop."""
+        """Starts StreamChat and returns the call: iterate it for messages, `cancel()` it to stop.
+
+        `optional` takes the other optional scalars of StreamChatRequest (penalties, min_p, top_k,
+        top_logprobs); `tool_choice` is auto, none, required or the name of one of `tools`."""
+        unknown = set(optional) - set(_OPTIONAL_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
         request = pb.StreamChatRequest(
-            messages=[pb.ChatMessage(role=ROLES.get(m.role, pb.ROLE_UNSPECIFIED), content=m.content) for m in messages],
+            messages=[
+                pb.ChatMessage(
+                    role=ROLES.get(m.role, pb.ROLE_UNSPECIFIED),
+                    content=m.content,
+                    tool_calls=m.tool_calls,
+                    tool_call_id=m.tool_call_id,
+                )
+                for m in messages
+            ],
             model=model,
             stop=list(stop),
             response_format=response_format,
+            tools=list(tools),
+            logprobs=logprobs,
+            logit_bias=dict(logit_bias or {}),
         )
-        for name, value in (("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens), ("seed", seed)):
+        if tool_choice in TOOL_CHOICE_MODES:
+            request.tool_choice.mode = TOOL_CHOICE_MODES[tool_choice]
+        elif tool_choice:
+            request.tool_choice.function = tool_choice
+        values = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed, **optional}
+        for name, value in values.items():
             if value is not None:
                 setattr(request, name, value)
         return self._stub.StreamChat(request, timeout=timeout)
@@ -131,6 +191,8 @@ class LlmClient:
                         result.usage.prompt_tokens,
                         result.usage.completion_tokens,
                         result.model,
+                        tuple(result.tool_calls),
+                        tuple(result.logprobs),
                     )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc

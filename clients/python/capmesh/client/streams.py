@@ -8,13 +8,18 @@ a file that merely looks right; a broken stream is a DATA_LOSS `ServerError`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
 
 from capmesh.client.errors import ServerError, from_rpc_error
 from capmesh.common.v1 import artifact_pb2, progress_pb2
+from capmesh.gateway.v1 import job_service_pb2, job_service_pb2_grpc
+
+RESUME_WINDOW_S = 30.0  # how long a cut WatchJob keeps trying to resume before it gives up
+RESUME_BACKOFF_S = (0.05, 1.0)  # the first and the longest wait between two resumptions
 
 
 def stream_broken(service: str, what: str) -> ServerError:
@@ -92,3 +97,30 @@ def receive_file(
 
     result = receive(responses, service, add, on_progress)
     return file.verified(artifact_of(result)), result
+
+
+def watch_job(channel: grpc.Channel, job_id: str, after_event_id: str = "") -> Iterator[job_service_pb2.JobEvent]:
+    """A job's events until its stream ends, resumed from the last event id when a gateway dies.
+
+    A WatchJob cut with UNAVAILABLE (its gateway went away) is opened again after the last event
+    seen; on a channel with several gateway addresses (failover.py) that lands on a live gateway,
+    which reads the same job log from the shared store. No event is repeated or skipped. Gives up
+    with the UNAVAILABLE error after RESUME_WINDOW_S without an event; other errors end it at once.
+    """
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    last = after_event_id
+    wait_s, deadline = RESUME_BACKOFF_S[0], 0.0
+    while True:
+        try:
+            for response in stub.WatchJob(job_service_pb2.WatchJobRequest(job_id=job_id, after_event_id=last)):
+                last = response.event.event_id
+                wait_s, deadline = RESUME_BACKOFF_S[0], 0.0
+                yield response.event
+            return
+        except grpc.RpcError as exc:
+            now = time.monotonic()
+            deadline = deadline or now + RESUME_WINDOW_S
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or now > deadline:
+                raise
+        time.sleep(wait_s)  # backoff while the channel finds a live gateway
+        wait_s = min(wait_s * 2, RESUME_BACKOFF_S[1])

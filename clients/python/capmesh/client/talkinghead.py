@@ -50,8 +50,11 @@ class TalkingHeadClient:
     def generate(
         self,
         reference_image: Input,
-        audio: Input,
+        audio: Input | None,
         *,
+        text: str = "",
+        voice: str = "",
+        language: str = "",
         fps: float = 0.0,
         num_frames: int = 0,
         seed: int | None = None,
@@ -62,10 +65,16 @@ class TalkingHeadClient:
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> TalkingHeadVideo:
-        """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure."""
+        """Streams the generation, reporting each Progress; raises a CapmeshClientError on failure.
+
+        Give `audio`, or None and `text` (with `voice` and `language`) for the service to have the
+        gateway's TTS capability speak it."""
         request = pb.StreamGenerateTalkingHeadRequest(
             reference_image=_as_artifact(reference_image),
-            audio=_as_artifact(audio),
+            audio=None if audio is None else _as_artifact(audio),
+            text=text,
+            voice=voice,
+            language=language,
             fps=fps,
             num_frames=num_frames,
             model=model,

@@ -15,6 +15,8 @@ becomes the objects a platform team expects, and the capmesh-specific parts are 
 - The gateway is a Deployment behind a Service (gRPC and HTTP), ready on /readyz, with the
   Prometheus scrape annotations on its pods; Redis is either the URL the file gives or a small
   StatefulSet.
+- Every capability pod serves its Prometheus metrics on `metrics_port` (METRICS_PORT unless the
+  mesh file names a port) and carries the same scrape annotations (deploy/prometheus.yml).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from capmesh.services.catalog import capability
 
 GRPC_PORT = 50051
 REDIS_PORT = 6379
+METRICS_PORT = 9464  # a capability pod's /metrics (the port OpenTelemetry's Prometheus exporters use)
 RUN_AS_USER = 10001  # the image's non-root user (Dockerfile)
 PRESTOP_S = 5  # Service endpoints and kube-proxy forget a terminating pod only after SIGTERM is sent
 UNLOAD_MARGIN_S = 15  # after the drain: unloading models and releasing GPU memory
@@ -143,10 +146,13 @@ def capability_objects(spec: MeshSpec, component: Component) -> list[Manifest]:
     row = capability(component.name)
     service_name = row.services()[0].full_name
     prefix = component.env_prefix
+    metrics_port = max(getattr(component.settings, "metrics_port", 0), 0) or METRICS_PORT
     env = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         # The gateway dials this address: the pod's own IP, not a Service that would hide replicas.
         {"name": f"CAPMESH_{prefix}_ADVERTISE_ADDRESS", "value": f"$(POD_IP):{GRPC_PORT}"},
+        # A fixed port to annotate for scraping (the file's own, or METRICS_PORT; never off or ephemeral).
+        {"name": f"CAPMESH_{prefix}_METRICS_PORT", "value": str(metrics_port)},
         *secret_env(spec, dict(component.secret_env())),
     ]
 
@@ -166,7 +172,7 @@ def capability_objects(spec: MeshSpec, component: Component) -> list[Manifest]:
             "--gateway",
             gateway_address(spec),
         ],
-        "ports": [{"name": "grpc", "containerPort": GRPC_PORT}],
+        "ports": [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "metrics", "containerPort": metrics_port}],
         "env": env,
         "startupProbe": probe(periodSeconds=5, failureThreshold=360),  # up to 30 min for an eager load
         "readinessProbe": probe(periodSeconds=5),
@@ -175,9 +181,14 @@ def capability_objects(spec: MeshSpec, component: Component) -> list[Manifest]:
     extra = {"CAPMESH_HOME": CACHE_DIR, "HF_HOME": f"{CACHE_DIR}/huggingface"}
     return [
         config_map(spec, component, extra),
-        deployment(spec, component, pod_spec(spec, component, container), {}),
+        deployment(spec, component, pod_spec(spec, component, container), scrape_annotations(metrics_port)),
         disruption_budget(spec, component),
     ]
+
+
+def scrape_annotations(port: int) -> dict[str, str]:
+    """What Prometheus' Kubernetes pod discovery reads (deploy/prometheus.yml keeps annotated pods)."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
 
 
 def gateway_objects(spec: MeshSpec) -> list[Manifest]:
@@ -200,7 +211,7 @@ def gateway_objects(spec: MeshSpec) -> list[Manifest]:
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
     }
-    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(http_port), "prometheus.io/path": "/metrics"}
+    scrape = scrape_annotations(http_port)
     service = {
         "apiVersion": "v1",
         "kind": "Service",

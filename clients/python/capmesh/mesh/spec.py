@@ -125,8 +125,9 @@ def env_value(value: Any) -> str:
 
 
 def is_secret(field_name: str) -> bool:
-    """API keys and the backend's gateway credential: values that must not sit in a versioned file."""
-    return field_name.endswith(("api_key", "api_keys"))
+    """API keys, the backend's gateway credential and the mesh secret: values that must not sit in
+    a versioned file."""
+    return field_name.endswith(("api_key", "api_keys", "secret"))
 
 
 # -- the schema -------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)capmesh/gateway/v1/registry_service.proto\x12\x12\x63\x61pmesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x07\x42\x61\x63kend\x12\x12\n\nbackend_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x10\n\x08services\x18\x04 \x03(\t\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x15\n\rloaded_models\x18\x06 \x03(\t\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x14\n\x0c\x64\x65vice_group\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\t\x12\x37\n\x06labels\x18\x0b \x03(\x0b\x32\'.capmesh.gateway.v1.Backend.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x02\n\rBackendStatus\x12,\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1b.capmesh.gateway.v1.Backend\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .capmesh.gateway.v1.BackendState\x12\x35\n\x11last_success_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x33\n\x0flast_error_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\"\n\x1a\x63ooldown_remaining_seconds\x18\x07 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\x05\x12\x0e\n\x06source\x18\t \x01(\t\"\xae\x01\n\x10\x43\x61pabilityStatus\x12\x12\n\ncapability\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .capmesh.gateway.v1.BackendState\x12\x33\n\x08\x62\x61\x63kends\x18\x03 \x03(\x0b\x32!.capmesh.gateway.v1.BackendStatus\x12\x10\n\x08services\x18\x04 \x03(\t\x12\x0e\n\x06queued\x18\x05 \x01(\x05\"?\n\x0fRegisterRequest\x12,\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1b.capmesh.gateway.v1.Backend\"a\n\x10RegisterResponse\x12\x12\n\nbackend_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"P\n\x10HeartbeatRequest\x12\x12\n\nbackend_id\x18\x01 \x01(\t\x12\x15\n\rloaded_models\x18\x02 \x03(\t\x12\x11\n\tin_flight\x18\x03 \x01(\x05\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\'\n\x11\x44\x65registerRequest\x12\x12\n\nbackend_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\x19\n\x17ListCapabilitiesRequest\"V\n\x18ListCapabilitiesResponse\x12:\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32$.capmesh.gateway.v1.CapabilityStatus\"*\n\x14GetCapabilityRequest\x12\x12\n\ncapability\x18\x01 \x01(\t\"Q\n\x15GetCapabilityResponse\x12\x38\n\ncapability\x18\x01 \x01(\x0b\x32$.capmesh.gateway.v1.CapabilityStatus\"\x1a\n\x18WatchCapabilitiesRequest\"W\n\x19WatchCapabilitiesResponse\x12:\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32$.capmesh.gateway.v1.CapabilityStatus*\x9d\x01\n\x0c\x42\x61\x63kendState\x12\x1d\n\x19\x42\x41\x43KEND_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41\x43KEND_STATE_UNKNOWN\x10\x01\x12\x1b\n\x17\x42\x41\x43KEND_STATE_AVAILABLE\x10\x02\x12\x1d\n\x19\x42\x41\x43KEND_STATE_UNAVAILABLE\x10\x03\x12\x17\n\x13\x42\x41\x43KEND_STATE_ERROR\x10\x04\x32\xb9\x06\n\x0fRegistryService\x12n\n\x08Register\x12#.capmesh.gateway.v1.RegisterRequest\x1a$.capmesh.gateway.v1.RegisterResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/backends:\x01*\x12\x88\x01\n\tHeartbeat\x12$.capmesh.gateway.v1.HeartbeatRequest\x1a%.capmesh.gateway.v1.HeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/backends/{backend_id}:heartbeat:\x01*\x12~\n\nDeregister\x12%.capmesh.gateway.v1.DeregisterRequest\x1a&.capmesh.gateway.v1.DeregisterResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/backends/{backend_id}\x12\x87\x01\n\x10ListCapabilities\x12+.capmesh.gateway.v1.ListCapabilitiesRequest\x1a,.capmesh.gateway.v1.ListCapabilitiesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/capabilities\x12\x8b\x01\n\rGetCapability\x12(.capmesh.gateway.v1.GetCapabilityRequest\x1a).capmesh.gateway.v1.GetCapabilityResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/capabilities/{capability}\x12\x92\x01\n\x11WatchCapabilities\x12,.capmesh.gateway.v1.WatchCapabilitiesRequest\x1a-.capmesh.gateway.v1.WatchCapabilitiesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/capabilities:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)capmesh/gateway/v1/registry_service.proto\x12\x12\x63\x61pmesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x02\n\x07\x42\x61\x63kend\x12\x12\n\nbackend_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x10\n\x08services\x18\x04 \x03(\t\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x15\n\rloaded_models\x18\x06 \x03(\t\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x14\n\x0c\x64\x65vice_group\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\t\x12\x37\n\x06labels\x18\x0b \x03(\x0b\x32\'.capmesh.gateway.v1.Backend.LabelsEntry\x12\x11\n\tmax_queue\x18\x0c \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x02\n\rBackendStatus\x12,\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1b.capmesh.gateway.v1.Backend\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .capmesh.gateway.v1.BackendState\x12\x35\n\x11last_success_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x33\n\x0flast_error_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\"\n\x1a\x63ooldown_remaining_seconds\x18\x07 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\x05\x12\x0e\n\x06source\x18\t \x01(\t\"\xae\x01\n\x10\x43\x61pabilityStatus\x12\x12\n\ncapability\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .capmesh.gateway.v1.BackendState\x12\x33\n\x08\x62\x61\x63kends\x18\x03 \x03(\x0b\x32!.capmesh.gateway.v1.BackendStatus\x12\x10\n\x08services\x18\x04 \x03(\t\x12\x0e\n\x06queued\x18\x05 \x01(\x05\"?\n\x0fRegisterRequest\x12,\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0b\x32\x1b.capmesh.gateway.v1.Backend\"a\n\x10RegisterResponse\x12\x12\n\nbackend_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"P\n\x10HeartbeatRequest\x12\x12\n\nbackend_id\x18\x01 \x01(\t\x12\x15\n\rloaded_models\x18\x02 \x03(\t\x12\x11\n\tin_flight\x18\x03 \x01(\x05\"F\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\"\'\n\x11\x44\x65registerRequest\x12\x12\n\nbackend_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\x19\n\x17ListCapabilitiesRequest\"V\n\x18ListCapabilitiesResponse\x12:\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32$.capmesh.gateway.v1.CapabilityStatus\"*\n\x14GetCapabilityRequest\x12\x12\n\ncapability\x18\x01 \x01(\t\"Q\n\x15GetCapabilityResponse\x12\x38\n\ncapability\x18\x01 \x01(\x0b\x32$.capmesh.gateway.v1.CapabilityStatus\"\x1a\n\x18WatchCapabilitiesRequest\"W\n\x19WatchCapabilitiesResponse\x12:\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32$.capmesh.gateway.v1.CapabilityStatus*\x9d\x01\n\x0c\x42\x61\x63kendState\x12\x1d\n\x19\x42\x41\x43KEND_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41\x43KEND_STATE_UNKNOWN\x10\x01\x12\x1b\n\x17\x42\x41\x43KEND_STATE_AVAILABLE\x10\x02\x12\x1d\n\x19\x42\x41\x43KEND_STATE_UNAVAILABLE\x10\x03\x12\x17\n\x13\x42\x41\x43KEND_STATE_ERROR\x10\x04\x32\xb9\x06\n\x0fRegistryService\x12n\n\x08Register\x12#.capmesh.gateway.v1.RegisterRequest\x1a$.capmesh.gateway.v1.RegisterResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/backends:\x01*\x12\x88\x01\n\tHeartbeat\x12$.capmesh.gateway.v1.HeartbeatRequest\x1a%.capmesh.gateway.v1.HeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/backends/{backend_id}:heartbeat:\x01*\x12~\n\nDeregister\x12%.capmesh.gateway.v1.DeregisterRequest\x1a&.capmesh.gateway.v1.DeregisterResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/backends/{backend_id}\x12\x87\x01\n\x10ListCapabilities\x12+.capmesh.gateway.v1.ListCapabilitiesRequest\x1a,.capmesh.gateway.v1.ListCapabilitiesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/capabilities\x12\x8b\x01\n\rGetCapability\x12(.capmesh.gateway.v1.GetCapabilityRequest\x1a).capmesh.gateway.v1.GetCapabilityResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/capabilities/{capability}\x12\x92\x01\n\x11WatchCapabilities\x12,.capmesh.gateway.v1.WatchCapabilitiesRequest\x1a-.capmesh.gateway.v1.WatchCapabilitiesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/capabilities:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,40 +47,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTRYSERVICE'].methods_by_name['GetCapability']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/capabilities/{capability}'
   _globals['_REGISTRYSERVICE'].methods_by_name['WatchCapabilities']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['WatchCapabilities']._serialized_options = b'\202\323\344\223\002\030\022\026/v1/capabilities:watch'
-  _globals['_BACKENDSTATE']._serialized_start=1662
-  _globals['_BACKENDSTATE']._serialized_end=1819
+  _globals['_BACKENDSTATE']._serialized_start=1717
+  _globals['_BACKENDSTATE']._serialized_end=1874
   _globals['_BACKEND']._serialized_start=129
-  _globals['_BACKEND']._serialized_end=436
-  _globals['_BACKEND_LABELSENTRY']._serialized_start=391
-  _globals['_BACKEND_LABELSENTRY']._serialized_end=436
-  _globals['_BACKENDSTATUS']._serialized_start=439
-  _globals['_BACKENDSTATUS']._serialized_end=778
-  _globals['_CAPABILITYSTATUS']._serialized_start=781
-  _globals['_CAPABILITYSTATUS']._serialized_end=955
-  _globals['_REGISTERREQUEST']._serialized_start=957
-  _globals['_REGISTERREQUEST']._serialized_end=1020
-  _globals['_REGISTERRESPONSE']._serialized_start=1022
-  _globals['_REGISTERRESPONSE']._serialized_end=1119
-  _globals['_HEARTBEATREQUEST']._serialized_start=1121
-  _globals['_HEARTBEATREQUEST']._serialized_end=1201
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1203
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1237
-  _globals['_DEREGISTERREQUEST']._serialized_start=1239
-  _globals['_DEREGISTERREQUEST']._serialized_end=1278
-  _globals['_DEREGISTERRESPONSE']._serialized_start=1280
-  _globals['_DEREGISTERRESPONSE']._serialized_end=1300
-  _globals['_LISTCAPABILITIESREQUEST']._serialized_start=1302
-  _globals['_LISTCAPABILITIESREQUEST']._serialized_end=1327
-  _globals['_LISTCAPABILITIESRESPONSE']._serialized_start=1329
-  _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=1415
-  _globals['_GETCAPABILITYREQUEST']._serialized_start=1417
-  _globals['_GETCAPABILITYREQUEST']._serialized_end=1459
-  _globals['_GETCAPABILITYRESPONSE']._serialized_start=1461
-  _globals['_GETCAPABILITYRESPONSE']._serialized_end=1542
-  _globals['_WATCHCAPABILITIESREQUEST']._serialized_start=1544
-  _globals['_WATCHCAPABILITIESREQUEST']._serialized_end=1570
-  _globals['_WATCHCAPABILITIESRESPONSE']._serialized_start=1572
-  _globals['_WATCHCAPABILITIESRESPONSE']._serialized_end=1659
-  _globals['_REGISTRYSERVICE']._serialized_start=1822
-  _globals['_REGISTRYSERVICE']._serialized_end=2647
+  _globals['_BACKEND']._serialized_end=455
+  _globals['_BACKEND_LABELSENTRY']._serialized_start=410
+  _globals['_BACKEND_LABELSENTRY']._serialized_end=455
+  _globals['_BACKENDSTATUS']._serialized_start=458
+  _globals['_BACKENDSTATUS']._serialized_end=797
+  _globals['_CAPABILITYSTATUS']._serialized_start=800
+  _globals['_CAPABILITYSTATUS']._serialized_end=974
+  _globals['_REGISTERREQUEST']._serialized_start=976
+  _globals['_REGISTERREQUEST']._serialized_end=1039
+  _globals['_REGISTERRESPONSE']._serialized_start=1041
+  _globals['_REGISTERRESPONSE']._serialized_end=1138
+  _globals['_HEARTBEATREQUEST']._serialized_start=1140
+  _globals['_HEARTBEATREQUEST']._serialized_end=1220
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1222
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1292
+  _globals['_DEREGISTERREQUEST']._serialized_start=1294
+  _globals['_DEREGISTERREQUEST']._serialized_end=1333
+  _globals['_DEREGISTERRESPONSE']._serialized_start=1335
+  _globals['_DEREGISTERRESPONSE']._serialized_end=1355
+  _globals['_LISTCAPABILITIESREQUEST']._serialized_start=1357
+  _globals['_LISTCAPABILITIESREQUEST']._serialized_end=1382
+  _globals['_LISTCAPABILITIESRESPONSE']._serialized_start=1384
+  _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=1470
+  _globals['_GETCAPABILITYREQUEST']._serialized_start=1472
+  _globals['_GETCAPABILITYREQUEST']._serialized_end=1514
+  _globals['_GETCAPABILITYRESPONSE']._serialized_start=1516
+  _globals['_GETCAPABILITYRESPONSE']._serialized_end=1597
+  _globals['_WATCHCAPABILITIESREQUEST']._serialized_start=1599
+  _globals['_WATCHCAPABILITIESREQUEST']._serialized_end=1625
+  _globals['_WATCHCAPABILITIESRESPONSE']._serialized_start=1627
+  _globals['_WATCHCAPABILITIESRESPONSE']._serialized_end=1714
+  _globals['_REGISTRYSERVICE']._serialized_start=1877
+  _globals['_REGISTRYSERVICE']._serialized_end=2702
 # @@protoc_insertion_point(module_scope)

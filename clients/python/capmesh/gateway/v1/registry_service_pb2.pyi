@@ -25,7 +25,7 @@ BACKEND_STATE_UNAVAILABLE: BackendState
 BACKEND_STATE_ERROR: BackendState
 
 class Backend(_message.Message):
-    __slots__ = ("backend_id", "address", "capability", "services", "models", "loaded_models", "max_concurrency", "device", "device_group", "version", "labels")
+    __slots__ = ("backend_id", "address", "capability", "services", "models", "loaded_models", "max_concurrency", "device", "device_group", "version", "labels", "max_queue")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class Backend(_message.Message):
     DEVICE_GROUP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     backend_id: str
     address: str
     capability: str
@@ -55,7 +56,8 @@ class Backend(_message.Message):
     device_group: str
     version: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, backend_id: _Optional[str] = ..., address: _Optional[str] = ..., capability: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., loaded_models: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., device: _Optional[str] = ..., device_group: _Optional[str] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    max_queue: int
+    def __init__(self, backend_id: _Optional[str] = ..., address: _Optional[str] = ..., capability: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., loaded_models: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., device: _Optional[str] = ..., device_group: _Optional[str] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_queue: _Optional[int] = ...) -> None: ...
 
 class BackendStatus(_message.Message):
     __slots__ = ("backend", "state", "last_success_time", "last_error", "last_error_time", "in_flight", "cooldown_remaining_seconds", "consecutive_failures", "source")
@@ -120,10 +122,12 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, backend_id: _Optional[str] = ..., loaded_models: _Optional[_Iterable[str]] = ..., in_flight: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known",)
+    __slots__ = ("known", "heartbeat_interval_seconds")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     known: bool
-    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+    heartbeat_interval_seconds: float
+    def __init__(self, known: _Optional[bool] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class DeregisterRequest(_message.Message):
     __slots__ = ("backend_id",)

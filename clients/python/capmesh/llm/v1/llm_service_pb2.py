@@ -27,45 +27,69 @@ from capmesh.common.v1 import progress_pb2 as capmesh_dot_common_dot_v1_dot_prog
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/llm/v1/llm_service.proto\x12\x0e\x63\x61pmesh.llm.v1\x1a\x1d\x63\x61pmesh/common/v1/model.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"l\n\x0eResponseFormat\x12\x15\n\x0bjson_schema\x18\x01 \x01(\tH\x00\x12\x15\n\x0bjson_object\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05regex\x18\x03 \x01(\tH\x00\x12\x11\n\x07grammar\x18\x04 \x01(\tH\x00\x42\x08\n\x06\x66ormat\"B\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.capmesh.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\x9e\x02\n\x0b\x43hatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1e.capmesh.llm.v1.ResponseFormatB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xa6\x01\n\x0c\x43hatResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\"\xa4\x02\n\x11StreamChatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1e.capmesh.llm.v1.ResponseFormatB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"4\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\x84\x01\n\nChatResult\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\xa8\x01\n\x12StreamChatResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.capmesh.llm.v1.TextDeltaH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.capmesh.llm.v1.ChatResultH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.capmesh.common.v1.ModelInfo*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xcb\x02\n\nLlmService\x12Z\n\x04\x43hat\x12\x1b.capmesh.llm.v1.ChatRequest\x1a\x1c.capmesh.llm.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/llm:chat:\x01*\x12t\n\nStreamChat\x12!.capmesh.llm.v1.StreamChatRequest\x1a\".capmesh.llm.v1.StreamChatResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/llm:streamChat:\x01*0\x01\x12k\n\nListModels\x12!.capmesh.llm.v1.ListModelsRequest\x1a\".capmesh.llm.v1.ListModelsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/llm/modelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n capmesh/llm/v1/llm_service.proto\x12\x0e\x63\x61pmesh.llm.v1\x1a\x1d\x63\x61pmesh/common/v1/model.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"=\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\t\"Z\n\nToolChoice\x12.\n\x04mode\x18\x01 \x01(\x0e\x32\x1e.capmesh.llm.v1.ToolChoiceModeH\x00\x12\x12\n\x08\x66unction\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\";\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\"o\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\x12\x30\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x1a.capmesh.llm.v1.TopLogprob\"l\n\x0eResponseFormat\x12\x15\n\x0bjson_schema\x18\x01 \x01(\tH\x00\x12\x15\n\x0bjson_object\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05regex\x18\x03 \x01(\tH\x00\x12\x11\n\x07grammar\x18\x04 \x01(\tH\x00\x42\x08\n\x06\x66ormat\"\x86\x01\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.capmesh.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12,\n\ntool_calls\x18\x03 \x03(\x0b\x32\x18.capmesh.llm.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xcc\x06\n\x0b\x43hatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1e.capmesh.llm.v1.ResponseFormat\x12#\n\x05tools\x18\t \x03(\x0b\x32\x14.capmesh.llm.v1.Tool\x12/\n\x0btool_choice\x18\n \x01(\x0b\x32\x1a.capmesh.llm.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x0b \x01(\x08H\x04\x88\x01\x01\x12\x10\n\x08logprobs\x18\x0c \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\r \x01(\x05\x12\x1d\n\x10presence_penalty\x18\x0e \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0f \x01(\x02H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x10 \x01(\x02H\x07\x88\x01\x01\x12>\n\nlogit_bias\x18\x11 \x03(\x0b\x32*.capmesh.llm.v1.ChatRequest.LogitBiasEntry\x12\x12\n\x05min_p\x18\x12 \x01(\x02H\x08\x88\x01\x01\x12\x12\n\x05top_k\x18\x13 \x01(\x05H\t\x88\x01\x01\x12\x0e\n\x01n\x18\x14 \x01(\x05H\n\x88\x01\x01\x12\x0e\n\x06prompt\x18\x15 \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x16\n\x14_parallel_tool_callsB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x15\n\x13_repetition_penaltyB\x08\n\x06_min_pB\x08\n\x06_top_kB\x04\n\x02_n\"\xd3\x01\n\x0c\x43hatResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\x33\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12+\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x1a.capmesh.llm.v1.ChatChoice\"\xae\x01\n\nChatChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12,\n\x07message\x18\x02 \x01(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\x33\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12.\n\x08logprobs\x18\x04 \x03(\x0b\x32\x1c.capmesh.llm.v1.TokenLogprob\"\xd8\x06\n\x11StreamChatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.capmesh.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1e.capmesh.llm.v1.ResponseFormat\x12#\n\x05tools\x18\t \x03(\x0b\x32\x14.capmesh.llm.v1.Tool\x12/\n\x0btool_choice\x18\n \x01(\x0b\x32\x1a.capmesh.llm.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x0b \x01(\x08H\x04\x88\x01\x01\x12\x10\n\x08logprobs\x18\x0c \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\r \x01(\x05\x12\x1d\n\x10presence_penalty\x18\x0e \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0f \x01(\x02H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x10 \x01(\x02H\x07\x88\x01\x01\x12\x44\n\nlogit_bias\x18\x11 \x03(\x0b\x32\x30.capmesh.llm.v1.StreamChatRequest.LogitBiasEntry\x12\x12\n\x05min_p\x18\x12 \x01(\x02H\x08\x88\x01\x01\x12\x12\n\x05top_k\x18\x13 \x01(\x05H\t\x88\x01\x01\x12\x0e\n\x01n\x18\x14 \x01(\x05H\n\x88\x01\x01\x12\x0e\n\x06prompt\x18\x15 \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x16\n\x14_parallel_tool_callsB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x15\n\x13_repetition_penaltyB\x08\n\x06_min_pB\x08\n\x06_top_kB\x04\n\x02_n\"\xa6\x01\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\r\n\x05index\x18\x03 \x01(\x05\x12.\n\x08logprobs\x18\x04 \x03(\x0b\x32\x1c.capmesh.llm.v1.TokenLogprob\x12\x31\n\ntool_calls\x18\x05 \x03(\x0b\x32\x1d.capmesh.llm.v1.ToolCallDelta\"\xf1\x01\n\nChatResult\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.capmesh.llm.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.capmesh.llm.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\x05\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.capmesh.llm.v1.ToolCall\x12.\n\x08logprobs\x18\x07 \x03(\x0b\x32\x1c.capmesh.llm.v1.TokenLogprob\"\xa8\x01\n\x12StreamChatResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.capmesh.llm.v1.TextDeltaH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.capmesh.llm.v1.ChatResultH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.capmesh.common.v1.ModelInfo*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x9a\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x32\xcb\x02\n\nLlmService\x12Z\n\x04\x43hat\x12\x1b.capmesh.llm.v1.ChatRequest\x1a\x1c.capmesh.llm.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/llm:chat:\x01*\x12t\n\nStreamChat\x12!.capmesh.llm.v1.StreamChatRequest\x1a\".capmesh.llm.v1.StreamChatResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/llm:streamChat:\x01*0\x01\x12k\n\nListModels\x12!.capmesh.llm.v1.ListModelsRequest\x1a\".capmesh.llm.v1.ListModelsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/llm/modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'capmesh.llm.v1.llm_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CHATREQUEST_LOGITBIASENTRY']._loaded_options = None
+  _globals['_CHATREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
+  _globals['_STREAMCHATREQUEST_LOGITBIASENTRY']._loaded_options = None
+  _globals['_STREAMCHATREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
   _globals['_LLMSERVICE'].methods_by_name['Chat']._loaded_options = None
   _globals['_LLMSERVICE'].methods_by_name['Chat']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/llm:chat:\001*'
   _globals['_LLMSERVICE'].methods_by_name['StreamChat']._loaded_options = None
   _globals['_LLMSERVICE'].methods_by_name['StreamChat']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/llm:streamChat:\001*'
   _globals['_LLMSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_LLMSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/llm/models'
-  _globals['_ROLE']._serialized_start=1608
-  _globals['_ROLE']._serialized_end=1688
-  _globals['_FINISHREASON']._serialized_start=1690
-  _globals['_FINISHREASON']._serialized_end=1814
-  _globals['_RESPONSEFORMAT']._serialized_start=147
-  _globals['_RESPONSEFORMAT']._serialized_end=255
-  _globals['_CHATMESSAGE']._serialized_start=257
-  _globals['_CHATMESSAGE']._serialized_end=323
-  _globals['_USAGE']._serialized_start=325
-  _globals['_USAGE']._serialized_end=404
-  _globals['_CHATREQUEST']._serialized_start=407
-  _globals['_CHATREQUEST']._serialized_end=693
-  _globals['_CHATRESPONSE']._serialized_start=696
-  _globals['_CHATRESPONSE']._serialized_end=862
-  _globals['_STREAMCHATREQUEST']._serialized_start=865
-  _globals['_STREAMCHATREQUEST']._serialized_end=1157
-  _globals['_TEXTDELTA']._serialized_start=1159
-  _globals['_TEXTDELTA']._serialized_end=1211
-  _globals['_CHATRESULT']._serialized_start=1214
-  _globals['_CHATRESULT']._serialized_end=1346
-  _globals['_STREAMCHATRESPONSE']._serialized_start=1349
-  _globals['_STREAMCHATRESPONSE']._serialized_end=1517
-  _globals['_LISTMODELSREQUEST']._serialized_start=1519
-  _globals['_LISTMODELSREQUEST']._serialized_end=1538
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1540
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1606
-  _globals['_LLMSERVICE']._serialized_start=1817
-  _globals['_LLMSERVICE']._serialized_end=2148
+  _globals['_ROLE']._serialized_start=3708
+  _globals['_ROLE']._serialized_end=3803
+  _globals['_FINISHREASON']._serialized_start=3806
+  _globals['_FINISHREASON']._serialized_end=3960
+  _globals['_TOOLCHOICEMODE']._serialized_start=3963
+  _globals['_TOOLCHOICEMODE']._serialized_end=4098
+  _globals['_TOOL']._serialized_start=147
+  _globals['_TOOL']._serialized_end=208
+  _globals['_TOOLCHOICE']._serialized_start=210
+  _globals['_TOOLCHOICE']._serialized_end=300
+  _globals['_TOOLCALL']._serialized_start=302
+  _globals['_TOOLCALL']._serialized_end=357
+  _globals['_TOOLCALLDELTA']._serialized_start=359
+  _globals['_TOOLCALLDELTA']._serialized_end=434
+  _globals['_TOPLOGPROB']._serialized_start=436
+  _globals['_TOPLOGPROB']._serialized_end=495
+  _globals['_TOKENLOGPROB']._serialized_start=497
+  _globals['_TOKENLOGPROB']._serialized_end=608
+  _globals['_RESPONSEFORMAT']._serialized_start=610
+  _globals['_RESPONSEFORMAT']._serialized_end=718
+  _globals['_CHATMESSAGE']._serialized_start=721
+  _globals['_CHATMESSAGE']._serialized_end=855
+  _globals['_USAGE']._serialized_start=857
+  _globals['_USAGE']._serialized_end=936
+  _globals['_CHATREQUEST']._serialized_start=939
+  _globals['_CHATREQUEST']._serialized_end=1783
+  _globals['_CHATREQUEST_LOGITBIASENTRY']._serialized_start=1569
+  _globals['_CHATREQUEST_LOGITBIASENTRY']._serialized_end=1617
+  _globals['_CHATRESPONSE']._serialized_start=1786
+  _globals['_CHATRESPONSE']._serialized_end=1997
+  _globals['_CHATCHOICE']._serialized_start=2000
+  _globals['_CHATCHOICE']._serialized_end=2174
+  _globals['_STREAMCHATREQUEST']._serialized_start=2177
+  _globals['_STREAMCHATREQUEST']._serialized_end=3033
+  _globals['_STREAMCHATREQUEST_LOGITBIASENTRY']._serialized_start=1569
+  _globals['_STREAMCHATREQUEST_LOGITBIASENTRY']._serialized_end=1617
+  _globals['_TEXTDELTA']._serialized_start=3036
+  _globals['_TEXTDELTA']._serialized_end=3202
+  _globals['_CHATRESULT']._serialized_start=3205
+  _globals['_CHATRESULT']._serialized_end=3446
+  _globals['_STREAMCHATRESPONSE']._serialized_start=3449
+  _globals['_STREAMCHATRESPONSE']._serialized_end=3617
+  _globals['_LISTMODELSREQUEST']._serialized_start=3619
+  _globals['_LISTMODELSREQUEST']._serialized_end=3638
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3640
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3706
+  _globals['_LLMSERVICE']._serialized_start=4101
+  _globals['_LLMSERVICE']._serialized_end=4432
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from capmesh.common.v1 import progress_pb2 as capmesh_dot_common_dot_v1_dot_prog
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0capmesh/talkinghead/v1/talkinghead_service.proto\x12\x16\x63\x61pmesh.talkinghead.v1\x1a capmesh/common/v1/artifact.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"\xbd\x02\n StreamGenerateTalkingHeadRequest\x12\x34\n\x0freference_image\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12*\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12\x12\n\x05steps\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nnum_frames\x18\x06 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x02\x12\r\n\x05model\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x42\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seed\">\n\x07\x46\x61\x63\x65\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\xa1\x02\n\x11TalkingHeadResult\x12-\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12\x12\n\nnum_frames\x18\x02 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x31\n\x08\x66\x61\x63\x65_box\x18\x07 \x01(\x0b\x32\x1f.capmesh.talkinghead.v1.FaceBox\x12\x13\n\x0b\x66\x61\x63\x65s_found\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\r\n\x05model\x18\n \x01(\t\x12\x1e\n\x16\x61udio_duration_seconds\x18\x0b \x01(\x01\"\xc9\x01\n!StreamGenerateTalkingHeadResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.capmesh.common.v1.DataChunkH\x00\x12;\n\x06result\x18\x03 \x01(\x0b\x32).capmesh.talkinghead.v1.TalkingHeadResultH\x00\x42\x07\n\x05\x65vent2\xce\x01\n\x12TalkingHeadService\x12\xb7\x01\n\x19StreamGenerateTalkingHead\x12\x38.capmesh.talkinghead.v1.StreamGenerateTalkingHeadRequest\x1a\x39.capmesh.talkinghead.v1.StreamGenerateTalkingHeadResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/talkinghead:generate:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0capmesh/talkinghead/v1/talkinghead_service.proto\x12\x16\x63\x61pmesh.talkinghead.v1\x1a capmesh/common/v1/artifact.proto\x1a capmesh/common/v1/progress.proto\x1a\x1cgoogle/api/annotations.proto\"\xec\x02\n StreamGenerateTalkingHeadRequest\x12\x34\n\x0freference_image\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12*\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12\x12\n\x05steps\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nnum_frames\x18\x06 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x02\x12\r\n\x05model\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12\x0c\n\x04text\x18\x0b \x01(\t\x12\r\n\x05voice\x18\x0c \x01(\t\x12\x10\n\x08language\x18\r \x01(\tB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seed\">\n\x07\x46\x61\x63\x65\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\xa1\x02\n\x11TalkingHeadResult\x12-\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.Artifact\x12\x12\n\nnum_frames\x18\x02 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x31\n\x08\x66\x61\x63\x65_box\x18\x07 \x01(\x0b\x32\x1f.capmesh.talkinghead.v1.FaceBox\x12\x13\n\x0b\x66\x61\x63\x65s_found\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\r\n\x05model\x18\n \x01(\t\x12\x1e\n\x16\x61udio_duration_seconds\x18\x0b \x01(\x01\"\xc9\x01\n!StreamGenerateTalkingHeadResponse\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.capmesh.common.v1.ProgressH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.capmesh.common.v1.DataChunkH\x00\x12;\n\x06result\x18\x03 \x01(\x0b\x32).capmesh.talkinghead.v1.TalkingHeadResultH\x00\x42\x07\n\x05\x65vent2\xce\x01\n\x12TalkingHeadService\x12\xb7\x01\n\x19StreamGenerateTalkingHead\x12\x38.capmesh.talkinghead.v1.StreamGenerateTalkingHeadRequest\x1a\x39.capmesh.talkinghead.v1.StreamGenerateTalkingHeadResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/talkinghead:generate:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TALKINGHEADSERVICE'].methods_by_name['StreamGenerateTalkingHead']._loaded_options = None
   _globals['_TALKINGHEADSERVICE'].methods_by_name['StreamGenerateTalkingHead']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/talkinghead:generate:\001*'
   _globals['_STREAMGENERATETALKINGHEADREQUEST']._serialized_start=175
-  _globals['_STREAMGENERATETALKINGHEADREQUEST']._serialized_end=492
-  _globals['_FACEBOX']._serialized_start=494
-  _globals['_FACEBOX']._serialized_end=556
-  _globals['_TALKINGHEADRESULT']._serialized_start=559
-  _globals['_TALKINGHEADRESULT']._serialized_end=848
-  _globals['_STREAMGENERATETALKINGHEADRESPONSE']._serialized_start=851
-  _globals['_STREAMGENERATETALKINGHEADRESPONSE']._serialized_end=1052
-  _globals['_TALKINGHEADSERVICE']._serialized_start=1055
-  _globals['_TALKINGHEADSERVICE']._serialized_end=1261
+  _globals['_STREAMGENERATETALKINGHEADREQUEST']._serialized_end=539
+  _globals['_FACEBOX']._serialized_start=541
+  _globals['_FACEBOX']._serialized_end=603
+  _globals['_TALKINGHEADRESULT']._serialized_start=606
+  _globals['_TALKINGHEADRESULT']._serialized_end=895
+  _globals['_STREAMGENERATETALKINGHEADRESPONSE']._serialized_start=898
+  _globals['_STREAMGENERATETALKINGHEADRESPONSE']._serialized_end=1099
+  _globals['_TALKINGHEADSERVICE']._serialized_start=1102
+  _globals['_TALKINGHEADSERVICE']._serialized_end=1308
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamGenerateTalkingHeadRequest(_message.Message):
-    __slots__ = ("reference_image", "audio", "steps", "guidance_scale", "seed", "num_frames", "fps", "model", "width", "height")
+    __slots__ = ("reference_image", "audio", "steps", "guidance_scale", "seed", "num_frames", "fps", "model", "width", "height", "text", "voice", "language")
     REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,9 @@ class StreamGenerateTalkingHeadRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     reference_image: _artifact_pb2.Artifact
     audio: _artifact_pb2.Artifact
     steps: int
@@ -30,7 +33,10 @@ class StreamGenerateTalkingHeadRequest(_message.Message):
     model: str
     width: int
     height: int
-    def __init__(self, reference_image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., audio: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    text: str
+    voice: str
+    language: str
+    def __init__(self, reference_image: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., audio: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., text: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class FaceBox(_message.Message):
     __slots__ = ("x", "y", "width", "height")

@@ -47,8 +47,13 @@ class TalkingHeadServiceServicer:
     """
 
     def StreamGenerateTalkingHead(self, request, context):
-        """StreamGenerateTalkingHead streams the stages downloading, face_detecting, inference (per
-        frame) and merging_audio, then the mp4 with the audio track in chunks, then one final result.
+        """StreamGenerateTalkingHead streams progress through the stages processing, synthesizing (only
+        for a request with text), downloading, face_detecting, inference (per frame or denoising step),
+        merging_audio and completed, then the mp4 with the audio track in chunks, then one final
+        result. A call waiting for a free slot reports stage queued with its queue_position; a call
+        that fails after its first message reports stage failed before its error status (an invalid
+        request or a full queue fails before any message). Progress.percent is one figure for the
+        whole call (each stage has its share) that never goes back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

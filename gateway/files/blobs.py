@@ -1,0 +1,166 @@
+"""Where a stored file's bytes live: a local folder (one machine) or an S3-compatible bucket (many).
+
+The FileStore keeps descriptions (FileInfo) in its index and the bytes here, under the file's id.
+Uploads are always spooled to a local `partial/` file first and handed over whole by `put`: a
+half-written upload is never visible, and S3 gets one `upload_file` (multipart when large) instead
+of a part per gRPC chunk, whose 4 MiB limit is below S3's 5 MiB minimum part size.
+
+Several gateways share files by sharing the index (Redis) and the blobs (a bucket): a file
+uploaded through one gateway is then readable through any. The bucket's endpoint and credentials
+come from the standard AWS variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...), read by boto3
+itself, so MinIO, Ceph or AWS S3 all work without a setting of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from capmesh.gateway.server.files.ids import validate_file_id
+from capmesh.services.runtime.errors import InvalidArgument, NotFound, Unavailable
+
+
+def missing_bytes(file_id: str) -> NotFound:
+    # The index knows the file but its bytes are gone (another host's disk, a bucket emptied by
+    # hand): say so before any byte is sent, never answer with a truncated file.
+    return NotFound(f"the bytes of file {file_id} are missing from the store", reason="FILE_BYTES_MISSING")
+
+
+class Blobs(Protocol):
+    async def put(self, file_id: str, source: Path) -> None:
+        """Moves the complete upload at `source` (a local file) in as the file's bytes."""
+
+    async def exists(self, file_id: str) -> bool: ...
+
+    def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) in pieces of at most `chunk_bytes`; NotFound when the bytes are missing."""
+
+    async def delete(self, file_id: str) -> None: ...
+
+
+class LocalBlobs:
+    """`<folder>/<id>`: the single-machine default."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, file_id: str) -> Path:
+        path = (self.folder / validate_file_id(file_id)).resolve()
+        if path.parent != self.folder:  # belt and braces: the id pattern already forbids this
+            raise InvalidArgument.single("file_id", "does not name a file of this store", reason="INVALID_FILE_ID")
+        return path
+
+    async def put(self, file_id: str, source: Path) -> None:
+        await asyncio.to_thread(source.replace, self.path(file_id))
+
+    async def exists(self, file_id: str) -> bool:
+        return await asyncio.to_thread(self.path(file_id).is_file)
+
+    async def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncIterator[bytes]:
+        try:
+            handle = await asyncio.to_thread(open, self.path(file_id), "rb")
+        except FileNotFoundError:
+            raise missing_bytes(file_id) from None
+        try:
+            await asyncio.to_thread(handle.seek, start)
+            position = start
+            while position < end:
+                piece = await asyncio.to_thread(handle.read, min(chunk_bytes, end - position))
+                if not piece:
+                    break
+                yield piece
+                position += len(piece)
+        finally:
+            handle.close()
+
+    async def delete(self, file_id: str) -> None:
+        await asyncio.to_thread(self.path(file_id).unlink, True)
+
+
+class S3Blobs:
+    """`s3://bucket/prefix`: objects `<prefix>/<id>` in a bucket every gateway reaches.
+
+    boto3 is synchronous; each call runs in a worker thread (its clients are thread-safe)."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Blobs:
+        import boto3  # only gateways configured for S3 load it
+
+        # botocore tells at INFO where it found credentials and the endpoint, on every start: noise.
+        logging.getLogger("botocore").setLevel(logging.WARNING)
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, boto3.client("s3"))
+
+    def key(self, file_id: str) -> str:
+        return self.prefix + validate_file_id(file_id)
+
+    def check_bucket(self) -> None:
+        """Called once at start: a gateway whose bucket is unreachable stops with the reason instead of
+        failing every upload later."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise Unavailable(
+                f"files_url: bucket {self.bucket!r} is not reachable: {exc}", reason="FILE_STORE_UNAVAILABLE"
+            ) from None
+
+    async def _call(self, method: str, file_id: str, *args: Any, **kwargs: Any) -> Any:
+        """One boto3 call off the event loop; a missing object is NotFound, and a bucket that cannot
+        answer is UNAVAILABLE (worth a retry), never INTERNAL."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return await asyncio.to_thread(getattr(self._client, method), *args, **kwargs)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                raise missing_bytes(file_id) from None
+            raise Unavailable(f"the file store refused {method}: {exc}", reason="FILE_STORE_UNAVAILABLE") from None
+        except BotoCoreError as exc:
+            raise Unavailable(f"the file store is unreachable: {exc}", reason="FILE_STORE_UNAVAILABLE") from None
+
+    async def put(self, file_id: str, source: Path) -> None:
+        await self._call("upload_file", file_id, str(source), self.bucket, self.key(file_id))
+        await asyncio.to_thread(source.unlink, True)
+
+    async def exists(self, file_id: str) -> bool:
+        try:
+            await self._call("head_object", file_id, Bucket=self.bucket, Key=self.key(file_id))
+        except NotFound:
+            return False
+        return True
+
+    async def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncIterator[bytes]:
+        if start >= end:
+            return
+        key = self.key(file_id)
+        reply = await self._call("get_object", file_id, Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        body = reply["Body"]
+        try:
+            while piece := await asyncio.to_thread(body.read, chunk_bytes):
+                yield piece
+        finally:
+            body.close()
+
+    async def delete(self, file_id: str) -> None:
+        await self._call("delete_object", file_id, Bucket=self.bucket, Key=self.key(file_id))
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix/"); the prefix may be empty."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"{url!r} is not s3://bucket[/prefix]")
+    prefix = parsed.path.strip("/")
+    return parsed.netloc, f"{prefix}/" if prefix else ""
