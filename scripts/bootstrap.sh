@@ -29,6 +29,19 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.capmesh-installed
+# xds-protos ships its own, older copies of googleapis-common-protos' and opentelemetry-proto's
+# files (google/api, google/rpc, google/longrunning, opentelemetry/proto, ...), and whichever pip
+# installs last wins. The gateway and the OTLP exporter need the newer ones, and envoy's messages
+# import only what both copies define, so those two packages go back on top after every install.
+reinstall_shared_protos() {
+  local specs=() name version
+  for name in googleapis-common-protos opentelemetry-proto; do
+    version=$(.venv/bin/pip show "$name" | sed -n 's/^Version: //p')
+    specs+=("$name==$version")
+  done
+  log "pip install --force-reinstall --no-deps ${specs[*]} (over xds-protos' copies)"
+  .venv/bin/pip install -q --force-reinstall --no-deps "${specs[@]}"
+}
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   # The CPU build of torch lies on this machine's disk; installing the pin first keeps pip from
   # resolving a multi-GB CUDA build for the range in pyproject.toml.
@@ -36,14 +49,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
   .venv/bin/pip install -q torch==2.13.0
   log "pip install -e .[dev]"
   .venv/bin/pip install -q -e '.[dev]'
+  reinstall_shared_protos
   touch "$stamp"
-fi
-# xds-protos ships an old copy of the OpenTelemetry protos that overwrites opentelemetry-proto's own
-# files (whichever pip installs last wins), and the OTLP exporter needs the newer ones; envoy's
-# messages import only what both copies define, so opentelemetry-proto's files go back on top.
-if ! .venv/bin/python -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope" 2>/dev/null; then
-  otel_proto=$(.venv/bin/pip show opentelemetry-proto | sed -n 's/^Version: //p')
-  log "pip install --force-reinstall opentelemetry-proto==$otel_proto (over xds-protos' copy)"
-  .venv/bin/pip install -q --force-reinstall --no-deps "opentelemetry-proto==$otel_proto"
+elif ! .venv/bin/python -c "
+from google.longrunning import operations_pb2
+from google.rpc import error_details_pb2
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope" 2>/dev/null; then
+  reinstall_shared_protos
 fi
 log "ready"

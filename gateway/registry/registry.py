@@ -80,8 +80,9 @@ class Registry:
         UNAVAILABLE at once; the lease only decides when a backend that vanished without
         deregistering is forgotten."""
         settings = self.settings
-        interval = max(settings.heartbeat_interval_s, len(self.entries) / settings.heartbeat_budget_per_s)
-        return interval, settings.lease_s * (interval / settings.heartbeat_interval_s)
+        needed_interval = len(self.entries) / settings.heartbeat_budget_per_s
+        scale = max(1.0, needed_interval / settings.heartbeat_interval_s)
+        return settings.heartbeat_interval_s * scale, settings.lease_s * scale
 
     # -- change notification --------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:
