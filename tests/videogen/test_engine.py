@@ -160,7 +160,7 @@ def test_invalid_fields_are_all_reported_with_their_rule(make_engine):
 
     found = violations(excinfo)
     assert set(found) == {"image", "width", "height", "num_frames", "steps", "fps", "guidance_scale", "seed"}
-    assert "could not be decoded" in found["image"]
+    assert "could not be read as a PNG, JPEG or WebP image" in found["image"]
     assert "multiple of 16" in found["width"] and "VAE scale factor 8 x transformer patch size 2" in found["width"]
     assert "between 16 and 64" in found["height"]
     assert "4k+1" in found["num_frames"] and "got 8" in found["num_frames"]
