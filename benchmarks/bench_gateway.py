@@ -7,10 +7,8 @@ blocks so that both see the same machine load.
 
 - unary latency: one call at a time, p50 and p99 (goal: gateway p50 - direct p50 <= 0.5 ms);
 - unary calls/s with 16 calls in flight;
-- streaming messages/s with 1 and 32 concurrent streams (goal: gateway >= 50 % of direct);
-- the same unary latency and calls/s through a second gateway and backend with OpenTelemetry
-  tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set, exporting to a small collector in this process),
-  against the gateway without: what tracing costs when on; "gateway" itself is tracing off.
+- streaming messages/s with 1 and 32 concurrent streams (goal: gateway >= 50 % of direct).
+What tracing costs on this path, on and off, is bench_tracing's.
 
     python -m benchmarks.run gateway [--quick]
 """
@@ -27,12 +25,10 @@ import grpc
 from benchmarks.harness import Row, Stats
 from benchmarks.processes import spawn, wait_available
 from capmesh.llm.v1 import llm_service_pb2
-from tests.telemetry.collector import Collector
 
 NAME = "gateway"
 CHAT = "/capmesh.llm.v1.LlmService/Chat"
 STREAM_CHAT = "/capmesh.llm.v1.LlmService/StreamChat"
-TRACED = "gateway tracing on"  # the gateway and backend pair exporting spans; "gateway" is tracing off
 
 
 def _request(prompt: str, streaming: bool) -> bytes:
@@ -41,7 +37,7 @@ def _request(prompt: str, streaming: bool) -> bytes:
     return cls(messages=[message]).SerializeToString()
 
 
-async def _unary_latencies(channel: grpc.aio.Channel, count: int) -> list[float]:
+async def unary_latencies(channel: grpc.aio.Channel, count: int) -> list[float]:
     call, request, samples = channel.unary_unary(CHAT), _request("hello", False), []
     for _ in range(count):
         started = time.perf_counter()
@@ -50,7 +46,7 @@ async def _unary_latencies(channel: grpc.aio.Channel, count: int) -> list[float]
     return samples
 
 
-async def _unary_rate(channel: grpc.aio.Channel, count: int, concurrency: int) -> float:
+async def unary_rate(channel: grpc.aio.Channel, count: int, concurrency: int) -> float:
     call, request = channel.unary_unary(CHAT), _request("hello", False)
 
     async def worker(n: int) -> None:
@@ -77,7 +73,7 @@ async def _stream_rate(channel: grpc.aio.Channel, streams: int, messages: int) -
     return received / (time.perf_counter() - started)
 
 
-async def _start_pair(env: dict[str, str]) -> tuple[list[asyncio.subprocess.Process], str, str]:
+async def start_pair(env: dict[str, str]) -> tuple[list[asyncio.subprocess.Process], str, str]:
     """A gateway and one echo backend registered with it: (processes, gateway address, backend address)."""
     gateway, banner = await spawn(
         ["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0", "--set", "log_level=warning"],
@@ -96,48 +92,39 @@ async def _start_pair(env: dict[str, str]) -> tuple[list[asyncio.subprocess.Proc
 
 async def _measure(quick: bool) -> list[Row]:
     untraced = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    collector = Collector()
-    traced = {**untraced, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true"}
     processes: list[asyncio.subprocess.Process] = []
     try:
-        started, gateway_address, backend_address = await _start_pair(untraced)
-        processes += started
-        started, traced_address, _ = await _start_pair(traced)
-        processes += started
+        processes, gateway_address, backend_address = await start_pair(untraced)
         async with (
             grpc.aio.insecure_channel(backend_address) as direct,
             grpc.aio.insecure_channel(gateway_address) as via_gateway,
-            grpc.aio.insecure_channel(traced_address) as via_traced,
         ):
-            channels = {"direct": direct, "gateway": via_gateway, TRACED: via_traced}
+            channels = {"direct": direct, "gateway": via_gateway}
             blocks, per_block = (4, 100) if quick else (10, 300)
             repeats = 2 if quick else 5
             for channel in channels.values():
-                await _unary_latencies(channel, 200)  # warm both paths up
+                await unary_latencies(channel, 200)  # warm both paths up
             latencies: dict[str, list[float]] = {k: [] for k in channels}
             rates: dict[str, list[float]] = {}
             for _ in range(blocks):
                 for key, channel in channels.items():
-                    latencies[key].extend(await _unary_latencies(channel, per_block))
+                    latencies[key].extend(await unary_latencies(channel, per_block))
             cases = [
-                ("unary calls/s, 16 in flight", lambda ch: _unary_rate(ch, 800 if quick else 3200, 16)),
+                ("unary calls/s, 16 in flight", lambda ch: unary_rate(ch, 800 if quick else 3200, 16)),
                 ("stream msgs/s, 1 stream", lambda ch: _stream_rate(ch, 1, 2000 if quick else 10000)),
                 ("stream msgs/s, 32 streams", lambda ch: _stream_rate(ch, 32, 200 if quick else 1000)),
             ]
             for case, measure in cases:
                 for _ in range(repeats):
                     for key, channel in channels.items():
-                        if key != TRACED or case == cases[0][0]:  # tracing's cost: unary rows only
-                            rates.setdefault(f"{key} {case}", []).append(await measure(channel))
+                        rates.setdefault(f"{key} {case}", []).append(await measure(channel))
     finally:
         for process in processes:
             process.terminate()
             await process.wait()
-        collector.close()
-    spans = len(collector.spans())
 
     rows = []
-    baselines = {"gateway": "direct", TRACED: "gateway"}
+    baselines = {"gateway": "direct"}
     for key in channels:
         rows.append(
             Row.from_stats(
@@ -151,12 +138,8 @@ async def _measure(quick: bool) -> list[Row]:
         )
     overhead_ms = (statistics.median(latencies["gateway"]) - statistics.median(latencies["direct"])) * 1000
     rows.append(Row(NAME, "gateway unary p50 overhead (goal <= 0.5)", "ms", overhead_ms, overhead_ms, 1))
-    tracing_ms = (statistics.median(latencies[TRACED]) - statistics.median(latencies["gateway"])) * 1000
-    rows.append(Row(NAME, f"tracing on: unary p50 cost ({spans} spans exported)", "ms", tracing_ms, tracing_ms, 1))
     for case, _ in cases:
         for key in channels:
-            if f"{key} {case}" not in rates:
-                continue
             rows.append(
                 Row.from_stats(
                     NAME,

@@ -31,6 +31,8 @@ from benchmarks.harness import Row
 from benchmarks.processes import spawn
 from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.gateway.v1 import registry_service_pb2_grpc
+from capmesh.services.runtime.server import server_options
+from capmesh.services.runtime.settings import ServerSettings
 
 NAME = "registry"
 BACKENDS = 1000
@@ -41,7 +43,8 @@ class Fleet:
 
     def __init__(self, count: int, gateway: str) -> None:
         self.count = count
-        self._server = grpc.aio.server()
+        # The ping policy of a real backend's server: the gateway's keepalive pings reach it too.
+        self._server = grpc.aio.server(options=server_options(ServerSettings()))
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self._server)
         self.ports = [self._server.add_insecure_port("127.0.0.1:0") for _ in range(count)]
         self._channel = grpc.aio.insecure_channel(gateway)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks.bench_gateway import _stream_rate, _unary_latencies, _unary_rate
+from benchmarks.bench_gateway import _stream_rate, unary_latencies, unary_rate
 from benchmarks.harness import Row, Stats
 from benchmarks.processes import spawn, wait_available
 from capmesh.client.channel import aio_channel
@@ -41,7 +41,7 @@ async def _measure(quick: bool) -> list[Row]:
     use_gateway_xds(gateway_address, "capmesh-bench")  # before the process's first xds: channel
     rates: dict[str, list[float]] = {}
     cases = [
-        ("unary calls/s, 16 in flight", lambda ch: _unary_rate(ch, 800 if quick else 3200, 16)),
+        ("unary calls/s, 16 in flight", lambda ch: unary_rate(ch, 800 if quick else 3200, 16)),
         ("stream msgs/s, 1 stream", lambda ch: _stream_rate(ch, 1, 2000 if quick else 10000)),
         ("stream msgs/s, 16 streams", lambda ch: _stream_rate(ch, 16, 200 if quick else 1000)),
     ]
@@ -54,7 +54,7 @@ async def _measure(quick: bool) -> list[Row]:
         ):
             channels = dict(zip(PATHS, (direct, xds, via_gateway), strict=True))
             for channel in channels.values():
-                await _unary_latencies(channel, 200)  # connect and warm every path up
+                await unary_latencies(channel, 200)  # connect and warm every path up
             for round_ in range(3 if quick else 9):
                 order = PATHS[round_ % len(PATHS) :] + PATHS[: round_ % len(PATHS)]  # no path always goes first
                 for case, measure in cases:

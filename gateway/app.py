@@ -18,7 +18,6 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -61,7 +60,7 @@ from capmesh.gateway.v1 import (
 )
 from capmesh.services.runtime import telemetry
 from capmesh.services.runtime.interceptor import RequestContextInterceptor
-from capmesh.services.runtime.server import server_options
+from capmesh.services.runtime.server import bind_port, server_options
 from capmesh.services.runtime.tasks import stop_tasks
 from capmesh.services.runtime.telemetry import TracingInterceptor
 
@@ -298,16 +297,7 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
         [*OWN_SERVICES, *registry.catalog, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
 
-    address = f"{settings.host}:{settings.port}"
-    if settings.tls_cert_file:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())]
-        )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    port = bind_port(server, settings.host, settings.port, settings.tls_cert_file, settings.tls_key_file)
     await server.start()
     gateway.grpc_port = port
     stops: list[Callable[[], Awaitable[None]]] = []

@@ -33,20 +33,27 @@ if TYPE_CHECKING:
 class Capability:
     """One row: a capability's name, its contract and its server.
 
-    `contract` is the generated module of its proto (`capmesh.<name>.v1.<name>_service_pb2`);
-    `server` is the module with `ENV_PREFIX`, `Settings` and `build_service`; `cli` the module whose
-    `register(app)` adds the capability's own `capmesh` commands; `tiny_checkpoint` says whether
+    Where its code lives follows from the name: `contract` is the generated module of its proto
+    (`capmesh.<name>.v1.<name>_service_pb2`), `server` the module with `ENV_PREFIX`, `Settings` and
+    `build_service` (`capmesh.services.<name>.main`). `cli` is the module whose `register(app)`
+    adds the capability's own `capmesh` commands; `tiny_checkpoint` says whether
     `capmesh.services.<name>.tiny` builds a random-weight checkpoint for offline use.
     `model_slot_methods` names the methods that run a model (generation): only those count against
     a backend's `max_concurrency` in the gateway; listing and status calls pass straight through.
     """
 
     name: str
-    contract: str
-    server: str
     cli: str = ""
     tiny_checkpoint: bool = False
     model_slot_methods: tuple[str, ...] = ()
+
+    @property
+    def contract(self) -> str:
+        return f"capmesh.{self.name}.v1.{self.name}_service_pb2"
+
+    @property
+    def server(self) -> str:
+        return f"capmesh.services.{self.name}.main"
 
     def contract_module(self) -> ModuleType:
         """The generated module; importing it puts the contract's descriptors in the default pool."""
@@ -84,54 +91,14 @@ class Capability:
         return importlib.import_module(f"capmesh.services.{self.name}.tiny")
 
 
+# Columns: name, cli, tiny_checkpoint, model_slot_methods (see `Capability`).
 CAPABILITIES: tuple[Capability, ...] = (
-    Capability(
-        "tts",
-        contract="capmesh.tts.v1.tts_service_pb2",
-        server="capmesh.services.tts.main",
-        cli="capmesh.cli.tts",
-        tiny_checkpoint=True,
-        model_slot_methods=("StreamSynthesize", "StreamSynthesizeScene"),
-    ),
-    Capability(
-        "llm",
-        contract="capmesh.llm.v1.llm_service_pb2",
-        server="capmesh.services.llm.main",
-        cli="capmesh.cli.llm",
-        tiny_checkpoint=True,
-        model_slot_methods=("Chat", "StreamChat"),
-    ),
-    Capability(
-        "videogen",
-        contract="capmesh.videogen.v1.videogen_service_pb2",
-        server="capmesh.services.videogen.main",
-        cli="capmesh.cli.video",
-        tiny_checkpoint=True,
-        model_slot_methods=("StreamGenerateVideo",),
-    ),
-    Capability(
-        "imagegen",
-        contract="capmesh.imagegen.v1.imagegen_service_pb2",
-        server="capmesh.services.imagegen.main",
-        cli="capmesh.cli.image",
-        tiny_checkpoint=True,
-        model_slot_methods=("StreamGenerateImages",),
-    ),
-    Capability(
-        "talkinghead",
-        contract="capmesh.talkinghead.v1.talkinghead_service_pb2",
-        server="capmesh.services.talkinghead.main",
-        cli="capmesh.cli.talk",
-        model_slot_methods=("StreamGenerateTalkingHead",),
-        tiny_checkpoint=True,
-    ),
-    Capability(
-        "docgen",
-        contract="capmesh.docgen.v1.docgen_service_pb2",
-        server="capmesh.services.docgen.main",
-        cli="capmesh.cli.doc",
-        model_slot_methods=("StreamGenerateOutline", "StreamGenerateDocument"),
-    ),
+    Capability("tts", "capmesh.cli.tts", True, ("StreamSynthesize", "StreamSynthesizeScene")),
+    Capability("llm", "capmesh.cli.llm", True, ("Chat", "StreamChat")),
+    Capability("videogen", "capmesh.cli.video", True, ("StreamGenerateVideo",)),
+    Capability("imagegen", "capmesh.cli.image", True, ("StreamGenerateImages",)),
+    Capability("talkinghead", "capmesh.cli.talk", True, ("StreamGenerateTalkingHead",)),
+    Capability("docgen", "capmesh.cli.doc", False, ("StreamGenerateOutline", "StreamGenerateDocument")),
 )
 
 NAMES: tuple[str, ...] = tuple(c.name for c in CAPABILITIES)

@@ -21,13 +21,14 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 
 import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from capmesh.client import llm as llm_client
 from capmesh.client.tts import finalize_wav
 from capmesh.gateway.server.http import streams
 from capmesh.gateway.server.http.context import BridgeContext, context_of, mark_route, read_body
@@ -53,18 +54,10 @@ ROLES = {
     "assistant": llm_service_pb2.ROLE_ASSISTANT,
     "tool": llm_service_pb2.ROLE_TOOL,
 }
-TOOL_CHOICE_MODES = {
-    "auto": llm_service_pb2.TOOL_CHOICE_MODE_AUTO,
-    "none": llm_service_pb2.TOOL_CHOICE_MODE_NONE,
-    "required": llm_service_pb2.TOOL_CHOICE_MODE_REQUIRED,
-}
+TOOL_CHOICE_MODES = llm_client.TOOL_CHOICE_MODES
 LEGACY_MAX_LOGPROBS = 5  # /v1/completions' `logprobs` is a count of alternatives, at most 5
-FINISH_REASONS = {
-    llm_service_pb2.FINISH_REASON_STOP: "stop",
-    llm_service_pb2.FINISH_REASON_LENGTH: "length",
-    llm_service_pb2.FINISH_REASON_CANCELLED: "stop",
-    llm_service_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
-}
+# OpenAI has no "cancelled" finish reason: a cancelled answer ends as "stop".
+FINISH_REASONS = {**llm_client.FINISH_REASONS, llm_service_pb2.FINISH_REASON_CANCELLED: "stop"}
 SPEECH_FORMATS = {
     "wav": (tts_service_pb2.AUDIO_FORMAT_WAV, "audio/wav"),
     "pcm": (tts_service_pb2.AUDIO_FORMAT_PCM, "audio/pcm"),
@@ -127,6 +120,20 @@ def _typed(payload: dict, name: str, kinds: tuple[type, ...], description: str):
     return value
 
 
+def _required_string(payload: dict, name: str) -> str:
+    value = _typed(payload, name, (str,), "a string")
+    if not value:
+        raise invalid_field(name, "must be a non-empty string")
+    return value
+
+
+def _one_of(payload: dict, name: str, allowed: Collection[str], default: str) -> str:
+    value = _typed(payload, name, (str,), "a string") or default
+    if value not in allowed:
+        raise invalid_field(name, f"must be one of {', '.join(allowed)}")
+    return value
+
+
 def _assign(message, field: str, value, param: str | None = None) -> None:
     """Sets a proto field from a caller's value; out-of-range numbers are the caller's mistake."""
     try:
@@ -176,60 +183,29 @@ class Parameters:
 
 # Who is calling, and cache hints: OpenAI uses them for abuse monitoring and billing only.
 _WHO = frozenset({"user", "safety_identifier", "metadata", "prompt_cache_key"})
+# The sampling parameters chat and completions share, all applied by `_sampling`.
+_SAMPLING_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "min_p")
+_SAMPLING_INTEGERS = ("max_tokens", "seed", "top_k", "n")
+# repetition_penalty, min_p and top_k are not OpenAI's: vLLM takes them, the SDK sends them as extra_body.
+_GENERATION = frozenset(
+    {"model", "stream", "stream_options", "logprobs", "stop", "logit_bias", *_SAMPLING_NUMBERS, *_SAMPLING_INTEGERS}
+)
 CHAT_PARAMETERS = Parameters(
-    honoured=frozenset(
-        [
-            "messages",
-            "model",
-            "stream",
-            "stream_options",
-            "temperature",
-            "top_p",
-            "max_tokens",
-            "max_completion_tokens",
-            "seed",
-            "stop",
-            "n",
-            "response_format",
-            "tools",
-            "tool_choice",
-            "parallel_tool_calls",
-            "logprobs",
-            "top_logprobs",
-            "presence_penalty",
-            "frequency_penalty",
-            "logit_bias",
-            "repetition_penalty",
-            "min_p",
-            "top_k",
-        ]
-    ),  # the last three are not OpenAI's: vLLM takes them, the SDK sends them as extra_body
+    honoured=_GENERATION
+    | {
+        "messages",
+        "max_completion_tokens",
+        "top_logprobs",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    },
     informational=_WHO,
     only={"store": (False,), "service_tier": ("auto", "default"), "modalities": (["text"],)},
 )
 COMPLETION_PARAMETERS = Parameters(
-    honoured=frozenset(
-        [
-            "prompt",
-            "model",
-            "stream",
-            "stream_options",
-            "temperature",
-            "top_p",
-            "max_tokens",
-            "seed",
-            "stop",
-            "n",
-            "echo",
-            "logprobs",
-            "presence_penalty",
-            "frequency_penalty",
-            "logit_bias",
-            "repetition_penalty",
-            "min_p",
-            "top_k",
-        ]
-    ),
+    honoured=_GENERATION | {"prompt", "echo"},
     informational=frozenset({"user"}),
     only={"best_of": (1,), "suffix": ("",)},
 )
@@ -293,9 +269,9 @@ def _chat_message(message: object, index: int) -> llm_service_pb2.ChatMessage:
 
 def _sampling(payload: dict, request) -> None:
     """The sampling fields chat and completions share."""
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "min_p"):
+    for name in _SAMPLING_NUMBERS:
         _copy(payload, request, name, _NUMBER)
-    for name in ("max_tokens", "seed", "top_k", "n"):
+    for name in _SAMPLING_INTEGERS:
         _copy(payload, request, name, _INTEGER)
     stop = payload.get("stop")
     if isinstance(stop, str):
@@ -416,21 +392,48 @@ def _finish_reason(reason: llm_service_pb2.FinishReason) -> str:
     return FINISH_REASONS.get(reason, "stop")
 
 
-async def chat_completions(request: Request) -> Response:
-    mark_route(request, "/v1/chat/completions")
+async def _answer(request: Request, route: str, answer) -> Response:
+    """Runs one chat or legacy completion endpoint: every refusal and backend failure in OpenAI's shape."""
+    mark_route(request, route)
     context = context_of(request)
     try:
         payload = await _json_object(request, context)
-        stream = _typed(payload, "stream", (bool,), "true or false") or False
-        if stream:
-            return await _stream_chat(request, context, payload)
-        chat = chat_request(payload, llm_service_pb2.ChatRequest)
-        raw = await context.calls.unary(CHAT, chat.SerializeToString(), metadata=context.metadata(request))
+        return await answer(request, context, payload)
     except HttpError as error:
         return openai_error(error)
     except grpc.aio.AioRpcError as exc:
         return openai_error(from_rpc_error(exc))
-    reply = llm_service_pb2.ChatResponse.FromString(raw)
+
+
+async def _chat_reply(request: Request, context: BridgeContext, chat) -> llm_service_pb2.ChatResponse:
+    raw = await context.calls.unary(CHAT, chat.SerializeToString(), metadata=context.metadata(request))
+    return llm_service_pb2.ChatResponse.FromString(raw)
+
+
+class _Envelope:
+    """The fields every body of one answer carries; a stream's chunks share one id and creation time."""
+
+    def __init__(self, id_prefix: str, kind: str) -> None:
+        self.id = f"{id_prefix}-{uuid.uuid4().hex}"
+        self.kind = kind
+        self.created = int(time.time())
+
+    def body(self, model: str, choices: list[dict], usage: dict | None = None) -> dict:
+        body = {"id": self.id, "object": self.kind, "created": self.created, "model": model, "choices": choices}
+        if usage is not None:
+            body["usage"] = usage
+        return body
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _answer(request, "/v1/chat/completions", _chat)
+
+
+async def _chat(request: Request, context: BridgeContext, payload: dict) -> Response:
+    if _typed(payload, "stream", (bool,), "true or false"):
+        return await _stream_chat(request, context, payload)
+    chat = chat_request(payload, llm_service_pb2.ChatRequest)
+    reply = await _chat_reply(request, context, chat)
     choices = []
     for choice in reply.choices:
         message: dict = {"role": "assistant", "content": choice.message.content}
@@ -445,64 +448,46 @@ async def chat_completions(request: Request) -> Response:
                 "logprobs": {"content": _token_logprobs(choice.logprobs)} if chat.logprobs else None,
             }
         )
-    return JSONResponse(
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": reply.model or chat.model,
-            "choices": choices,
-            "usage": _usage(reply.usage),
-        }
-    )
+    envelope = _Envelope("chatcmpl", "chat.completion")
+    return JSONResponse(envelope.body(reply.model or chat.model, choices, _usage(reply.usage)))
 
 
-class _StreamUsage:
-    """Sums the usage of a stream's results (one per choice): the prompt once, every choice's tokens."""
+class _Stream(_Envelope):
+    """A streamed answer (chat or legacy): its envelope, and usage summed over its results (one per
+    choice: the prompt once, every choice's tokens), sent after the last one when the client asked."""
 
-    def __init__(self, choices: int) -> None:
-        self.choices_left = choices
+    def __init__(self, id_prefix: str, kind: str, payload: dict, request) -> None:
+        super().__init__(id_prefix, kind)
+        self.model = request.model
+        options = payload.get("stream_options")
+        self.include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        self.choices_left = request.n if request.HasField("n") else 1
         self.prompt = self.completion = 0
 
-    def add(self, usage: llm_service_pb2.Usage) -> bool:
-        """Counts one result's usage; True once every choice has ended."""
-        self.prompt = usage.prompt_tokens
-        self.completion += usage.completion_tokens
+    def chunk(self, choices: list[dict], model: str = "") -> dict:
+        return self.body(model or self.model, choices)
+
+    def finished(self, result: llm_service_pb2.ChatResult, choice: dict) -> list[dict]:
+        """The events for one choice's end: its last chunk, then the usage once every choice has ended."""
+        model = result.model or self.model
+        events = [self.chunk([choice], model)]
+        self.prompt = result.usage.prompt_tokens
+        self.completion += result.usage.completion_tokens
         self.choices_left -= 1
-        return self.choices_left <= 0
-
-    def body(self) -> dict:
-        return {
-            "prompt_tokens": self.prompt,
-            "completion_tokens": self.completion,
-            "total_tokens": self.prompt + self.completion,
-        }
-
-
-def _include_usage(payload: dict) -> bool:
-    options = payload.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
+        if self.choices_left <= 0 and self.include_usage:
+            usage = {
+                "prompt_tokens": self.prompt,
+                "completion_tokens": self.completion,
+                "total_tokens": self.prompt + self.completion,
+            }
+            events.append(self.body(model, [], usage))
+        return events
 
 
 async def _stream_chat(request: Request, context: BridgeContext, payload: dict) -> Response:
     chat = chat_request(payload, llm_service_pb2.StreamChatRequest)
-    include_usage = _include_usage(payload)
-    usage = _StreamUsage(chat.n if chat.HasField("n") else 1)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
+    stream = _Stream("chatcmpl", "chat.completion.chunk", payload, chat)
     role_sent: set[int] = set()
-
-    def chunk(choices: list[dict], model: str, usage_body: dict | None = None) -> dict:
-        body = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        if usage_body is not None:
-            body["usage"] = usage_body
-        return body
 
     def choice(index: int, delta: dict, finish_reason: str | None = None, logprobs=None) -> dict:
         return {
@@ -512,13 +497,11 @@ async def _stream_chat(request: Request, context: BridgeContext, payload: dict) 
             "logprobs": {"content": _token_logprobs(logprobs)} if logprobs else None,
         }
 
-    def encode(raw: bytes, index: int) -> bytes:
-        reply = llm_service_pb2.StreamChatResponse.FromString(raw)
-        kind = reply.WhichOneof("event")
+    def encode(reply: llm_service_pb2.StreamChatResponse, kind: str | None) -> list[dict]:
         events = []
         at = reply.chunk.index if kind == "chunk" else reply.result.index
         if at not in role_sent and kind in {"chunk", "result"}:
-            events.append(chunk([choice(at, {"role": "assistant", "content": ""})], chat.model))
+            events.append(stream.chunk([choice(at, {"role": "assistant", "content": ""})]))
             role_sent.add(at)
         if kind == "chunk":
             delta: dict = {}
@@ -527,15 +510,12 @@ async def _stream_chat(request: Request, context: BridgeContext, payload: dict) 
             if reply.chunk.tool_calls:
                 delta["tool_calls"] = [_tool_call_delta(c) for c in reply.chunk.tool_calls]
             if delta or reply.chunk.logprobs:
-                events.append(chunk([choice(at, delta, logprobs=reply.chunk.logprobs)], chat.model))
+                events.append(stream.chunk([choice(at, delta, logprobs=reply.chunk.logprobs)]))
         elif kind == "result":
-            model = reply.result.model or chat.model
-            events.append(chunk([choice(at, {}, _finish_reason(reply.result.finish_reason))], model))
-            if usage.add(reply.result.usage) and include_usage:
-                events.append(chunk([], model, usage_body=usage.body()))
-        return b"".join(streams.sse_event(event) for event in events)
+            events += stream.finished(reply.result, choice(at, {}, _finish_reason(reply.result.finish_reason)))
+        return events
 
-    return await _sse(request, context, STREAM_CHAT, chat, encode)
+    return await _sse(request, context, chat, encode)
 
 
 def _tool_call_delta(call: llm_service_pb2.ToolCallDelta) -> dict:
@@ -548,11 +528,17 @@ def _tool_call_delta(call: llm_service_pb2.ToolCallDelta) -> dict:
     return out
 
 
-async def _sse(request: Request, context: BridgeContext, method: str, message, encode) -> Response:
-    call = context.calls.stream(method, message.SerializeToString(), metadata=context.metadata(request))
+async def _sse(request: Request, context: BridgeContext, message, encode) -> Response:
+    """StreamChat as server-sent events: `encode` turns each reply (and its event kind) into events."""
+
+    def encode_message(raw: bytes, index: int) -> bytes:
+        reply = llm_service_pb2.StreamChatResponse.FromString(raw)
+        return b"".join(streams.sse_event(event) for event in encode(reply, reply.WhichOneof("event")))
+
+    call = context.calls.stream(STREAM_CHAT, message.SerializeToString(), metadata=context.metadata(request))
     body = await streams.start_stream(
         call,
-        encode_message=encode,
+        encode_message=encode_message,
         encode_error=lambda error: streams.sse_event(openai_error_body(error)) + b"data: [DONE]\n\n",
         keepalive=streams.SSE_KEEPALIVE,
         keepalive_s=context.settings.sse_keepalive_s,
@@ -599,20 +585,15 @@ def _legacy_logprobs(logprobs, offset: int) -> dict:
 
 
 async def completions(request: Request) -> Response:
-    mark_route(request, "/v1/completions")
-    context = context_of(request)
-    try:
-        payload = await _json_object(request, context)
-        echo = bool(_typed(payload, "echo", (bool,), "true or false"))
-        if _typed(payload, "stream", (bool,), "true or false"):
-            return await _stream_completion(request, context, payload, echo)
-        completion = completion_request(payload, llm_service_pb2.ChatRequest)
-        raw = await context.calls.unary(CHAT, completion.SerializeToString(), metadata=context.metadata(request))
-    except HttpError as error:
-        return openai_error(error)
-    except grpc.aio.AioRpcError as exc:
-        return openai_error(from_rpc_error(exc))
-    reply = llm_service_pb2.ChatResponse.FromString(raw)
+    return await _answer(request, "/v1/completions", _completion)
+
+
+async def _completion(request: Request, context: BridgeContext, payload: dict) -> Response:
+    echo = bool(_typed(payload, "echo", (bool,), "true or false"))
+    if _typed(payload, "stream", (bool,), "true or false"):
+        return await _stream_completion(request, context, payload, echo)
+    completion = completion_request(payload, llm_service_pb2.ChatRequest)
+    reply = await _chat_reply(request, context, completion)
     prefix = completion.prompt if echo else ""
     choices = [
         {
@@ -623,44 +604,18 @@ async def completions(request: Request) -> Response:
         }
         for choice in reply.choices
     ]
-    return JSONResponse(
-        {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": reply.model or completion.model,
-            "choices": choices,
-            "usage": _usage(reply.usage),
-        }
-    )
+    envelope = _Envelope("cmpl", "text_completion")
+    return JSONResponse(envelope.body(reply.model or completion.model, choices, _usage(reply.usage)))
 
 
 async def _stream_completion(request: Request, context: BridgeContext, payload: dict, echo: bool) -> Response:
     completion = completion_request(payload, llm_service_pb2.StreamChatRequest)
-    include_usage = _include_usage(payload)
-    usage = _StreamUsage(completion.n if completion.HasField("n") else 1)
-    completion_id = f"cmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
+    stream = _Stream("cmpl", "text_completion", payload, completion)
     echoed: set[int] = set()
     offsets: dict[int, int] = {}  # per choice: where the next token's text starts
     start = len(completion.prompt) if echo else 0
 
-    def chunk(choices: list[dict], model: str, usage_body: dict | None = None) -> dict:
-        body = {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        if usage_body is not None:
-            body["usage"] = usage_body
-        return body
-
-    def encode(raw: bytes, index: int) -> bytes:
-        reply = llm_service_pb2.StreamChatResponse.FromString(raw)
-        kind = reply.WhichOneof("event")
-        events = []
+    def encode(reply: llm_service_pb2.StreamChatResponse, kind: str | None) -> list[dict]:
         if kind == "chunk":
             at = reply.chunk.index
             text = reply.chunk.text
@@ -672,23 +627,18 @@ async def _stream_completion(request: Request, context: BridgeContext, payload: 
                 logprobs = _legacy_logprobs(reply.chunk.logprobs, offsets.get(at, start))
                 offsets[at] = offsets.get(at, start) + sum(len(lp.token) for lp in reply.chunk.logprobs)
             if text or logprobs:
-                events.append(
-                    chunk([{"index": at, "text": text, "finish_reason": None, "logprobs": logprobs}], completion.model)
-                )
+                return [stream.chunk([{"index": at, "text": text, "finish_reason": None, "logprobs": logprobs}])]
         elif kind == "result":
-            model = reply.result.model or completion.model
             finish = {
                 "index": reply.result.index,
                 "text": "",
                 "finish_reason": _finish_reason(reply.result.finish_reason),
                 "logprobs": None,
             }
-            events.append(chunk([finish], model))
-            if usage.add(reply.result.usage) and include_usage:
-                events.append(chunk([], model, usage_body=usage.body()))
-        return b"".join(streams.sse_event(event) for event in events)
+            return stream.finished(reply.result, finish)
+        return []
 
-    return await _sse(request, context, STREAM_CHAT, completion, encode)
+    return await _sse(request, context, completion, encode)
 
 
 async def embeddings(request: Request) -> Response:
@@ -708,13 +658,8 @@ async def embeddings(request: Request) -> Response:
 
 def speech_request(payload: dict) -> tuple[tts_service_pb2.StreamSynthesizeRequest, str]:
     SPEECH_PARAMETERS.check(payload)
-    text = _typed(payload, "input", (str,), "a string")
-    if not text:
-        raise invalid_field("input", "must be a non-empty string")
-    response_format = _typed(payload, "response_format", (str,), "a string") or "mp3"
-    if response_format not in SPEECH_FORMATS:
-        raise invalid_field("response_format", f"must be one of {', '.join(SPEECH_FORMATS)}")
-    audio_format, media_type = SPEECH_FORMATS[response_format]
+    text = _required_string(payload, "input")
+    audio_format, media_type = SPEECH_FORMATS[_one_of(payload, "response_format", SPEECH_FORMATS, "mp3")]
     voice = _typed(payload, "voice", (str,), "a string") or ""
     model = _typed(payload, "model", (str,), "a string") or ""
     request = tts_service_pb2.StreamSynthesizeRequest(
@@ -774,12 +719,8 @@ async def audio_speech(request: Request) -> Response:
 
 def image_request(payload: dict) -> tuple[imagegen_service_pb2.StreamGenerateImagesRequest, str]:
     IMAGE_PARAMETERS.check(payload)
-    prompt = _typed(payload, "prompt", (str,), "a string")
-    if not prompt:
-        raise invalid_field("prompt", "must be a non-empty string")
-    response_format = _typed(payload, "response_format", (str,), "a string") or "b64_json"
-    if response_format not in {"b64_json", "url"}:
-        raise invalid_field("response_format", "must be b64_json or url")
+    prompt = _required_string(payload, "prompt")
+    response_format = _one_of(payload, "response_format", ("b64_json", "url"), "b64_json")
     model = _typed(payload, "model", (str,), "a string") or ""
     request = imagegen_service_pb2.StreamGenerateImagesRequest(
         prompt=prompt,

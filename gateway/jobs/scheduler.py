@@ -66,6 +66,9 @@ log = structlog.get_logger("capmesh.jobs")
 
 E = jobs_pb2  # event and state names read better as E.JOB_EVENT_TYPE_...
 MAX_ATTEMPTS_LIMIT = 10
+# A finished job's events are compacted (JobStore.compact) this long after its end: by then every
+# watcher has read its last event (a watcher waits on new events for WATCH_BLOCK_S, 2 s, at a time).
+COMPACT_AFTER_S = 60.0
 MAX_LABELS = 64
 
 
@@ -342,6 +345,7 @@ class JobScheduler:
                             ),
                             "deadline passed",
                         )
+                await self.store.compact(now - COMPACT_AFTER_S)
                 for capability in await self.store.capabilities():
                     metrics.job_queue_depth.labels(capability).set(await self.store.queue_length(capability))
             except (RedisError, OSError) as exc:

@@ -84,6 +84,10 @@ class JobStore(Protocol):
     async def overdue(self, now: float) -> list[str]:
         """Ids of unfinished jobs past their deadline."""
 
+    async def compact(self, finished_before: float) -> None:
+        """Stores the events of jobs that finished before `finished_before` (epoch seconds) in the
+        least space, now that nobody waits on them; reading them stays the same."""
+
     async def events_after(self, job_id: str, after: str, block_s: float) -> list[tuple[str, jobs_pb2.JobEvent]]:
         """Events after the id `after` ("" = from the start), waiting up to `block_s` for one."""
 

@@ -2,11 +2,22 @@
 leases as expiring keys renewed by the runner's heartbeat, and every transition in one Lua script.
 
 Keys (prefix `capmesh:`): `job:<id>` (hash), `job:<id>:events` (stream; entry ids are event ids),
-`job:<id>:result`, `job:<id>:lease` (the owner, expiring), `jobq:<capability>` (queue, score from
-priority then sequence), `jobs:delayed` (retries by ready time), `jobs:running`, `jobs:deadlines`,
-`jobs:index` (by creation), `jobs:label:<len(key)>:<key>=<value>` (a label's jobs by creation,
-expiring with the last of them), `jobs:caps`, `jobs:seq`, `jobreq:<request_id>`; pub/sub channel
+`job:<id>:log` (the same events as a list, once the job has finished a while), `job:<id>:result`,
+`job:<id>:lease` (the owner, expiring), `jobq:<capability>` (queue, score from priority then
+sequence), `jobs:delayed` (retries by ready time), `jobs:running`, `jobs:deadlines`, `jobs:index`
+(by creation), `jobs:finished` (by finish time, until their events are compacted),
+`jobs:label:<len(key)>:<key>=<value>` (a label's jobs by creation, expiring with the last of them),
+`jobs:caps`, `jobs:seq`, `jobreq:<request_id>`; pub/sub channel
 `jobs:signals` carries "wake:<capability>" and "cancel:<job_id>" between gateways.
+
+What a finished job keeps, for its retention (24 h result, 7 days record): its hash, its event
+stream and its result. Finishing drops what only running needed (the request, the queue score) and
+empty fields, and writes the hash anew: Redis stores a hash whose values are all 64 bytes or less
+as one compact listpack (~0.6 KB here), but once a larger value (a request) made it a hash table
+(~1.6 KB) it stays one. An event stream costs ~4.7 KB however few its events (Redis allocates
+each stream node's 4 KB at once), so a while after a job finished (`compact`, called by the
+maintenance loop once no watcher can still be blocked on the stream) its events move to a plain
+list, which costs what they weigh; readers take whichever form exists.
 """
 
 from __future__ import annotations
@@ -127,6 +138,15 @@ elseif redis.call('GET', h..':lease') ~= owner then
 end
 redis.call('HSET', h, 'state', ARGV[4], 'owner', '')
 if #ARGV >= 10 then redis.call('HSET', h, unpack(ARGV, 10)) end
+local kept, all = {{}}, redis.call('HGETALL', h)
+for i = 1, #all, 2 do
+  if all[i + 1] ~= '' and all[i] ~= 'request' and all[i] ~= 'score' then
+    kept[#kept + 1] = all[i]
+    kept[#kept + 1] = all[i + 1]
+  end
+end
+redis.call('DEL', h)
+redis.call('HSET', h, unpack(kept))
 if ARGV[6] ~= '' then redis.call('SET', h..':result', ARGV[6], 'PX', ARGV[7]) end
 redis.call('XADD', h..':events', '*', 'e', ARGV[5])
 redis.call('DEL', h..':lease')
@@ -136,6 +156,7 @@ redis.call('ZREM', P..'jobs:delayed', id)
 redis.call('ZREM', P..'jobs:deadlines', id)
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('PEXPIRE', h..':events', ARGV[9])
+redis.call('ZADD', P..'jobs:finished', redis.call('TIME')[1], id)
 return 1
 """
 
@@ -189,6 +210,50 @@ return found
 """
 
 
+# A finished job's event stream becomes a list: per entry its id, its number of fields, then the
+# fields and values (RPUSH in slices: Lua's unpack has a stack limit).
+_COMPACT = """
+local P = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', P..'jobs:finished', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', P..'jobs:finished', id)
+  local events, log = P..'job:'..id..':events', P..'job:'..id..':log'
+  local ttl = redis.call('PTTL', events)
+  if ttl > 0 then
+    local flat = {}
+    for _, entry in ipairs(redis.call('XRANGE', events, '-', '+')) do
+      flat[#flat + 1] = entry[1]
+      flat[#flat + 1] = tostring(#entry[2] / 2)
+      for _, part in ipairs(entry[2]) do flat[#flat + 1] = part end
+    end
+    redis.call('DEL', events)
+    for first = 1, #flat, 1000 do
+      redis.call('RPUSH', log, unpack(flat, first, math.min(first + 999, #flat)))
+    end
+    redis.call('PEXPIRE', log, ttl)
+  end
+end
+return #ids
+"""
+_COMPACT_BATCH = 200  # finished jobs compacted per call; the maintenance loop calls again next tick
+
+
+def _event_order(event_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = event_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
+def _stored(event: jobs_pb2.JobEvent) -> bytes:
+    """An event as its job's log keeps it: without its job id, which the log's key says (a third
+    of a progress event's bytes); `_event` puts it back on reading."""
+    if not event.job_id:
+        return event.SerializeToString()
+    stored = jobs_pb2.JobEvent()
+    stored.CopyFrom(event)
+    stored.ClearField("job_id")
+    return stored.SerializeToString()
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -218,6 +283,7 @@ class RedisJobStore:
                 ("cancel", _CANCEL),
                 ("promote", _PROMOTE),
                 ("recover", _RECOVER),
+                ("compact", _COMPACT),
             )
         }
         self._channel = f"{prefix}jobs:signals"
@@ -250,7 +316,7 @@ class RedisJobStore:
             int(record.deadline * 1000),
             int(record.create_time * 1000),
             _ms(hold_s),
-            queued_event.SerializeToString(),
+            _stored(queued_event),
             *_flatten(record.to_fields()),
             keys=[self._label(k, v) for k, v in record.labels.items()],
         )
@@ -301,7 +367,8 @@ class RedisJobStore:
         key = self._job(job_id)
         record = await self.get(job_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key, key + ":events", key + ":result", key + ":lease")
+            pipe.delete(key, key + ":events", key + ":log", key + ":result", key + ":lease")
+            pipe.zrem(f"{self._p}jobs:finished", job_id)
             pipe.zrem(f"{self._p}jobs:index", job_id)
             for key, value in (record.labels if record is not None else {}).items():
                 pipe.zrem(self._label(key, value), job_id)
@@ -324,15 +391,11 @@ class RedisJobStore:
         return bool(held), bool(cancel)
 
     async def record(self, job_id, owner, fields, event):
-        body = event.SerializeToString() if event is not None else b""
+        body = _stored(event) if event is not None else b""
         return bool(await self._run("record", job_id, owner, body, *_flatten(fields)))
 
     async def requeue(self, job_id, owner, ready_at, fields, event):
-        return bool(
-            await self._run(
-                "requeue", job_id, owner, event.SerializeToString(), int(ready_at * 1000), *_flatten(fields)
-            )
-        )
+        return bool(await self._run("requeue", job_id, owner, _stored(event), int(ready_at * 1000), *_flatten(fields)))
 
     async def finish(self, job_id, owner, state, fields, event, *, result, result_ttl_s, record_ttl_s):
         return bool(
@@ -341,7 +404,7 @@ class RedisJobStore:
                 job_id,
                 owner,
                 state,
-                event.SerializeToString(),
+                _stored(event),
                 result,
                 _ms(result_ttl_s),
                 _ms(record_ttl_s),
@@ -359,7 +422,7 @@ class RedisJobStore:
         return [c.decode() for c in await self._run("promote", int(now * 1000))]
 
     async def recover_expired(self, event):
-        flat = await self._run("recover", event.SerializeToString())
+        flat = await self._run("recover", _stored(event))
         pairs = [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
         return [(job_id, what == "cancel") for job_id, what in pairs]
 
@@ -380,11 +443,32 @@ class RedisJobStore:
             event.attempt = int(fields[b"attempt"])
         return event.event_id, event
 
+    async def compact(self, finished_before):
+        await self._run("compact", int(finished_before), _COMPACT_BATCH)
+
+    def _logged(self, log: list[bytes], after: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The entries of a compacted event log (see `_COMPACT`) after the id `after`."""
+        entries, index = [], 0
+        while index < len(log):
+            entry_id, count = log[index], int(log[index + 1])
+            parts = log[index + 2 : index + 2 + 2 * count]
+            index += 2 + 2 * count
+            if not after or _event_order(entry_id.decode()) > _event_order(after):
+                entries.append((entry_id, dict(zip(parts[::2], parts[1::2], strict=True))))
+        return entries
+
     async def events_after(self, job_id, after, block_s):
         self.validate_event_id(after)
         key = self._job(job_id) + ":events"
-        entries = await self._redis.xrange(key, f"({after}" if after else "-", "+")
-        if not entries and block_s > 0:
+        # One round trip reads both forms: the stream of a job not finished (or finished lately),
+        # the list of one compacted since.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(key, f"({after}" if after else "-", "+")
+            pipe.lrange(self._job(job_id) + ":log", 0, -1)
+            entries, log = await pipe.execute()
+        if not entries and log:
+            entries = self._logged(log, after)
+        elif not entries and block_s > 0:
             answer = await self._blocking.xread({key: after or "0-0"}, block=_ms(block_s))
             entries = answer[0][1] if answer else []
         return [self._event(job_id, entry_id, fields) for entry_id, fields in entries]

@@ -9,7 +9,13 @@ clients), the job runner and the HTTP bridge (both in-process). The routine, wri
    that backend out and go back to 1 while time is left; once a message has been passed on, or for
    client-streaming calls (their request messages are consumed as they are relayed), never.
    UNAVAILABLE is retried as long as backends and time are left (the backend never ran the call
-   or cannot serve). INTERNAL and UNKNOWN are retried once: a broken backend (a bad GPU, a corrupt
+   or cannot serve). So is RESOURCE_EXHAUSTED: it is how a backend's own admission says that its
+   slots and its line are full, which is what keeps its `max_concurrency` true across gateways.
+   Each gateway counts only its own calls, so two gateways may both see room on one backend; the
+   backend, the one place that sees every call, refuses the extra one before running anything, and
+   the gateway that sent it tries another backend. That costs nothing on a call that finds room
+   (no shared counter, no Redis round trip) and one refused round trip on a call that does not.
+   INTERNAL and UNKNOWN are retried once: a broken backend (a bad GPU, a corrupt
    checkpoint) should not reach the caller while a healthy one exists, but a request that crashes
    every backend should not crash them all. This is safe because every method whose request is
    whole bytes is a contract method that only computes from its request (no state to change
@@ -47,6 +53,8 @@ _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
 
 
+# The backend did not run the call (down, or full up to its own line): another one may.
+_RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # Backend faults that another backend may not have, but that the request itself may have caused:
 # retried once per call (see the module's docstring).
 _RETRIED_ONCE = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
@@ -56,7 +64,7 @@ def retryable_before_output(exc: grpc.aio.AioRpcError, faults_retried: int) -> b
     """A failure another backend may not have: retried only if nothing was passed on yet.
     `faults_retried` counts the INTERNAL / UNKNOWN failures of this call already retried."""
     code = exc.code()
-    return code is grpc.StatusCode.UNAVAILABLE or (code in _RETRIED_ONCE and faults_retried == 0)
+    return code in _RETRIED or (code in _RETRIED_ONCE and faults_retried == 0)
 
 
 def remaining_s(deadline: float | None) -> float | None:

@@ -316,19 +316,7 @@ class Router:
             timeout = min(UNLOAD_TIMEOUT_S, remaining_s(deadline) or UNLOAD_TIMEOUT_S)
             for member in holders:
                 log.info("gpu_group.unload", group=group_name, holder=member.backend_id, next=entry.backend_id)
-                try:
-                    await admin_service_pb2_grpc.AdminServiceStub(member.channel).UnloadModels(
-                        admin_service_pb2.UnloadModelsRequest(), timeout=timeout
-                    )
-                    member.loaded.clear()
-                except grpc.aio.AioRpcError as exc:
-                    log.warning(
-                        "gpu_group.unload_failed",
-                        group=group_name,
-                        holder=member.backend_id,
-                        code=exc.code().name,
-                        error=exc.details(),
-                    )
+                await self._unload(group_name, member, timeout)
         finally:
             group.ready.set()
 
@@ -376,19 +364,24 @@ class Router:
                 unloading=member.backend_id,
                 loaded=sorted(member.loaded),
             )
-            try:
-                await admin_service_pb2_grpc.AdminServiceStub(member.channel).UnloadModels(
-                    admin_service_pb2.UnloadModelsRequest(), timeout=UNLOAD_TIMEOUT_S
-                )
-                member.loaded.clear()
-            except grpc.aio.AioRpcError as exc:
-                log.warning(
-                    "gpu_group.unload_failed",
-                    group=group_name,
-                    holder=member.backend_id,
-                    code=exc.code().name,
-                    error=exc.details(),
-                )
+            await self._unload(group_name, member, UNLOAD_TIMEOUT_S)
+
+    @staticmethod
+    async def _unload(group_name: str, member: BackendEntry, timeout: float) -> None:
+        """Asks one member of a device group to unload its models; a failure is logged, not raised."""
+        try:
+            await admin_service_pb2_grpc.AdminServiceStub(member.channel).UnloadModels(
+                admin_service_pb2.UnloadModelsRequest(), timeout=timeout
+            )
+            member.loaded.clear()
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "gpu_group.unload_failed",
+                group=group_name,
+                holder=member.backend_id,
+                code=exc.code().name,
+                error=exc.details(),
+            )
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _release(self, slot: Slot, code: grpc.StatusCode, message: str) -> None:

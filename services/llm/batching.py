@@ -768,6 +768,7 @@ class TransformersChatEngine(LlmEngine):
             index=seq.index,
             tool_calls=calls,
             logprobs=tuple(seq.logprobs),
+            random_weights=self.models.random_weights(),
         )
         seq.deliver(result)
         log.info(

@@ -153,6 +153,7 @@ def stream_result_to_proto(result: ChatResult) -> pb.StreamChatResponse:
             index=result.index,
             tool_calls=_tool_calls_to_proto(result.tool_calls),
             logprobs=_logprobs_to_proto(result.logprobs),
+            random_weights=result.random_weights,
         )
     )
 
@@ -177,4 +178,5 @@ def chat_response_to_proto(results: Sequence[ChatResult]) -> pb.ChatResponse:
         usage=usage_to_proto(ordered),
         model=ordered[0].model,
         choices=choices,
+        random_weights=ordered[0].random_weights,
     )

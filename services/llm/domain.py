@@ -148,6 +148,7 @@ class ChatResult:
     index: int = 0  # the choice this result closes; a request with n choices gets n results
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
+    random_weights: bool = False  # the model is a project-built random checkpoint: the text is noise
 
     @property
     def total_tokens(self) -> int:

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import grpc
 
-from capmesh.services.runtime.errors import (
-    Cancelled,
-    CapmeshError,
-    DeadlineExceeded,
-    FailedPrecondition,
-    FieldViolation,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-)
+from capmesh.services.runtime.errors import CapmeshError, FieldViolation, Internal, InvalidArgument, error_type
 from capmesh.services.runtime.status import read_details, status_of
+
+# The codes passed on to the caller as they are; any other (UNAUTHENTICATED: this service's own
+# credential) is this service's failure, INTERNAL. With a default reason suffix where the other
+# service gave no reason: <CAPABILITY>_<suffix>.
+PASSED_ON: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.UNAVAILABLE: "UNAVAILABLE",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "BUSY",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "",
+    grpc.StatusCode.CANCELLED: "",
+    grpc.StatusCode.NOT_FOUND: "",
+    grpc.StatusCode.FAILED_PRECONDITION: "",
+}
 
 
 def error_from_capability(exc: grpc.aio.AioRpcError, capability: str, field: str) -> CapmeshError:
@@ -31,19 +32,11 @@ def error_from_capability(exc: grpc.aio.AioRpcError, capability: str, field: str
     details = read_details(status_of(exc))
     message = f"the {capability} capability answered {exc.code().name}: {exc.details()}"
     code, reason, prefix = exc.code(), details.reason or None, capability.upper()
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return Unavailable(message, reason=reason or f"{prefix}_UNAVAILABLE", retry_after_s=details.retry_after_s)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(message, reason=reason or f"{prefix}_BUSY", retry_after_s=details.retry_after_s)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(message)
-    if code == grpc.StatusCode.CANCELLED:
-        return Cancelled(message)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         violations = [FieldViolation(f, d) for f, d in details.field_violations] or [FieldViolation(field, message)]
         return InvalidArgument(violations, message=message, reason=reason)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(message, reason=reason)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(message, reason=reason)
-    return Internal(message, reason=reason or f"{prefix}_FAILED")
+    if code not in PASSED_ON:
+        return Internal(message, reason=reason or f"{prefix}_FAILED")
+    suffix = PASSED_ON[code]
+    default_reason = f"{prefix}_{suffix}" if suffix else None
+    return error_type(code.name)(message, reason=reason or default_reason, retry_after_s=details.retry_after_s)

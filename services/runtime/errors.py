@@ -122,6 +122,29 @@ class Internal(CapmeshError):
     code = "INTERNAL"
 
 
+# One error class per code; the code's name finds it (ModelLoadError is a kind of UNAVAILABLE, and
+# InvalidArgument takes field violations, so neither is here).
+_BY_CODE: dict[str, type[CapmeshError]] = {
+    kind.code: kind
+    for kind in (
+        NotFound,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        Unauthenticated,
+        PermissionDenied,
+        Cancelled,
+        DeadlineExceeded,
+        Internal,
+    )
+}
+
+
+def error_type(code: str) -> type[CapmeshError]:
+    """The domain error of a canonical code's name (`NOT_FOUND`); Internal for a code without one."""
+    return _BY_CODE.get(code, Internal)
+
+
 @dataclass
 class Violations:
     """Collects field violations so that one error reports every bad field at once.

@@ -3,7 +3,10 @@
 Engines give the manager a `load(name) -> LoadedModel` function. The manager loads a model on first
 use (or at start, when the `eager_load` setting asks for it), keeps it while the policy says so
 (`resident`, or `idle` which unloads after `idle_unload_s` seconds without use), unloads on request
-once no call is using it, and reports what is loaded for the status RPC. Unloading drops every
+once no call is using it, and reports what is loaded for the status RPC. A served model whose last
+load failed makes the service unhealthy until a load of it succeeds: the listeners given to
+`on_health` hear it (the server turns that into grpc.health NOT_SERVING, so that routers send calls
+elsewhere; the strict readiness Triton has by default). Unloading drops every
 reference the manager holds, runs the model's own release hook, collects garbage and, on CUDA,
 empties the allocator cache, so that the memory really returns.
 """
@@ -23,6 +26,7 @@ from typing import Any
 import structlog
 
 from capmesh.services.runtime import metrics
+from capmesh.services.runtime.checkpoint_files import checkpoint_problem
 from capmesh.services.runtime.errors import FailedPrecondition, ModelLoadError, NotFound
 from capmesh.services.runtime.tiny import TINY, is_random_checkpoint
 
@@ -78,6 +82,7 @@ class _Slot:
 
 
 Loader = Callable[[str], LoadedModel]
+HealthListener = Callable[[bool], None]  # called with False when a load fails, True once all load again
 
 
 # What a checkpoint folder holds at its top: transformers models and diffusers pipelines.
@@ -101,7 +106,7 @@ def local_checkpoint_problem(name: str) -> str:
         return f"{path} is a file, not a checkpoint folder"
     if not any((path / marker).is_file() for marker in CHECKPOINT_MARKERS):
         return f"{path} is not a checkpoint folder (it has no {' or '.join(CHECKPOINT_MARKERS)})"
-    return ""
+    return checkpoint_problem(path)
 
 
 class ModelManager:
@@ -127,12 +132,14 @@ class ModelManager:
         self._cond = threading.Condition()
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
+        self._health_listeners: list[HealthListener] = []
 
     def check_sources(self) -> None:
         """Refuses, before the service says SERVING, a served model that can never load: a local
-        path that does not exist or is not a checkpoint folder. Without this a path such as
-        '/nonexistent' is taken for a hub id, and the first call fails with the hub's complaint
-        about repository names. Hub ids (and 'tiny') are left to the loader."""
+        path that does not exist, is not a checkpoint folder, or whose files are visibly broken
+        (checkpoint_files.py). Without this a path such as '/nonexistent' is taken for a hub id,
+        and a truncated weights file shows only when the first call loads it. Hub ids (and 'tiny')
+        are left to the loader."""
         for name in self._served:
             problem = local_checkpoint_problem(name)
             if problem:
@@ -146,6 +153,19 @@ class ModelManager:
         with self._cond:
             loaded = any(s.model is not None and s.model.random_weights for s in self._slots.values())
         return loaded or any(name == TINY or is_random_checkpoint(Path(name).expanduser()) for name in self._served)
+
+    def load_failures(self) -> dict[str, str]:
+        """Served model -> the reason its last load failed, for models that have not loaded since."""
+        with self._cond:
+            return {name: slot.last_error for name, slot in self._slots.items() if slot.last_error}
+
+    def healthy(self) -> bool:
+        """False while a served model's last load failed: calls for it would fail too."""
+        return not self.load_failures()
+
+    def on_health(self, listener: HealthListener) -> None:
+        """Calls `listener(healthy)` whenever `healthy()` changes, from the thread that loaded."""
+        self._health_listeners.append(listener)
 
     @property
     def served_models(self) -> list[str]:
@@ -204,19 +224,25 @@ class ModelManager:
         log.info("model.loading", model=name)
         try:
             model = self._loader(name)
-        except Exception as exc:  # the reason goes to the caller and to the status RPC
+        except Exception as exc:  # the reason goes to the caller, the status RPC and the health
             with self._cond:
+                was_healthy = not any(s.last_error for s in self._slots.values())
                 slot.state = ModelState.FAILED
                 slot.last_error = f"{type(exc).__name__}: {exc}"
                 self._cond.notify_all()
             log.error("model.load_failed", model=name, error=slot.last_error)
+            if was_healthy:
+                self._tell_health(False)
             raise ModelLoadError(f"model {name!r} failed to load: {slot.last_error}") from exc
         with self._cond:
+            recovered = bool(slot.last_error) and not any(s.last_error for n, s in self._slots.items() if n != name)
             slot.model = model
             slot.state = ModelState.LOADED
             slot.last_error = ""
             slot.loaded_at = slot.last_used_at = self._clock()
             self._cond.notify_all()
+        if recovered:
+            self._tell_health(True)
         metrics.model_load_seconds.labels(name).observe(time.monotonic() - started)
         log.info(
             "model.loaded",
@@ -234,6 +260,13 @@ class ModelManager:
             )
         self._start_reaper_if_needed()
         return model
+
+    def _tell_health(self, healthy: bool) -> None:
+        for listener in self._health_listeners:
+            try:
+                listener(healthy)
+            except Exception:  # a listener's trouble must not hide the load's own outcome
+                log.exception("model.health_listener_failed")
 
     @contextmanager
     def use(self, name: str = "") -> Iterator[LoadedModel]:

@@ -12,6 +12,9 @@ it on the configured port (0 picks a free one) with
 - explicit message size limits and keepalive settings;
 - the mesh's service credential (`trust.py`): the mesh secret on every RPC but health, and mTLS
   with the mesh CA when configured.
+Health follows the models: a served model whose load fails (lazily, on a call, or through
+AdminService/LoadModels) turns every health entry NOT_SERVING, so that the gateway routes elsewhere
+and shows why; a later successful load turns them SERVING again.
 `serve` runs it until SIGTERM or SIGINT, then goes NOT_SERVING, lets in-flight calls finish within
 the grace period, unloads the models and exits.
 """
@@ -93,13 +96,22 @@ class CapabilityService:
         self.on_stop = on_stop
 
     @classmethod
-    def of_engine(cls, engine: Engine, runtime: Runtime, servicer: Any) -> CapabilityService:
+    def of_engine(
+        cls,
+        engine: Engine,
+        runtime: Runtime,
+        servicer: Any,
+        also_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> CapabilityService:
         """The shape every capability has: one engine behind one servicer of one proto service
         (found from the servicer's generated base class); the engine is closed (in a thread) when the
-        server stops."""
+        server stops, after `also_close` ends whatever else the service holds (a channel to another
+        capability)."""
         add_servicer, service = generated_service(servicer)
 
         async def close_engine() -> None:
+            if also_close is not None:
+                await also_close()
             await asyncio.to_thread(engine.close)
 
         return cls(
@@ -216,6 +228,20 @@ class RunningServer:
         log.info("server.stopped")
 
 
+def bind_port(
+    server: grpc.aio.Server, host: str, port: int, cert_file: str = "", key_file: str = "", client_ca_file: str = ""
+) -> int:
+    """Opens the server's port, with TLS when a certificate is given (mTLS with a client CA); the port bound."""
+    address = f"{host}:{port}"
+    if cert_file:
+        bound = server.add_secure_port(address, server_credentials(cert_file, key_file, client_ca_file))
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"could not bind {address}")
+    return bound
+
+
 def server_options(settings: ProcessSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -223,7 +249,9 @@ def server_options(settings: ProcessSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        # Gateways ping each backend twice a second to notice a silent host within 2 s
+        # (gateway/registry/model.py); a stricter limit would answer their pings with GOAWAY.
+        ("grpc.http2.min_ping_interval_without_data_ms", 200),
         ("grpc.http2.max_pings_without_data", 0),
     ]
 
@@ -251,16 +279,14 @@ async def create_server(service: CapabilityService) -> RunningServer:
     reflection.enable_server_reflection(
         [*service.service_names, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    address = f"{settings.host}:{settings.port}"
-    if settings.tls_cert_file:  # mTLS when tls_client_ca_file names the mesh CA
-        credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    # mTLS when tls_client_ca_file names the mesh CA
+    port = bind_port(
+        server, settings.host, settings.port, settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    )
     await server.start()
     running = RunningServer(server, port, health_servicer, service)
+    if service.models is not None:
+        service.models.on_health(_health_follows_models(running, asyncio.get_running_loop()))
     if settings.metrics_port >= 0:
         endpoint = metrics.MetricsEndpoint(
             service.capability, service.runtime, service.models, settings.host, settings.metrics_port
@@ -279,7 +305,7 @@ async def create_server(service: CapabilityService) -> RunningServer:
                 await hook.stop()
             await server.stop(0)
             raise
-    await running.set_serving(True)
+    await running.set_serving(service.models is None or service.models.healthy())
     if settings.gateway:
         from capmesh.services.runtime.registration import GatewayRegistration
 
@@ -294,6 +320,21 @@ async def create_server(service: CapabilityService) -> RunningServer:
         engine=service.engine_name,
     )
     return running
+
+
+def _health_follows_models(running: RunningServer, loop: asyncio.AbstractEventLoop) -> Callable[[bool], None]:
+    """The model manager's health listener: it runs in the thread that loaded, so the health
+    change is handed to the server's loop."""
+
+    def follow(healthy: bool) -> None:
+        if healthy:
+            log.info("server.serving_again", capability=running.service.capability)
+        else:
+            failures = running.service.models.load_failures() if running.service.models else {}
+            log.error("server.not_serving", capability=running.service.capability, load_failures=failures)
+        asyncio.run_coroutine_threadsafe(running.set_serving(healthy), loop)
+
+    return follow
 
 
 async def serve(service: CapabilityService) -> None:

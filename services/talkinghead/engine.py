@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -144,20 +144,101 @@ class Shot:
     layout: FaceLayout
 
 
-class PortraitEngine:
+@dataclass(frozen=True)
+class Inputs:
+    """A checked request's decoded inputs, and the frame rate, seed and frame count every engine uses."""
+
+    fps: float
+    seed: int
+    image: np.ndarray
+    audio: DecodedAudio
+    frame_count: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frame_count / self.fps
+
+
+class EngineBase:
+    """What every engine shares: its settings, one ModelManager over its models, the request's checks,
+    the opening `downloading` stage, the closing mux and the result's common facts."""
+
+    name: str
+    honoured_parameters: frozenset[str]
+
+    def __init__(self, settings: TalkingheadSettings, models: list[str]) -> None:
+        self.settings = settings
+        self.models = ModelManager(
+            self._load, models, residency=settings.residency, idle_unload_s=settings.idle_unload_s
+        )
+
+    def _load(self, name: str) -> LoadedModel:
+        raise NotImplementedError
+
+    def validate(self, request: TalkingHeadRequest) -> None:
+        validate(request, self.settings)
+
+    def close(self) -> None:
+        self.models.close()
+
+    def _open(self, request: TalkingHeadRequest, cancel: CancelToken, emit: Emit) -> Inputs:
+        """Checks the request, then the `downloading` stage: both inputs decoded and the frames counted."""
+        settings = self.settings
+        validate(request, settings)
+        fps = float(request.fps or settings.default_fps)
+        seed = request.seed if request.seed is not None else secrets.randbits(63)
+        emit(ProgressUpdate(STAGE_DOWNLOADING, 0.0, "decoding the reference image and the audio"))
+        image, audio, frame_count = decode_inputs(request, settings, fps)
+        emit(ProgressUpdate(STAGE_DOWNLOADING, 100.0, f"{audio.duration_s:.2f} s of audio, {frame_count} frames"))
+        cancel.raise_if_cancelled()
+        return Inputs(fps, seed, image, audio, frame_count)
+
+    def _mux(
+        self,
+        frames: Iterable[np.ndarray],
+        inputs: Inputs,
+        emit: Emit,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> bytes:
+        """The mp4 of the frames with the audio cut to the video's length; ends `merging_audio`."""
+        audio = inputs.audio
+        track = AudioTrack(audio.samples[: int(round(inputs.duration_s * audio.sample_rate))], audio.sample_rate)
+        mp4 = encode_mp4(frames, inputs.fps, audio=track, crf=self.settings.video_crf, on_frame=on_frame)
+        emit(ProgressUpdate(STAGE_MERGING_AUDIO, 100.0, f"{len(mp4)} bytes"))
+        return mp4
+
+    @staticmethod
+    def _result(
+        mp4: bytes, inputs: Inputs, shot: Shot, model: str, stage_seconds: dict[str, float] | None = None
+    ) -> TalkingHeadResult:
+        height, width = shot.frame.shape[:2]
+        return TalkingHeadResult(
+            mp4=mp4,
+            frame_count=inputs.frame_count,
+            fps=inputs.fps,
+            width=width,
+            height=height,
+            duration_s=inputs.duration_s,
+            audio_duration_s=min(inputs.audio.duration_s, inputs.duration_s),
+            face_box=shot.faces[0],
+            frame_face_box=shot.layout.box,
+            faces_found=len(shot.faces),
+            seed=inputs.seed,
+            model=model,
+            stage_seconds=stage_seconds or {},
+        )
+
+
+class PortraitEngine(EngineBase):
     """The default engine: needs only OpenCV's bundled cascades, runs on CPU."""
 
     name = "portrait"
     honoured_parameters = frozenset({"seed"})
 
     def __init__(self, settings: TalkingheadSettings) -> None:
-        self.settings = settings
-        self.models = ModelManager(
-            self._load, [PORTRAIT_MODEL], residency=settings.residency, idle_unload_s=settings.idle_unload_s
-        )
+        super().__init__(settings, [PORTRAIT_MODEL])
 
-    @staticmethod
-    def _load(_: str) -> LoadedModel:
+    def _load(self, name: str) -> LoadedModel:
         detector = FaceDetector()
         return LoadedModel(
             handle=detector,
@@ -166,29 +247,16 @@ class PortraitEngine:
             details={"kind": "opencv haar cascades", "ignores": "steps, guidance_scale"},
         )
 
-    def validate(self, request: TalkingHeadRequest) -> None:
-        validate(request, self.settings)
-
-    def close(self) -> None:
-        self.models.close()
-
     def generate(self, request: TalkingHeadRequest, cancel: CancelToken, emit: Emit) -> TalkingHeadResult:
-        settings = self.settings
-        validate(request, settings)
         clock = _StageClock()
-        fps = float(request.fps or settings.default_fps)
-        seed = request.seed if request.seed is not None else secrets.randbits(63)
-
         clock.enter(STAGE_DOWNLOADING)
-        emit(ProgressUpdate(STAGE_DOWNLOADING, 0.0, "decoding the reference image and the audio"))
-        image, audio, frame_count = decode_inputs(request, settings, fps)
-        emit(ProgressUpdate(STAGE_DOWNLOADING, 100.0, f"{audio.duration_s:.2f} s of audio, {frame_count} frames"))
-        cancel.raise_if_cancelled()
+        inputs = self._open(request, cancel, emit)
+        fps, frame_count, audio = inputs.fps, inputs.frame_count, inputs.audio
 
         clock.enter(STAGE_FACE_DETECTING)
         emit(ProgressUpdate(STAGE_FACE_DETECTING, 0.0, "looking for a face"))
         with self.models.use(request.model) as model:
-            shot = frame_the_face(model.handle, request, image, settings.default_size)
+            shot = frame_the_face(model.handle, request, inputs.image, self.settings.default_size)
         face = shot.faces[0]
         emit(
             ProgressUpdate(
@@ -201,7 +269,7 @@ class PortraitEngine:
 
         clock.enter(STAGE_INFERENCE)
         mouth = mouth_track(audio.samples, audio.sample_rate, fps, frame_count, request.visemes)
-        motion = plan_motion(seed, fps, frame_count, float(shot.layout.box.height), mouth.opening)
+        motion = plan_motion(inputs.seed, fps, frame_count, float(shot.layout.box.height), mouth.opening)
         animator = PortraitAnimator(shot.frame, shot.layout)
         timer = StepTimer(frame_count)
         emit(ProgressUpdate(STAGE_INFERENCE, 0.0, "animating", 0, frame_count))
@@ -232,38 +300,20 @@ class PortraitEngine:
                 )
             )
 
-        duration = frame_count / fps
-        track = AudioTrack(audio.samples[: int(round(duration * audio.sample_rate))], audio.sample_rate)
-        mp4 = encode_mp4(frames(), fps, audio=track, crf=settings.video_crf, on_frame=frame_done)
-        emit(ProgressUpdate(STAGE_MERGING_AUDIO, 100.0, f"{len(mp4)} bytes"))
-        stage_seconds = clock.finish()
-        height, width = shot.frame.shape[:2]
+        mp4 = self._mux(frames(), inputs, emit, on_frame=frame_done)
+        result = self._result(mp4, inputs, shot, PORTRAIT_MODEL, clock.finish())
         log.info(
             "talkinghead.done",
             frames=frame_count,
             fps=fps,
-            width=width,
-            height=height,
-            seed=seed,
+            width=result.width,
+            height=result.height,
+            seed=inputs.seed,
             faces=len(shot.faces),
             bytes=len(mp4),
-            stage_seconds=stage_seconds,
+            stage_seconds=result.stage_seconds,
         )
-        return TalkingHeadResult(
-            mp4=mp4,
-            frame_count=frame_count,
-            fps=fps,
-            width=width,
-            height=height,
-            duration_s=duration,
-            audio_duration_s=min(audio.duration_s, duration),
-            face_box=face,
-            frame_face_box=shot.layout.box,
-            faces_found=len(shot.faces),
-            seed=seed,
-            model=PORTRAIT_MODEL,
-            stage_seconds=stage_seconds,
-        )
+        return result
 
 
 def frame_the_face(detector: FaceDetector, request: TalkingHeadRequest, image: np.ndarray, default_size: int) -> Shot:

@@ -6,9 +6,7 @@ stopping the service closes the engine and that gateway channel.
 
 from __future__ import annotations
 
-import asyncio
-
-from capmesh.services.runtime.server import CapabilityService, generated_service
+from capmesh.services.runtime.server import CapabilityService
 from capmesh.services.runtime.streaming import Runtime
 from capmesh.services.talkinghead.config import ENV_PREFIX
 from capmesh.services.talkinghead.config import TalkingheadSettings as Settings
@@ -24,19 +22,4 @@ def build_service(settings: Settings) -> CapabilityService:
     runtime = Runtime("talkinghead", settings)
     speech = GatewaySpeech(settings)
     servicer = TalkingHeadServicer(engine, runtime, speech)
-    add_servicer, service = generated_service(servicer)
-
-    async def stop() -> None:
-        await speech.close()
-        await asyncio.to_thread(engine.close)
-
-    return CapabilityService(
-        "talkinghead",
-        settings,
-        [(add_servicer, servicer)],
-        [service.full_name],
-        runtime=runtime,
-        models=engine.models,
-        engine_name=engine.name,
-        on_stop=stop,
-    )
+    return CapabilityService.of_engine(engine, runtime, servicer, also_close=speech.close)

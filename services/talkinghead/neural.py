@@ -23,7 +23,6 @@ masks: frames are denoised independently, batched `batch_frames` at a time.
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +32,15 @@ import numpy as np
 import structlog
 import torch
 
-from capmesh.services.common.video import AudioTrack, encode_mp4
 from capmesh.services.diffusion.placement import Offload, resolve_placement
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
+from capmesh.services.runtime.lifecycle import LoadedModel
 from capmesh.services.runtime.progress import Emit, ProgressUpdate, StepTimer
 from capmesh.services.runtime.tiny import TINY, is_random_checkpoint
 from capmesh.services.talkinghead import stages
 from capmesh.services.talkinghead.config import TalkingheadSettings
 from capmesh.services.talkinghead.domain import TalkingHeadRequest, TalkingHeadResult
-from capmesh.services.talkinghead.engine import MAX_SEED, decode_inputs, frame_the_face, validate
+from capmesh.services.talkinghead.engine import MAX_SEED, EngineBase, Inputs, frame_the_face
 from capmesh.services.talkinghead.face import FaceDetector
 
 log = structlog.get_logger("capmesh.talkinghead.neural")
@@ -105,15 +103,12 @@ def load_components(path: str, device: str) -> Components:
     )
 
 
-class NeuralEngine:
+class NeuralEngine(EngineBase):
     name = "echomimic"
     honoured_parameters = frozenset({"steps", "guidance_scale", "seed"})
 
     def __init__(self, settings: TalkingheadSettings) -> None:
-        self.settings = settings
-        self.models = ModelManager(
-            self._load, [settings.model], residency=settings.residency, idle_unload_s=settings.idle_unload_s
-        )
+        super().__init__(settings, [settings.model])
 
     def _load(self, name: str) -> LoadedModel:
         if name == TINY:
@@ -133,54 +128,24 @@ class NeuralEngine:
             details={"kind": "echomimic-style latent diffusion", "path": path, "size": str(parts.model_size)},
         )
 
-    def validate(self, request: TalkingHeadRequest) -> None:
-        validate(request, self.settings)
-
-    def close(self) -> None:
-        self.models.close()
-
     def generate(self, request: TalkingHeadRequest, cancel: CancelToken, emit: Emit) -> TalkingHeadResult:
-        settings = self.settings
-        validate(request, settings)
-        fps = float(request.fps or settings.default_fps)
-        seed = request.seed if request.seed is not None else secrets.randbits(63)
-        emit(ProgressUpdate(stages.DOWNLOADING, 0.0, "decoding the reference image and the audio"))
-        image, audio, frame_count = decode_inputs(request, settings, fps)
-        emit(ProgressUpdate(stages.DOWNLOADING, 100.0, f"{audio.duration_s:.2f} s of audio, {frame_count} frames"))
-        cancel.raise_if_cancelled()
-
+        inputs = self._open(request, cancel, emit)
         with self.models.use(request.model) as model:
             parts: Components = model.handle
             emit(ProgressUpdate(stages.FACE_DETECTING, 0.0, "looking for a face"))
-            shot = frame_the_face(parts.detector, request, image, settings.default_size)
+            shot = frame_the_face(parts.detector, request, inputs.image, self.settings.default_size)
             emit(ProgressUpdate(stages.FACE_DETECTING, 100.0, f"{len(shot.faces)} face(s)"))
             cancel.raise_if_cancelled()
-            frames = self._denoise(
-                parts, request, shot.frame, audio.samples, audio.sample_rate, fps, frame_count, seed, cancel, emit
-            )
+            frames = self._denoise(parts, request, shot.frame, inputs, cancel, emit)
             emit(ProgressUpdate(stages.MERGING_AUDIO, 0.0, "decoding frames and muxing the audio track"))
             pictures = self._decode(parts, frames, cancel)
         height, width = shot.frame.shape[:2]
         resized = (cv2.resize(p, (width, height), interpolation=cv2.INTER_CUBIC) for p in pictures)
-        duration = frame_count / fps
-        track = AudioTrack(audio.samples[: int(round(duration * audio.sample_rate))], audio.sample_rate)
-        mp4 = encode_mp4(resized, fps, audio=track, crf=settings.video_crf)
-        emit(ProgressUpdate(stages.MERGING_AUDIO, 100.0, f"{len(mp4)} bytes"))
-        log.info("talkinghead.neural.done", frames=frame_count, steps=request.steps, seed=seed, bytes=len(mp4))
-        return TalkingHeadResult(
-            mp4=mp4,
-            frame_count=frame_count,
-            fps=fps,
-            width=width,
-            height=height,
-            duration_s=duration,
-            audio_duration_s=min(audio.duration_s, duration),
-            face_box=shot.faces[0],
-            frame_face_box=shot.layout.box,
-            faces_found=len(shot.faces),
-            seed=seed,
-            model=self.models.resolve(request.model),
+        mp4 = self._mux(resized, inputs, emit)
+        log.info(
+            "talkinghead.neural.done", frames=inputs.frame_count, steps=request.steps, seed=inputs.seed, bytes=len(mp4)
         )
+        return self._result(mp4, inputs, shot, self.models.resolve(request.model))
 
     @torch.inference_mode()
     def _denoise(
@@ -188,17 +153,15 @@ class NeuralEngine:
         parts: Components,
         request: TalkingHeadRequest,
         face: np.ndarray,
-        samples: np.ndarray,
-        rate: int,
-        fps: float,
-        frame_count: int,
-        seed: int,
+        inputs: Inputs,
         cancel: CancelToken,
         emit: Emit,
     ) -> torch.Tensor:
         """The denoised latents of every frame, one progress report per step."""
+        frame_count, seed = inputs.frame_count, inputs.seed
         reference = self._reference_latents(parts, face)
-        audio = self._frame_audio(parts, samples, rate, fps, frame_count)  # frames x window x dim
+        # Per frame, the window of audio features around its time: frames x window x dim.
+        audio = self._frame_audio(parts, inputs.audio.samples, inputs.audio.sample_rate, inputs.fps, frame_count)
         scheduler = parts.scheduler_class.from_config(parts.scheduler_config)
         scheduler.set_timesteps(request.steps, device=parts.device)
         generator = torch.Generator("cpu").manual_seed(seed % MAX_SEED)

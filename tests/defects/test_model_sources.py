@@ -5,12 +5,14 @@ naming it (before: a path taken for a hub id and SERVING until the first call; w
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from capmesh.services.llm.tiny import tiny_path
 from tests.defects.support import ROOT
 
 
@@ -49,8 +51,17 @@ def test_a_folder_that_is_no_checkpoint_is_refused_at_start(tmp_path: Path) -> N
 
 
 def test_a_broken_checkpoint_with_eager_load_stops_with_one_clear_line(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # no weights, no tokenizer
-    done = _serve("--model", str(tmp_path), "--set", "eager_load=true")
+    # Files that look whole (the check at start passes) but no tokenizer: only the load can tell.
+    checkpoint = shutil.copytree(tiny_path(), tmp_path / "llm")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (checkpoint / name).unlink()
+    done = _serve("--model", str(checkpoint), "--set", "eager_load=true")
     line = _complaint(done)
-    assert "failed to load" in line and str(tmp_path) in line
+    assert "failed to load" in line and str(checkpoint) in line
     assert len(done.stderr.splitlines()) < 20, done.stderr
+
+
+def test_a_checkpoint_without_weights_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    line = _complaint(_serve("--model", str(tmp_path)))
+    assert f"{tmp_path} has a config.json but no weights file" in line

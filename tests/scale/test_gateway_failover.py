@@ -80,6 +80,11 @@ async def test_a_gateway_killed_under_load_loses_no_call_through_the_other(two_g
         await asyncio.gather(*workers)
 
         failed_b = [r for r in results["B"] if r[1] is not None]
+        failed_both_count = sum(1 for r in results["A,B"] if r[1] is not None)
+        print(
+            f"\ngateway A SIGKILLed under load: through B {len(failed_b)} of {len(results['B'])} calls failed; "
+            f"through A,B {failed_both_count} of {len(results['A,B'])}"
+        )
         assert failed_b == [], f"{len(failed_b)} of {len(results['B'])} calls through B failed"
         late_b = [started for started, _ in results["B"] if started > killed_at + LEASE_S + 1]
         assert late_b, "calls through B went on after the lease"

@@ -3,8 +3,10 @@
 A TTS server with `metrics_port=0` serves /metrics on a port of its own with latency by method and
 code, time to first message, queue wait, real-time factor, model load time, admission gauges,
 resident models and device memory; what the other capabilities report (tokens, steps) is read
-from their messages the same way. The dashboard's PromQL names only series that a running service
-or gateway declares, and the Kubernetes manifests open and annotate every capability pod's port.
+from their messages the same way; every capability's server declares the same series on its
+`metrics_port`. The dashboard's PromQL names only series that a running service or gateway declares,
+groups and selects only by their labels, and the Kubernetes manifests open and annotate every
+capability pod's port.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from capmesh.common.v1 import progress_pb2
+from capmesh.gateway.server import metrics as gateway_metrics
 from capmesh.gateway.server.app import start_gateway
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.llm.v1 import llm_service_pb2
 from capmesh.mesh.kubernetes import METRICS_PORT, manifests, scrape_annotations
 from capmesh.mesh.spec import load_mesh
+from capmesh.services import catalog
 from capmesh.services.runtime import metrics
 from capmesh.services.runtime.server import RunningServer, create_server
 from capmesh.services.tts.config import TtsSettings
@@ -54,13 +59,39 @@ def declared_series(text: str) -> set[str]:
     return names
 
 
+def family_of(series: str) -> str:
+    """The metric family a series name belongs to (`x_bucket`, `x_count`, `x_sum`, `x_total` -> `x`)."""
+    return re.sub(r"_(bucket|count|sum|total)$", "", series)
+
+
+def family_labels(*expositions: str) -> dict[str, set[str]]:
+    """The label names of every family: those the metrics of both modules are declared with (a
+    labelled metric has no series until observed) and those of the samples exposed."""
+    labels: dict[str, set[str]] = {}
+    for module in (metrics, gateway_metrics):
+        for metric in vars(module).values():
+            if isinstance(metric, MetricWrapperBase):
+                labels.setdefault(metric._name, set()).update(metric._labelnames)
+    for text in expositions:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels.setdefault(family_of(family.name), set()).update(sample.labels)
+    return labels
+
+
+def dashboard_panels(panels: list[dict]) -> list[dict]:
+    """Every panel, those inside a (collapsed) row included."""
+    return [p for panel in panels for p in (panel, *dashboard_panels(panel.get("panels", [])))]
+
+
 def endpoint_port(running: RunningServer) -> int:
     return next(hook.port for hook in running.extra if isinstance(hook, metrics.MetricsEndpoint))
 
 
 @pytest.fixture
 async def tts_with_metrics():
-    running = await create_server(build_service(TtsSettings(metrics_port=0)))
+    # Loaded at start: the per-model series (model memory) then exist before the first call.
+    running = await create_server(build_service(TtsSettings(metrics_port=0, eager_load=True)))
     yield running
     await running.shutdown(grace_s=0)
 
@@ -102,6 +133,44 @@ async def test_a_service_serves_its_own_metrics(tts_with_metrics):
     assert not any("grpc.health" in dict(labels).get("method", "") for _, labels in values)
 
 
+# What every capability's endpoint declares, whatever it serves (the gauges with its own label).
+EVERY_SERVICE = {
+    "capmesh_service_request_seconds_bucket",
+    "capmesh_service_first_message_seconds_bucket",
+    "capmesh_service_queue_wait_seconds_bucket",
+    "capmesh_service_steps_total",
+    "capmesh_service_generated_tokens_total",
+    "capmesh_service_tokens_per_second_bucket",
+    "capmesh_service_real_time_factor_bucket",
+    "capmesh_model_load_seconds_bucket",
+}
+CAPABILITY_GAUGES = (
+    "capmesh_service_in_flight",
+    "capmesh_service_queue_depth",
+    "capmesh_service_max_concurrency",
+    "capmesh_service_resident_models",
+)
+
+
+@pytest.mark.parametrize("name", catalog.NAMES)
+async def test_every_capability_serves_the_series_on_its_metrics_port(name):
+    """Every service runs the one bootstrap: `metrics_port` gives each the same endpoint. No model
+    is loaded (they load on first use), so this costs a server start per capability."""
+    capability = catalog.capability(name)
+    running = await create_server(capability.build_service(capability.settings_class(metrics_port=0)))
+    try:
+        text = await scrape(endpoint_port(running))
+    finally:
+        await running.shutdown(grace_s=0)
+    missing = EVERY_SERVICE - declared_series(text)
+    assert not missing, sorted(missing)
+    values = samples(text)
+    for gauge in CAPABILITY_GAUGES:
+        assert (gauge, frozenset({("capability", name)})) in values, gauge
+    resident = frozenset({"capability": name, "device": "cpu", "kind": "resident"}.items())
+    assert values[("capmesh_device_memory_bytes", resident)] > 0
+
+
 def test_the_work_in_the_messages_becomes_tokens_steps_and_real_time_factor():
     measure = metrics._CallMeasure("testcap", "/x.v1.X/Stream")
     measure.message(llm_service_pb2.StreamChatResponse(), streaming=True)  # neither progress nor result
@@ -126,9 +195,8 @@ def test_the_work_in_the_messages_becomes_tokens_steps_and_real_time_factor():
 
 async def test_the_dashboard_reads_only_series_a_service_or_the_gateway_declares(tts_with_metrics, tmp_path):
     dashboard = json.loads(DASHBOARD.read_text())
-    expressions = [
-        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ()) if target.get("expr")
-    ]
+    panels = dashboard_panels(dashboard["panels"])
+    expressions = [target["expr"] for panel in panels for target in panel.get("targets", ()) if target.get("expr")]
     variables = [v["definition"] for v in dashboard["templating"]["list"] if v.get("definition")]
     assert len(expressions) >= 15
     gateway = await start_gateway(GatewaySettings(port=0, http_port=0, files_dir=str(tmp_path / "files")))
@@ -137,12 +205,26 @@ async def test_the_dashboard_reads_only_series_a_service_or_the_gateway_declares
             exposed = (await client.get(f"{gateway.http_url}/metrics", timeout=10)).text
     finally:
         await gateway.stop(grace_s=0)
-    declared = declared_series(exposed) | declared_series(await scrape(endpoint_port(tts_with_metrics)))
+    service_exposed = await scrape(endpoint_port(tts_with_metrics))
+    declared = declared_series(exposed) | declared_series(service_exposed)
     referenced = {name for text in expressions + variables for name in re.findall(r"\bcapmesh_[a-z0-9_]+", text)}
     assert referenced, "the dashboard reads no capmesh series"
     assert referenced <= declared, sorted(referenced - declared)
+    # The labels it groups by (`by (...)`) and selects on (`{...}`) are labels of the series it
+    # reads (and `le` of a histogram's buckets): a wrong one draws an empty or a flat panel.
+    labels = family_labels(exposed, service_exposed)
+    for text in expressions + variables:
+        series = re.findall(r"\bcapmesh_[a-z0-9_]+", text)
+        known = set().union(*(labels.get(family_of(name), set()) for name in series))
+        known |= {"le"} if any(name.endswith("_bucket") for name in series) else set()
+        used = {name.strip() for group in re.findall(r"\bby \(([^)]*)\)", text) for name in group.split(",")}
+        used |= {
+            m for selector in re.findall(r"\{([^}]*)\}", text) for m in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector)
+        }
+        used |= set(re.findall(r"label_values\([^,]+,\s*(\w+)\)", text))
+        assert used <= known, (text, sorted(used - known))
     # Every panel reads something: no empty or placeholder panels.
-    for panel in dashboard["panels"]:
+    for panel in panels:
         if panel["type"] != "row":
             assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), panel["title"]
 

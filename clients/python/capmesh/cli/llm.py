@@ -17,6 +17,8 @@ from typing import TypedDict
 
 import typer
 
+from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
@@ -96,8 +98,7 @@ def chat(
                 _report(console, exc)
                 raise typer.Exit(1) from exc
             write("\n")
-            if answer.finish_reason == "length":
-                console.print("[dim](the answer reached the token limit)[/dim]")
+            _notes(console, answer)
             return
 
         console.print("[dim]capmesh chat: Ctrl-C stops an answer, Ctrl-D or /exit leaves, /reset forgets.[/dim]")
@@ -129,9 +130,16 @@ def chat(
                 _report(console, exc)
                 continue
             write("\n")
-            if answer.finish_reason == "length":
-                console.print("[dim](the answer reached the token limit)[/dim]")
+            _notes(console, answer)
             history = [*turn, Message("assistant", answer.text)]
+
+
+def _notes(console, answer) -> None:
+    """What the reader should know about an answer, on stderr so that stdout stays the answer alone."""
+    if answer.random_weights:
+        console.print(f"[yellow]{RANDOM_WEIGHTS_NOTE.strip()}[/yellow]")
+    if answer.finish_reason == "length":
+        console.print("[dim](the answer reached the token limit)[/dim]")
 
 
 def _report(console, exc) -> None:

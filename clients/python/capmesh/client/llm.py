@@ -88,6 +88,7 @@ class Answer:
     model: str
     tool_calls: tuple[pb.ToolCall, ...] = ()
     logprobs: tuple[pb.TokenLogprob, ...] = ()
+    random_weights: bool = False  # the model has random weights: the text is noise
 
 
 def tool(name: str, parameters: Mapping | None = None, description: str = "") -> pb.Tool:
@@ -193,6 +194,7 @@ class LlmClient:
                         result.model,
                         tuple(result.tool_calls),
                         tuple(result.logprobs),
+                        result.random_weights,
                     )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
