@@ -189,6 +189,10 @@ class Keys:
                 reason="API_KEY_MISSING",
             )
         principal = self._keys.get(sha256_hex(presented))
+        if principal is None and self._anonymous is not None:
+            # A gateway without keys takes any key as no key: SDKs such as openai's always send one
+            # (the README's `api_key="unused"`), and refusing it would break them on `capmesh up`.
+            return self._anonymous
         if principal is None:
             return Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
         return principal

@@ -28,7 +28,11 @@ API_KEY_ENV = "CAPMESH_API_KEY"
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
+    # A gateway whose host drops off the network sends no FIN: without a ping answered within a
+    # second, in-flight calls would wait for their deadlines and the channel would not move on to
+    # the next gateway address. capmesh servers accept pings every 200 ms (`server_options`).
+    ("grpc.keepalive_time_ms", 2_000),
+    ("grpc.keepalive_timeout_ms", 1_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 
