@@ -16,6 +16,7 @@ import grpc
 
 from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.gateway.v1 import registry_service_pb2_grpc
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_BANNER = re.compile(r"listening on grpc (\S+) http (\S+)")
@@ -58,13 +59,7 @@ class Process:
                 raise TimeoutError(f"{args} did not serve within {timeout_s}s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> Process:
         return self

@@ -19,6 +19,34 @@ ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
+def wait_serving(address: str, service: str = "", timeout_s: float = 60.0) -> None:
+    """Polls grpc.health at `address` until `service` ("" = the whole server) is SERVING."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service or 'the server'} not SERVING at {address} within {timeout_s}s")
+            time.sleep(0.05)  # polling readiness
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL if it is still there after `timeout_s`; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
 class ServerProcess:
     """A child process that prints `... listening on HOST:PORT` once it serves."""
 
@@ -52,28 +80,10 @@ class ServerProcess:
         raise TimeoutError(f"{self.args} did not listen within {timeout_s}s")
 
     def wait_serving(self, service: str = "", timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.address} not SERVING within {timeout_s}s")
-                time.sleep(0.05)  # polling readiness
+        wait_serving(self.address, service, timeout_s)
 
     def stop(self, timeout_s: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                return self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        return stop_process(self.process, timeout_s)
 
     def __enter__(self) -> ServerProcess:
         return self

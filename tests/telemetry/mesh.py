@@ -11,9 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
 POLL_S = 0.05  # polling a condition, not a wait for readiness itself
@@ -87,19 +84,3 @@ def start_service(capability: str, env: dict[str, str], log: Path, *args: str) -
     """(process, its address)."""
     process = Process(["-m", "capmesh.cli.main", "serve", capability, "--port", "0", *args], env, log)
     return process, process.line.rsplit(" ", 1)[1]
-
-
-def wait_serving(address: str, service: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{service} not SERVING at {address} within {timeout_s}s")
-            time.sleep(POLL_S)

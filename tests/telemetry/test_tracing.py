@@ -28,9 +28,10 @@ from capmesh.gateway.v1 import job_service_pb2_grpc
 from capmesh.talkinghead.v1 import talkinghead_service_pb2 as talkinghead_pb2
 from capmesh.talkinghead.v1 import talkinghead_service_pb2_grpc as talkinghead_pb2_grpc
 from capmesh.tts.v1 import tts_service_pb2, tts_service_pb2_grpc
+from tests.support.processes import wait_serving
 from tests.talkinghead.media_fixtures import astronaut, encode_image
 from tests.telemetry.collector import Collector, ReceivedSpan
-from tests.telemetry.mesh import POLL_S, Process, start_gateway, start_service, tracing_env, wait_serving
+from tests.telemetry.mesh import POLL_S, Process, start_gateway, start_service, tracing_env
 
 pytestmark = pytest.mark.e2e
 

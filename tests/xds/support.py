@@ -17,7 +17,7 @@ import grpc
 from capmesh.client.xds import BOOTSTRAP_FILE_ENV, bootstrap
 from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.gateway.v1 import registry_service_pb2_grpc
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, stop_process
 
 GATEWAY_BANNER = re.compile(r"listening on grpc (\S+)")
 
@@ -60,13 +60,7 @@ class GatewayProcess:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
