@@ -8,8 +8,13 @@
 - `progress` rows: the cost of per-step progress. Baseline: the bare pipeline call with no step
   callback. Then the engine's render (step callback, ETA, cancel check) emitting to no subscriber,
   emitting to a subscriber that converts every event to its proto and serializes it (what the
-  servicer does), and the whole call over an in-process gRPC stream whose client reads every message,
-  against the same call in-process.
+  servicer does).
+- `generate` rows: the whole call over gRPC (`capmesh serve videogen` in its own process, this
+  process the client, reading every message) against the same call in-process, in a fresh process
+  of its own (`python -m benchmarks.bench_diffusion --in-process`), neither sharing an interpreter
+  with the other; each round runs both, the gRPC one first in even rounds and last in odd ones.
+  `grpc / in-process time` is their ratio within each round (1.0 = gRPC costs nothing).
+Every row shows the spread (min..max) of its calls.
 The tiny models are random and small, so the denoiser is cheap: the shares say where fixed costs sit,
 not how a 14B model splits its time (there denoising dominates).
 """
@@ -18,26 +23,28 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import time
+from typing import Any
 
 import grpc
 from PIL import Image
 
-from benchmarks.harness import Row, Stats, repeat
+from benchmarks.harness import Row, Stats, ratio_row, repeat
+from benchmarks.processes import Worker, serve_requests, spawn
 from capmesh.services.diffusion.stepping import cpu_generators
 from capmesh.services.imagegen.config import ImagegenSettings
 from capmesh.services.imagegen.diffusers_engine import DiffusersImageEngine
 from capmesh.services.imagegen.domain import ImageRequest
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.server import create_server
 from capmesh.services.videogen import convert as video_convert
 from capmesh.services.videogen.config import VideogenSettings
 from capmesh.services.videogen.domain import VideoRequest
 from capmesh.services.videogen.engine import DiffusersVideoEngine
-from capmesh.services.videogen.main import build_service as build_videogen
 from capmesh.videogen.v1 import videogen_service_pb2_grpc
 
 NAME = "diffusion"
+SERVER_SETTINGS = ("log_level=warning", "eager_load=true")  # the gRPC server's and the in-process worker's
 VIDEO_STAGES = ("encoding_image", "denoising", "decoding", "encoding_video")
 IMAGE_STAGES = ("encoding_prompt", "denoising", "decoding", "encoding_images")
 
@@ -104,12 +111,17 @@ def _image_rows(quick: bool, repeats: int) -> list[Row]:
         engine.close()
 
 
-def _progress_rows(engine: DiffusersVideoEngine, quick: bool, repeats: int) -> list[Row]:
+def _progress_request(quick: bool) -> tuple[VideoRequest, str]:
+    """The request of the progress and generate rows, and its label."""
     steps = 10 if quick else 30
-    case = f"wan 32x32x5 {steps} steps"
     request = VideoRequest(
         image=_png(32, 32), prompt="a cat", width=32, height=32, num_frames=5, steps=steps, guidance_scale=1.0, seed=0
     )
+    return request, f"wan 32x32x5 {steps} steps"
+
+
+def _progress_rows(engine: DiffusersVideoEngine, quick: bool, repeats: int) -> list[Row]:
+    request, case = _progress_request(quick)
     spec = engine.spec(engine.models.default_model)
     job = engine.validate(request)
     pipeline = engine.models.ensure_loaded().handle
@@ -128,40 +140,72 @@ def _progress_rows(engine: DiffusersVideoEngine, quick: bool, repeats: int) -> l
         rows.append(
             Row.from_stats(NAME, f"progress render, {subscriber} ({case})", "s/call", renders, baseline=baseline)
         )
-    in_process = f"progress generate in-process ({case})"
-    rows.append(
-        Row.from_stats(
-            NAME, in_process, "s/call", repeat(lambda: engine.generate(request, CancelToken.never(), _ignore), repeats)
-        )
-    )
-    rows.append(
-        Row.from_stats(
-            NAME,
-            f"progress generate over gRPC, client reads all ({case})",
-            "s/call",
-            asyncio.run(_grpc_calls(request, repeats)),
-            baseline=in_process,
-        )
-    )
     return rows
 
 
-async def _grpc_calls(request: VideoRequest, repeats: int) -> Stats:
-    running = await create_server(build_videogen(VideogenSettings()))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-    stub = videogen_service_pb2_grpc.VideoGenServiceStub(channel)
-    message = video_request_message(request)
-    samples = []
+async def _generate_rows(quick: bool, rounds: int) -> list[Row]:
+    """The whole call over gRPC against the same call in a process of its own, alternating."""
+    request, case = _progress_request(quick)
+    args = ["-m", "capmesh.cli.main", "serve", "videogen", "--port", "0"]
+    server, banner = await spawn(args + [arg for s in SERVER_SETTINGS for arg in ("--set", s)], "listening on")
+    in_process: Worker | None = None
+    times: dict[str, list[float]] = {"grpc": [], "in-process": []}
     try:
-        for index in range(repeats + 1):
-            started = time.perf_counter()
-            [m async for m in stub.StreamGenerateVideo(message)]
-            if index:  # the first call loads the model and warms up
-                samples.append(time.perf_counter() - started)
+        in_process = await Worker.start("benchmarks.bench_diffusion", "--in-process", *(["--quick"] if quick else []))
+        async with grpc.aio.insecure_channel(banner.rsplit(" ", 1)[-1]) as channel:
+            stub = videogen_service_pb2_grpc.VideoGenServiceStub(channel)
+            message = video_request_message(request)
+
+            async def over_grpc() -> float:
+                started = time.perf_counter()
+                [m async for m in stub.StreamGenerateVideo(message)]
+                return time.perf_counter() - started
+
+            await over_grpc()  # warm-up (the worker warms itself)
+            for round_ in range(rounds):
+                sides = ["grpc", "in-process"] if round_ % 2 == 0 else ["in-process", "grpc"]
+                for side in sides:
+                    seconds = await over_grpc() if side == "grpc" else (await in_process.ask({}))["seconds"]
+                    times[side].append(seconds)
     finally:
-        await channel.close()
-        await running.shutdown(grace_s=0)
-    return Stats(tuple(samples))
+        if in_process is not None:
+            await in_process.stop()
+        server.terminate()
+        await server.wait()
+    in_process_case = f"generate in-process, own process ({case})"
+    return [
+        Row.from_samples(NAME, in_process_case, "s/call", times["in-process"]),
+        Row.from_samples(
+            NAME, f"generate over gRPC, client reads all ({case})", "s/call", times["grpc"], baseline=in_process_case
+        ),
+        ratio_row(NAME, f"generate grpc / in-process time ({case})", times["grpc"], times["in-process"], False),
+    ]
+
+
+async def _in_process_worker(quick: bool) -> None:
+    """The in-process side of `_generate_rows`: answers each request with one call's seconds."""
+    from capmesh.services.runtime.logging import configure_logging
+    from capmesh.services.runtime.settings import load_settings
+
+    overrides = dict(setting.split("=", 1) for setting in SERVER_SETTINGS)
+    settings = load_settings(VideogenSettings, "videogen", overrides)  # as `capmesh serve` reads them
+    configure_logging(settings.log_level, settings.log_json)
+    engine = DiffusersVideoEngine(settings)
+    request, _ = _progress_request(quick)
+
+    def one() -> float:
+        started = time.perf_counter()
+        engine.generate(request, CancelToken.never(), _ignore)
+        return time.perf_counter() - started
+
+    async def generate(_request: dict[str, Any]) -> dict[str, Any]:
+        return {"seconds": await asyncio.to_thread(one)}  # a worker thread, as the servicer's runtime
+
+    try:
+        await asyncio.to_thread(one)  # loads the model and warms up
+        await serve_requests(generate)
+    finally:
+        engine.close()
 
 
 def video_request_message(request: VideoRequest):
@@ -187,4 +231,9 @@ def run(quick: bool) -> list[Row]:
         rows += _progress_rows(engine, quick, repeats)
     finally:
         engine.close()
+    rows += asyncio.run(_generate_rows(quick, 4 if quick else 8))
     return rows + _image_rows(quick, repeats)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--in-process"]:
+    asyncio.run(_in_process_worker(quick="--quick" in sys.argv))

@@ -1,12 +1,19 @@
 """Proxyless xDS clients against a direct channel to the backend, one run.
 
-Three processes: the gateway (`capmesh gateway`, also the xDS server), one echo backend registered
+Five processes: the gateway (`capmesh gateway`, also the xDS server), one echo backend registered
 with it (tests/gateway/backends.py, which answers at once, so the figures are the path's own cost),
-and this client. The client dials the same backend three ways: directly by its address; through
-`xds:///echo` (gRPC's xDS client learns the backend from the gateway's ADS, then calls it
-directly); and through the gateway's proxy, for comparison. Each round measures every path in
-turn (each round starting with another), so that all see the same machine load; each row is the
-median of the rounds.
+and one client process per path (`python -m benchmarks.bench_xds --client PATH ...`), so that no
+path shares an interpreter, an event loop or a gRPC core with another. The paths dial the same
+backend: `direct` by its address (the baseline); `xds` through `xds:///echo` (gRPC's xDS client
+learns the backend from the gateway's ADS, then calls it directly); and `gateway` through the
+gateway's proxy, for comparison. Each round asks every client process for every case in turn, each
+round starting with another path, so that all see the same machine load.
+
+Rows: each path's rate per case (median and min..max of the rounds), and `xds / direct` and
+`gateway / direct` per case: the ratio taken within each round, then its median and spread. On a
+busy machine those swing with the neighbours' load; `xds / direct client CPU` (the client
+process's CPU time per call or message, per round) is the steadier measure of what the xDS client
+adds to the caller.
 
 Goal: the xDS path keeps >= 0.95 of the direct channel's calls/s and stream messages/s.
 
@@ -15,16 +22,50 @@ Goal: the xDS path keeps >= 0.95 of the direct channel's calls/s and stream mess
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
 
 from benchmarks.bench_gateway import _stream_rate, unary_latencies, unary_rate
-from benchmarks.harness import Row, Stats
-from benchmarks.processes import spawn, wait_available
-from capmesh.client.channel import aio_channel
-from capmesh.client.xds import use_gateway_xds
+from benchmarks.harness import Row, ratio_row
+from benchmarks.processes import Worker, serve_requests, spawn, wait_available
 
 NAME = "xds"
 PATHS = ("direct", "xds", "gateway")
+CASES = ("unary calls/s, 16 in flight", "stream msgs/s, 1 stream", "stream msgs/s, 16 streams")
+
+
+def _case(name: str, quick: bool) -> Callable[[grpc.aio.Channel], Awaitable[float]]:
+    """One measurement of case `name` on a channel: its rate."""
+    if name == CASES[0]:
+        return lambda channel: unary_rate(channel, 800 if quick else 3200, 16)
+    if name == CASES[1]:
+        return lambda channel: _stream_rate(channel, 1, 2000 if quick else 10000)
+    return lambda channel: _stream_rate(channel, 16, 200 if quick else 1000)
+
+
+async def _client(path: str, target: str, gateway: str, quick: bool) -> None:
+    """One path's client process: answers `{"case": NAME}` with `{"rate": R, "cpu_per_k": C}`, C its
+    own CPU seconds per 1000 calls or messages."""
+    from capmesh.client.channel import aio_channel
+    from capmesh.client.xds import use_gateway_xds
+
+    if path == "xds":
+        use_gateway_xds(gateway, "capmesh-bench")  # before the process's first xds: channel
+    async with aio_channel(target, api_key="") as channel:
+        await unary_latencies(channel, 200)  # connect and warm the path up
+
+        async def measure(request: dict[str, Any]) -> dict[str, Any]:
+            cpu, started = time.process_time(), time.perf_counter()
+            rate = await _case(request["case"], quick)(channel)
+            count = rate * (time.perf_counter() - started)
+            return {"rate": rate, "cpu_per_k": (time.process_time() - cpu) * 1000 / count}
+
+        await serve_requests(measure)
 
 
 async def _measure(quick: bool) -> list[Row]:
@@ -38,45 +79,63 @@ async def _measure(quick: bool) -> list[Row]:
         " listening on ",
     )
     backend_address = banner.split(" listening on ", 1)[1].strip()
-    use_gateway_xds(gateway_address, "capmesh-bench")  # before the process's first xds: channel
-    rates: dict[str, list[float]] = {}
-    cases = [
-        ("unary calls/s, 16 in flight", lambda ch: unary_rate(ch, 800 if quick else 3200, 16)),
-        ("stream msgs/s, 1 stream", lambda ch: _stream_rate(ch, 1, 2000 if quick else 10000)),
-        ("stream msgs/s, 16 streams", lambda ch: _stream_rate(ch, 16, 200 if quick else 1000)),
-    ]
+    targets = {"direct": backend_address, "xds": "xds:///echo", "gateway": gateway_address}
+    quick_flag = ["--quick"] if quick else []
+    clients: dict[str, Worker] = {}
+    rates: dict[str, list[float]] = {f"{path} {case}": [] for path in PATHS for case in CASES}
+    cpu: dict[str, list[float]] = {f"{path} {case}": [] for path in PATHS for case in CASES}
     try:
         await wait_available(gateway_address)
-        async with (
-            aio_channel(backend_address, api_key="") as direct,
-            aio_channel("xds:///echo") as xds,
-            aio_channel(gateway_address, api_key="") as via_gateway,
-        ):
-            channels = dict(zip(PATHS, (direct, xds, via_gateway), strict=True))
-            for channel in channels.values():
-                await unary_latencies(channel, 200)  # connect and warm every path up
-            for round_ in range(3 if quick else 9):
-                order = PATHS[round_ % len(PATHS) :] + PATHS[: round_ % len(PATHS)]  # no path always goes first
-                for case, measure in cases:
-                    for path in order:
-                        rates.setdefault(f"{path} {case}", []).append(await measure(channels[path]))
+        for path in PATHS:
+            args = ["--client", path, "--target", targets[path], "--gateway", gateway_address, *quick_flag]
+            clients[path] = await Worker.start("benchmarks.bench_xds", *args)
+        for round_ in range(5 if quick else 11):
+            order = PATHS[round_ % len(PATHS) :] + PATHS[: round_ % len(PATHS)]  # no path always goes first
+            for case in CASES:
+                for path in order:
+                    reply = await clients[path].ask({"case": case})
+                    rates[f"{path} {case}"].append(reply["rate"])
+                    cpu[f"{path} {case}"].append(reply["cpu_per_k"])
     finally:
+        for client in clients.values():
+            await client.stop()
         for process in (backend, gateway):
             process.terminate()
             await process.wait()
-    return [
-        Row.from_stats(
+    rows = [
+        Row.from_samples(
             NAME,
             f"{path} {case}",
             case.split(",")[0].split()[-1],
-            Stats(tuple(rates[f"{path} {case}"])),
+            rates[f"{path} {case}"],
             higher_is_better=True,
             baseline=f"direct {case}" if path != "direct" else "",
         )
-        for case, _ in cases
+        for case in CASES
         for path in PATHS
     ]
+    for path in PATHS[1:]:
+        rows += [
+            ratio_row(NAME, f"{path} / direct {case}", rates[f"{path} {case}"], rates[f"direct {case}"])
+            for case in CASES
+        ]
+    # What the xDS client itself costs the caller, whatever else runs on the machine.
+    rows += [
+        ratio_row(NAME, f"xds / direct client CPU per item, {case}", cpu[f"xds {case}"], cpu[f"direct {case}"], False)
+        for case in CASES
+    ]
+    return rows
 
 
 def run(quick: bool) -> list[Row]:
     return asyncio.run(_measure(quick))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="one path's client process (see the module docstring)")
+    parser.add_argument("--client", choices=PATHS, required=True)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--gateway", required=True)
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args()
+    asyncio.run(_client(options.client, options.target, options.gateway, options.quick))

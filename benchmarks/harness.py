@@ -7,9 +7,10 @@ table shows the ratio against it.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -50,8 +51,13 @@ def repeat(fn: Callable[[], object], repeats: int, warmup: int = 1) -> Stats:
 
 @dataclass(frozen=True)
 class Row:
-    """One figure: `median` and `p99` of the samples in `unit`; `baseline` names a row of the same
-    benchmark whose median this one is compared with (ratio = this / baseline)."""
+    """One figure: `median` and `p99` of the samples in `unit`, and their spread `low`..`high` (the
+    smallest and largest sample; NaN where the row was computed from other rows, not sampled);
+    `baseline` names a row of the same benchmark whose median this one is compared with (ratio =
+    this / baseline).
+
+    The spread is part of every figure: a median of a few rounds on a busy machine says little
+    without it, and the p99 of a rate is its best round, not its worst."""
 
     benchmark: str
     case: str
@@ -61,8 +67,45 @@ class Row:
     runs: int
     baseline: str = ""
     higher_is_better: bool = False
+    low: float = math.nan
+    high: float = math.nan
 
     @classmethod
     def from_stats(cls, benchmark: str, case: str, unit: str, stats: Stats, scale: float = 1.0, **kw) -> Row:
-        values = tuple(s * scale for s in stats.samples)
-        return cls(benchmark, case, unit, statistics.median(values), percentile(values, 99), len(values), **kw)
+        return cls.from_samples(benchmark, case, unit, [s * scale for s in stats.samples], **kw)
+
+    @classmethod
+    def from_samples(cls, benchmark: str, case: str, unit: str, samples: Sequence[float], **kw) -> Row:
+        values = tuple(samples)
+        return cls(
+            benchmark,
+            case,
+            unit,
+            statistics.median(values),
+            percentile(values, 99),
+            len(values),
+            low=min(values),
+            high=max(values),
+            **kw,
+        )
+
+    @property
+    def spread(self) -> str:
+        """`low..high`, or "" where the row has no samples of its own."""
+        return "" if math.isnan(self.low) else f"{self.low:.4g}..{self.high:.4g}"
+
+
+def ratio_row(
+    benchmark: str,
+    case: str,
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    higher_is_better: bool = True,
+) -> Row:
+    """The ratio of two figures measured in the same rounds, one ratio per round, then their median
+    and spread: robust to the machine's load drifting between rounds, and never a difference that
+    could read as a negative cost."""
+    if len(numerators) != len(denominators):
+        raise ValueError(f"{case}: {len(numerators)} numerators for {len(denominators)} denominators")
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    return Row.from_samples(benchmark, f"{case}, per round", "x", ratios, higher_is_better=higher_is_better)

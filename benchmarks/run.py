@@ -27,14 +27,14 @@ def discover() -> list[str]:
 
 def format_table(rows: list[Row]) -> str:
     by_key = {(r.benchmark, r.case): r for r in rows}
-    header = ("benchmark", "case", "median", "p99", "unit", "runs", "vs baseline")
+    header = ("benchmark", "case", "median", "p99", "min..max", "unit", "runs", "vs baseline")
     lines = [header]
     for r in rows:
         ratio = ""
         base = by_key.get((r.benchmark, r.baseline)) if r.baseline else None
         if base is not None and base.median:
             ratio = f"{r.median / base.median:.2f}x {base.case}"
-        lines.append((r.benchmark, r.case, f"{r.median:.4g}", f"{r.p99:.4g}", r.unit, str(r.runs), ratio))
+        lines.append((r.benchmark, r.case, f"{r.median:.4g}", f"{r.p99:.4g}", r.spread, r.unit, str(r.runs), ratio))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     rendered = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines]
     rendered.insert(1, "  ".join("-" * w for w in widths))

@@ -127,6 +127,8 @@ class _EmbeddedUvicorn:
         # are TCP; without it every response on a kept-alive connection waits ~40 ms for an ACK.
         self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if settings.workers > 1:  # every worker binds this port; the kernel spreads connections (gateway/workers.py)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self._socket.bind((settings.host, settings.http_port))
         self._socket.set_inheritable(True)
         self.port = self._socket.getsockname()[1]
@@ -283,7 +285,10 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
     interceptors: list[grpc.aio.ServerInterceptor] = [TracingInterceptor()] if telemetry.enabled() else []
     if guard.enforcing:
         interceptors.append(AuthInterceptor(guard))
-    server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings))
+    options = server_options(settings)
+    if settings.workers > 1:  # as for HTTP: every worker listens on the one gRPC port
+        options.append(("grpc.so_reuseport", 1))
+    server = grpc.aio.server(interceptors=interceptors or None, options=options)
     own = OwnServices(server, RequestContextInterceptor(echo_request_id=False))
     _serve_own_services(own, gateway, registrations)
     health_servicer = health.aio.HealthServicer()
@@ -314,7 +319,7 @@ async def start_gateway(settings: GatewaySettings) -> RunningGateway:
         capability_health.start()
         stops.append(capability_health.stop)
         http_app: Starlette = build_http_app(
-            settings, GatewayCalls(router, own), redis=redis, guard=guard, registry=registry
+            settings, GatewayCalls(router, own), file_store=files, redis=redis, guard=guard, registry=registry
         )
         running._http = _EmbeddedUvicorn(http_app, settings)
         gateway.http_port = running._http.port

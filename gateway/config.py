@@ -21,6 +21,8 @@ class GatewaySettings(ProcessSettings):
     http_port: int = GATEWAY_HTTP_PORT  # HTTP/JSON + SSE bridge, OpenAI endpoints, console; 0 picks one
     instance_id: str = ""  # names this gateway in shared Redis state; empty: host:port:pid
     redis_url: str = ""  # redis://host:port/db; empty: in-memory registry and job store
+    # the workers share the registry, jobs, file descriptions and quotas through Redis (gateway/workers.py)
+    workers: int = 1  # gateway processes on the same two ports (SO_REUSEPORT); above 1 needs redis_url
 
     # registry and health
     backends_file: str = ""  # YAML or JSON list of static backends
@@ -85,6 +87,13 @@ class GatewaySettings(ProcessSettings):
             f"must be longer than heartbeat_interval_s ({self.heartbeat_interval_s})",
         )
         check(self.heartbeat_budget_per_s > 0, "heartbeat_budget_per_s", self.heartbeat_budget_per_s, "must be above 0")
+        check(self.workers >= 1, "workers", self.workers, "must be at least 1")
+        check(
+            self.workers == 1 or bool(self.redis_url),
+            "workers",
+            self.workers,
+            "needs redis_url: the worker processes share the registry, jobs, files and quotas through Redis",
+        )
         check(self.job_max_attempts >= 1, "job_max_attempts", self.job_max_attempts, "must be at least 1")
         check(
             self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")),

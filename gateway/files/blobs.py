@@ -14,8 +14,10 @@ itself, so MinIO, Ceph or AWS S3 all work without a setting of ours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -36,7 +38,7 @@ class Blobs(Protocol):
 
     async def exists(self, file_id: str) -> bool: ...
 
-    def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncIterator[bytes]:
+    def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) in pieces of at most `chunk_bytes`; NotFound when the bytes are missing."""
 
     async def delete(self, file_id: str) -> None: ...
@@ -61,20 +63,19 @@ class LocalBlobs:
     async def exists(self, file_id: str) -> bool:
         return await asyncio.to_thread(self.path(file_id).is_file)
 
-    async def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncIterator[bytes]:
+    async def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncGenerator[bytes, None]:
         try:
-            handle = await asyncio.to_thread(open, self.path(file_id), "rb")
+            handle = await asyncio.to_thread(open, self.path(file_id), "rb", buffering=0)
         except FileNotFoundError:
             raise missing_bytes(file_id) from None
+
+        def pread(position: int, size: int) -> bytes:
+            return os.pread(handle.fileno(), size, position)
+
         try:
-            await asyncio.to_thread(handle.seek, start)
-            position = start
-            while position < end:
-                piece = await asyncio.to_thread(handle.read, min(chunk_bytes, end - position))
-                if not piece:
-                    break
-                yield piece
-                position += len(piece)
+            async with contextlib.aclosing(read_ahead(pread, start, end, chunk_bytes)) as pieces:
+                async for piece in pieces:
+                    yield piece
         finally:
             handle.close()
 
@@ -141,20 +142,55 @@ class S3Blobs:
             return False
         return True
 
-    async def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncIterator[bytes]:
+    async def read(self, file_id: str, start: int, end: int, chunk_bytes: int) -> AsyncGenerator[bytes, None]:
         if start >= end:
             return
         key = self.key(file_id)
         reply = await self._call("get_object", file_id, Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
         body = reply["Body"]
+
+        def read(_position: int, size: int) -> bytes:
+            return body.read(size)  # the body streams the range asked for: the position is implied
+
         try:
-            while piece := await asyncio.to_thread(body.read, chunk_bytes):
-                yield piece
+            async with contextlib.aclosing(read_ahead(read, start, end, chunk_bytes)) as pieces:
+                async for piece in pieces:
+                    yield piece
         finally:
             body.close()
 
     async def delete(self, file_id: str) -> None:
         await self._call("delete_object", file_id, Bucket=self.bucket, Key=self.key(file_id))
+
+
+async def read_ahead(
+    read: Callable[[int, int], bytes], start: int, end: int, chunk_bytes: int
+) -> AsyncGenerator[bytes, None]:
+    """Bytes [start, end) as `read(position, size)` returns them, in pieces of at most `chunk_bytes`,
+    each read in a worker thread while the caller sends the one before: the disk (or the bucket)
+    and the network work at the same time. Ends early when `read` returns nothing (a file shorter
+    than its description); the thread's read is finished before this returns, so that the caller
+    may close what it reads from."""
+    loop = asyncio.get_running_loop()
+
+    def next_read(position: int) -> asyncio.Future[bytes] | None:
+        size = min(chunk_bytes, end - position)
+        return loop.run_in_executor(None, read, position, size) if size > 0 else None
+
+    pending = next_read(start)
+    try:
+        position = start
+        while pending is not None:
+            piece = await asyncio.shield(pending)
+            if not piece:
+                break
+            position += len(piece)
+            pending = next_read(position)
+            yield piece
+    finally:
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await pending
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

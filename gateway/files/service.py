@@ -20,6 +20,7 @@ log = structlog.get_logger("capmesh.files")
 
 SERVICE_NAME = file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
 SWEEP_INTERVAL_MAX_S = 60.0
+MAX_CHUNK_BYTES = 4 * 1024 * 1024  # the protocol's message limit: an upload's chunks are smaller
 # The longest file lifetime: a century is beyond any use and keeps the expiry a valid Timestamp.
 MAX_TTL_S = 100 * 365 * 24 * 3600.0
 
@@ -56,7 +57,12 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):
                 elif part == "header":
                     raise InvalidArgument.single("header", "must be sent once, first", reason="UPLOAD_HEADER_REPEATED")
                 else:
-                    await upload.write(message.chunk)
+                    chunk = message.chunk  # each read of the field is a fresh copy: once
+                    if len(chunk) >= MAX_CHUNK_BYTES:
+                        raise InvalidArgument.single(
+                            "chunk", f"must be smaller than {MAX_CHUNK_BYTES} bytes (4 MiB)", reason="CHUNK_TOO_LARGE"
+                        )
+                    await upload.write(chunk)
             if upload is None:
                 raise InvalidArgument.single(
                     "header", "an upload needs a header message", reason="UPLOAD_HEADER_MISSING"

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from capmesh.gateway.server.auth.guard import Guard
 from capmesh.gateway.server.auth.middleware import AuthMiddleware
 from capmesh.gateway.server.config import GatewaySettings
+from capmesh.gateway.server.files.store import FileStore
 from capmesh.gateway.server.http import annotated_routes, files, jobs, openai_compat, ops
 from capmesh.gateway.server.http.calls import GatewayCalls
 from capmesh.gateway.server.http.context import BridgeContext, mark_route
@@ -42,14 +43,16 @@ def build_http_app(
     settings: GatewaySettings,
     calls: GatewayCalls,
     *,
+    file_store: FileStore,
     redis: Any = None,
     guard: Guard | None = None,
     registry: Registry | None = None,
 ) -> Starlette:
-    """The HTTP app of a gateway: every gRPC method it reaches goes through `calls`, in-process;
-    `redis` (when the gateway uses one) is checked by /readyz; `guard` checks keys and quotas;
-    `registry` tells the OpenAI text routes when the answering model has random weights."""
-    bridge = BridgeContext(settings=settings, calls=calls, redis=redis)
+    """The HTTP app of a gateway: every gRPC method it reaches goes through `calls`, in-process,
+    but file bytes, which go straight to and from `file_store`; `redis` (when the gateway uses
+    one) is checked by /readyz; `guard` checks keys and quotas; `registry` tells the OpenAI text
+    routes when the answering model has random weights."""
+    bridge = BridgeContext(settings=settings, calls=calls, file_store=file_store, redis=redis)
     routes = [
         Route("/healthz", ops.healthz, methods=["GET", "HEAD"]),
         Route("/readyz", ops.readyz, methods=["GET", "HEAD"]),

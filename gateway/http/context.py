@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from capmesh.gateway.server.config import GatewaySettings
+from capmesh.gateway.server.files.store import FileStore
 from capmesh.gateway.server.http.calls import GatewayCalls, forwarded_metadata
 from capmesh.gateway.server.http.errors import HttpError, make_error
 
@@ -21,6 +22,7 @@ class BridgeContext:
 
     settings: GatewaySettings
     calls: GatewayCalls
+    file_store: FileStore  # the FileService's store: file bytes skip the in-process calls (see files.py)
     redis: Any = None  # redis.asyncio.Redis when the gateway uses Redis (checked by /readyz)
 
     def metadata(self, request: Request) -> tuple[tuple[str, str], ...]:

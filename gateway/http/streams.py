@@ -15,13 +15,13 @@ engine at its next step.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
 
 from capmesh.gateway.server.http.errors import HttpError, from_rpc_error
+from capmesh.gateway.server.routing.readahead import ReadAhead
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -33,39 +33,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 
 def wants_ndjson(accept: str) -> bool:
     return NDJSON in (accept or "") or "application/jsonl" in (accept or "")
-
-
-class _Pump:
-    """Pulls messages from a call one at a time, so a wait can time out without losing one."""
-
-    def __init__(self, messages: AsyncGenerator[bytes, None]) -> None:
-        self._messages = messages
-        self._pending: asyncio.Future | None = None
-
-    async def next(self, timeout: float | None):
-        """("message", m) | ("end", None) | ("error", HttpError) | ("idle", None) after `timeout`."""
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(self._messages.__anext__())
-        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
-        if not done:
-            return "idle", None
-        pending, self._pending = self._pending, None
-        try:
-            return "message", pending.result()
-        except StopAsyncIteration:
-            return "end", None
-        except grpc.aio.AioRpcError as exc:
-            return "error", from_rpc_error(exc)
-
-    async def close(self) -> None:
-        """Ends the call: a read in progress is cancelled (which ends the call), then the call is closed."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-            await asyncio.wait({pending})
-            if not pending.cancelled():
-                pending.exception()  # retrieved: the stream is being dropped, its outcome no longer matters
-        await self._messages.aclose()
 
 
 async def start_stream(
@@ -81,33 +48,50 @@ async def start_stream(
     raises the call's HttpError if it failed first, else returns a body that streams it.
 
     `encode_message(message, index)` renders one message (index counts from 1).
-    `first_message_wait_s` bounds the wait (None: until the first message or the failure)."""
-    pump = _Pump(call)
-    kind, value = await pump.next(first_message_wait_s)
-    if kind == "error":
-        await pump.close()
-        raise value
+    `first_message_wait_s` bounds the wait (None: until the first message or the failure).
+
+    The call is read ahead in one task of its own (`ReadAhead`), so no task is made and nothing
+    is awaited per message but the message itself; the messages that came while the last chunk
+    was being sent go out together as one chunk, and only a quiet call waits for the keep-alive."""
+    messages = ReadAhead(call)
+    try:
+        quiet = not await messages.wait(first_message_wait_s)
+        if not quiet and not messages.ready():
+            messages.take()  # no message came first: the end or a failure did, raised here
+    except grpc.aio.AioRpcError as exc:
+        await messages.aclose()
+        raise from_rpc_error(exc) from None
+    except StopAsyncIteration:
+        pass  # an empty stream: the body sends just the end
+    except BaseException:
+        await messages.aclose()
+        raise
 
     async def body() -> AsyncIterator[bytes]:
-        nonlocal kind, value
         index = 0
         try:
+            if quiet:  # the status is decided: say so at once, before the first message
+                yield keepalive
             while True:
-                if kind == "message":
-                    index += 1
-                    yield encode_message(value, index)
-                elif kind == "idle":
+                if not await messages.wait(keepalive_s):
                     yield keepalive
-                elif kind == "error":
-                    yield encode_error(value)
-                    return
-                else:
+                    continue
+                batch = messages.drain()
+                if batch:
+                    yield b"".join(encode_message(message, index + n) for n, message in enumerate(batch, 1))
+                    index += len(batch)
+                    continue
+                try:
+                    messages.take()  # only the end is left: raised here
+                except StopAsyncIteration:
                     if end:
                         yield end
                     return
-                kind, value = await pump.next(keepalive_s)
+                except grpc.aio.AioRpcError as exc:
+                    yield encode_error(from_rpc_error(exc))
+                    return
         finally:
-            await pump.close()
+            await messages.aclose()
 
     return body()
 

@@ -12,8 +12,8 @@ import asyncio
 import enum
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import cast
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -93,50 +93,33 @@ class BackendRecord:
 
     @classmethod
     def from_proto(cls, backend: pb.Backend, source: str) -> BackendRecord:
-        return cls(
-            backend_id=backend.backend_id,
-            address=backend.address,
-            capability=backend.capability,
-            services=tuple(backend.services),
-            models=tuple(backend.models),
-            loaded_models=tuple(backend.loaded_models),
-            max_concurrency=backend.max_concurrency,
-            max_queue=backend.max_queue,
-            device=backend.device,
-            device_group=backend.device_group,
-            version=backend.version,
-            labels=dict(backend.labels),
-            source=source,
-        )
+        return cls._of({**{name: getattr(backend, name) for name in WIRE_FIELDS}, "source": source})
 
     def to_proto(self) -> pb.Backend:
-        return pb.Backend(
-            backend_id=self.backend_id,
-            address=self.address,
-            capability=self.capability,
-            services=self.services,
-            models=self.models,
-            loaded_models=self.loaded_models,
-            max_concurrency=self.max_concurrency,
-            max_queue=self.max_queue,
-            device=self.device,
-            device_group=self.device_group,
-            version=self.version,
-            labels=self.labels,
-        )
+        return pb.Backend(**{name: getattr(self, name) for name in WIRE_FIELDS})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> BackendRecord:
-        data = json.loads(text)
+        return cls._of(json.loads(text))
+
+    @classmethod
+    def _of(cls, values: dict[str, Any]) -> BackendRecord:
+        """A record from plain values (a proto's fields, or JSON): lists become tuples, the labels a dict."""
         for name in ("services", "models", "loaded_models"):
-            data[name] = tuple(data.get(name) or ())
-        return cls(**data)
+            values[name] = tuple(values.get(name) or ())
+        values["labels"] = dict(values.get("labels") or {})
+        return cls(**values)
 
     def with_load(self, loaded_models: tuple[str, ...]) -> BackendRecord:
         return replace(self, loaded_models=loaded_models)
+
+
+# A record's fields are `pb.Backend`'s, by the same names, plus `source` (how this gateway learned of
+# the backend, which the backend itself never sends).
+WIRE_FIELDS = tuple(f.name for f in fields(BackendRecord) if f.name != "source")
 
 
 def _timestamp(wall: float | None) -> timestamp_pb2.Timestamp | None:

@@ -5,21 +5,27 @@ client and the backend wrote (the router may peek at the request's `model` field
 The client's metadata goes to the backend, less its credentials (the key becomes its id,
 `x-capmesh-key-id`; the gateway's channel adds the mesh credential); the backend's initial
 metadata, messages, status code, details and trailing metadata (google.rpc.Status details
-included) come back unchanged. The client's remaining time becomes the backend call's deadline,
-and a client that cancels (or whose deadline passes) cancels the backend call, because the
-handler task is cancelled while it reads from the backend. Choosing, retrying and metrics are
+included) come back unchanged. Initial metadata is sent as an operation of its own only when the
+backend sent some (backends echo the request id in the trailers, which cost nothing extra);
+otherwise gRPC sends the empty headers with the first message. A stream's backend side is read
+ahead (`ReadAhead`: one task per stream) so that the next read overlaps the last write.
+The client's remaining time becomes the backend call's deadline, and a client that cancels (or
+whose deadline passes) cancels the backend call: the handler task is cancelled, and leaving the
+call closes the read-ahead and the backend call. Choosing, retrying and metrics are
 `BackendCall`'s, shared with the job runner and the HTTP bridge.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterable
 from typing import Any
 
 import grpc
 
 from capmesh.gateway.server.auth.guard import key_id_metadata, token_meter, without_credentials
 from capmesh.gateway.server.routing.call import BackendCall
+from capmesh.gateway.server.routing.readahead import ReadAhead
 from capmesh.gateway.server.routing.router import Router
 from capmesh.gateway.server.routing.services import MethodInfo, ServiceInfo
 from capmesh.services.runtime.errors import CapmeshError
@@ -103,8 +109,10 @@ class Proxy:
         async with BackendCall(
             self._router, info, request, metadata=_forwarded(context), deadline=_deadline(context)
         ) as call:
+            # A stream's next backend read runs while its last message is written to the caller.
+            messages: AsyncIterable[bytes] = ReadAhead(call) if info.server_streaming else call
             try:
-                async for message in call:
+                async for message in messages:
                     if meter is not None:
                         meter.see(message)
                     if not headers_sent:
@@ -119,6 +127,8 @@ class Proxy:
             except CapmeshError as error:
                 await abort_with_error(context, error)
             finally:
+                if isinstance(messages, ReadAhead):
+                    await messages.aclose()
                 if meter is not None:
                     await meter.settle()
         if not headers_sent:

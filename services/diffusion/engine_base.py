@@ -1,25 +1,27 @@
 """What the diffusers engines (ImageGen, VideoGen) share: model specs, loading and running one pipeline call.
 
-A subclass says how a served model's spec is read from its config files (`_read_spec`) and, when the
-class named in `model_index.json` is not the one to load, which `from_pretrained` to call. The base
-caches the specs, wires the ModelManager, runs one pipeline call at a time (pipelines keep per-call
-state: scheduler timesteps, guidance) and reports loading, per-step progress and stage timings.
+A subclass says how a served model's spec is read from its config files (`_read_spec`, built with
+the shared `_resolve` and `_defaults`) and, when the class named in `model_index.json` is not the
+one to load, which `from_pretrained` to call. The base caches the specs, wires the ModelManager,
+runs one pipeline call at a time (pipelines keep per-call state: scheduler timesteps, guidance) and
+reports loading, per-step progress and stage timings.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
 
-from capmesh.services.diffusion.checkpoints import Checkpoint
-from capmesh.services.diffusion.loading import load_pipeline, loaded_pipeline_model
+from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
+from capmesh.services.diffusion.loading import load_pipeline, loaded_pipeline_model, supported_class_name
 from capmesh.services.diffusion.placement import Offload, resolve_placement
 from capmesh.services.diffusion.stepping import (
     LOADING_MODEL,
@@ -54,17 +56,25 @@ class DiffusersSettings(Protocol):
     def vae_dtype(self) -> str: ...
     @property
     def cpu_offload(self) -> Offload: ...
-
-
-class PipelineSpec(Protocol):
-    """A served model as read from its config files; engines add their geometry and defaults."""
-
     @property
-    def checkpoint(self) -> Checkpoint: ...
+    def generation_defaults(self) -> GenerationDefaults: ...
+
+
+GeometryT = TypeVar("GeometryT")
+
+
+@dataclass(frozen=True)
+class ModelSpec(Generic[GeometryT]):
+    """A served model from its config files only: enough to validate requests without loading it.
+    `geometry` holds the capability's size (and frame) rules; an engine may add fields."""
+
+    checkpoint: Checkpoint
+    geometry: GeometryT
+    defaults: GenerationDefaults
 
 
 SettingsT = TypeVar("SettingsT", bound=DiffusersSettings)
-SpecT = TypeVar("SpecT", bound=PipelineSpec)
+SpecT = TypeVar("SpecT", bound=ModelSpec)
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,20 @@ class DiffusersEngine(Generic[SettingsT, SpecT]):
 
     def _read_spec(self, name: str) -> SpecT:
         raise NotImplementedError
+
+    def _resolve(self, name: str, tiny_path: Callable[[], Path], supported: Collection[str]) -> tuple[Checkpoint, str]:
+        """The checkpoint a served model name stands for, and its pipeline class (one of `supported`)."""
+        checkpoint = resolve_checkpoint(name, tiny_path=tiny_path)
+        return checkpoint, supported_class_name(checkpoint, supported)
+
+    def _defaults(self, checkpoint: Checkpoint, pipeline: GenerationDefaults | None = None) -> GenerationDefaults:
+        """Defaults for fields a request leaves unset: the configured ones, else the checkpoint's
+        defaults file, else `pipeline`'s (the pipeline family's own, where the engine knows them)."""
+        return (
+            (pipeline or GenerationDefaults())
+            .overridden_by(GenerationDefaults.load(checkpoint.source))
+            .overridden_by(self._settings.generation_defaults)
+        )
 
     def _from_pretrained(self) -> Callable[..., DiffusionPipeline] | None:
         """The `from_pretrained` that loads a pipeline; None: the class named in `model_index.json`."""

@@ -8,27 +8,14 @@ from __future__ import annotations
 
 from capmesh.common.v1 import artifact_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2 as pb
+from capmesh.services.diffusion.request import common_fields
 from capmesh.services.imagegen.domain import ImageRequest, ImagesResult
 from capmesh.services.runtime.chunks import FileChunk
 from capmesh.services.runtime.protoconv import chunk_to_proto, event_response
 
 
-def _optional(message, name: str):
-    return getattr(message, name) if message.HasField(name) else None
-
-
 def request_from_proto(request: pb.StreamGenerateImagesRequest) -> ImageRequest:
-    return ImageRequest(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        width=request.width or None,
-        height=request.height or None,
-        steps=_optional(request, "steps"),
-        guidance_scale=_optional(request, "guidance_scale"),
-        seed=_optional(request, "seed"),
-        num_images=request.num_images or 1,
-        model=request.model,
-    )
+    return ImageRequest(**common_fields(request), num_images=request.num_images or 1)
 
 
 def response_from_event(event: object) -> pb.StreamGenerateImagesResponse:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
 
-from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, Rendered
-from capmesh.services.diffusion.loading import supported_class_name
+from capmesh.services.diffusion.engine_base import DiffusersEngine, ModelSpec, PipelineCall, Rendered
 from capmesh.services.diffusion.media import encode_png, to_uint8
 from capmesh.services.diffusion.stepping import cpu_generators, stage_update
 from capmesh.services.imagegen import tiny
@@ -32,23 +29,12 @@ ENCODING_PROMPT = "encoding_prompt"
 ENCODING_IMAGES = "encoding_images"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A served model from its config files only: enough to validate requests without loading it."""
-
-    checkpoint: Checkpoint
-    class_name: str
-    geometry: ImageGeometry
-    defaults: GenerationDefaults
-
-
-class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec]):
+class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec[ImageGeometry]]):
     # -- models --------------------------------------------------------------------------------
-    def _read_spec(self, name: str) -> ModelSpec:
-        checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
-        class_name = supported_class_name(checkpoint, text_to_image_class_names())
-        defaults = GenerationDefaults.load(checkpoint.source).overridden_by(self._settings.generation_defaults)
-        return ModelSpec(checkpoint, class_name, image_geometry(checkpoint.source), defaults)
+    def _read_spec(self, name: str) -> ModelSpec[ImageGeometry]:
+        # AutoPipelineForText2Image picks the class itself: the name only has to be a text-to-image one.
+        checkpoint, _ = self._resolve(name, tiny.tiny_path, text_to_image_class_names())
+        return ModelSpec(checkpoint, image_geometry(checkpoint.source), self._defaults(checkpoint))
 
     def _from_pretrained(self) -> Callable[..., DiffusionPipeline]:
         from diffusers import AutoPipelineForText2Image

@@ -1,26 +1,22 @@
 """ImageGen requests and results as plain dataclasses (no protobuf): text-to-image generation.
 
-Optional fields are None when the caller leaves them to the model's defaults.
+Optional fields are None when the caller leaves them to the model's defaults (`DiffusionRequest`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from capmesh.services.diffusion.request import DiffusionRequest
+
 PNG = "image/png"
 
 
-@dataclass(frozen=True)
-class ImageRequest:
-    prompt: str
-    negative_prompt: str = ""
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = None  # image i uses seed + i; None: a random seed, reported in the result
+@dataclass(frozen=True, kw_only=True)
+class ImageRequest(DiffusionRequest):
+    """A prompt to `num_images` images; image i uses `seed` + i."""
+
     num_images: int = 1
-    model: str = ""  # "": the service's default model
 
 
 @dataclass(frozen=True)

@@ -662,19 +662,8 @@ class TransformersChatEngine(LlmEngine):
             seq.max_new_tokens = min(request.max_tokens or self.settings.default_max_tokens, window - len(prompt))
             # Siblings draw different answers: each has its own seed.
             seed = None if request.seed is None else (request.seed + seq.index) % (MAX_SEED + 1)
-            sampling = SamplingParams.create(request.temperature, request.top_p, seed, model.device)
             seq.decoding = _Decoding(
-                sampling=sampling.with_adjustments(
-                    top_k=request.top_k,
-                    min_p=request.min_p,
-                    presence_penalty=request.presence_penalty,
-                    frequency_penalty=request.frequency_penalty,
-                    repetition_penalty=request.repetition_penalty,
-                    logit_bias=request.logit_bias,
-                    prompt=prompt,
-                    vocab_size=model.vocab_size,
-                    device=model.device,
-                ),
+                sampling=SamplingParams.for_request(request, seed, prompt, model.vocab_size, model.device),
                 detokenizer=IncrementalDetokenizer(model.decode),
                 stops=StopScanner(request.stop),
                 grammar=model.grammars.matcher(fmt) if fmt else None,
@@ -771,13 +760,7 @@ class TransformersChatEngine(LlmEngine):
             random_weights=self.models.random_weights(),
         )
         seq.deliver(result)
-        log.info(
-            "llm.request_finished",
-            finish_reason=result.finish_reason,
-            prompt_tokens=seq.prompt_tokens,
-            completion_tokens=seq.completion_tokens,
-            seconds=round(time.monotonic() - seq.submitted_at, 4),
-        )
+        self.log_finished(result, seq.submitted_at)
 
     def _set_running(self, rows: int) -> None:
         with self._cond:

@@ -68,18 +68,17 @@ class ToolChoice:
 
 @dataclass(frozen=True)
 class TopLogprob:
+    """A token, its log probability and its own bytes (a byte-level token may hold part of a character)."""
+
     token: str
     logprob: float
     bytes: bytes
 
 
 @dataclass(frozen=True)
-class TokenLogprob:
+class TokenLogprob(TopLogprob):
     """A generated token's log probability and the most likely alternatives at its step."""
 
-    token: str
-    logprob: float
-    bytes: bytes
     top: tuple[TopLogprob, ...] = ()
 
 

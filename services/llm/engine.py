@@ -22,7 +22,10 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
+
+import structlog
 
 from capmesh.services.llm.config import LlmSettings
 from capmesh.services.llm.domain import ChatEvent, ChatRequest, ChatResult, TextDelta, ToolCallDelta
@@ -30,6 +33,8 @@ from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.lifecycle import ModelManager
 
 Delivery = ChatEvent | BaseException
+
+log = structlog.get_logger("capmesh.llm")
 
 
 class Sink(abc.ABC):
@@ -127,6 +132,17 @@ class LlmEngine(abc.ABC):
 
     def close(self) -> None:
         self.models.close()
+
+    def log_finished(self, result: ChatResult, started: float) -> None:
+        """The one log line of a finished choice, alike for every engine; `started` is time.monotonic()."""
+        log.info(
+            "llm.request_finished",
+            engine=self.name,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            seconds=round(time.monotonic() - started, 4),
+        )
 
     def generate(self, request: ChatRequest, cancel: CancelToken, emit: Callable[[object], None]) -> ChatResult:
         """Blocks until every choice is done, passing each TextDelta to `emit` as it arrives."""

@@ -119,13 +119,7 @@ class OpenAIChatEngine(LlmEngine):
             with self._lock:
                 self._in_flight -= 1
         sink.deliver(result)
-        log.info(
-            "llm.request_finished",
-            engine=self.name,
-            finish_reason=result.finish_reason,
-            completion_tokens=result.completion_tokens,
-            seconds=round(time.monotonic() - started, 4),
-        )
+        self.log_finished(result, started)
 
 
 def request_body(remote_model: str, request: ChatRequest) -> dict[str, Any]:

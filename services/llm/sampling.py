@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from capmesh.services.llm.domain import ChatRequest
+
 
 @dataclass
 class SamplingParams:
@@ -33,45 +35,33 @@ class SamplingParams:
     seen: torch.Tensor | None = None  # [vocab] bool
 
     @classmethod
-    def create(cls, temperature: float, top_p: float, seed: int | None, device: torch.device) -> SamplingParams:
-        if temperature == 0:
-            return cls(0.0, top_p, None)
-        generator = torch.Generator(device=device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        return cls(temperature, top_p, generator)
-
-    def with_adjustments(
-        self,
-        *,
-        top_k: int,
-        min_p: float,
-        presence_penalty: float,
-        frequency_penalty: float,
-        repetition_penalty: float,
-        logit_bias: dict[int, float],
-        prompt: Sequence[int],
-        vocab_size: int,
-        device: torch.device,
+    def for_request(
+        cls, request: ChatRequest, seed: int | None, prompt: Sequence[int], vocab_size: int, device: torch.device
     ) -> SamplingParams:
-        """These settings plus the penalties and filters; allocates only the statistics they need."""
-        self.top_k, self.min_p = top_k, min_p
-        self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
-        self.repetition_penalty = repetition_penalty
-        if logit_bias:
-            self.bias = torch.zeros(vocab_size, dtype=torch.float32, device=device)
-            self.bias[torch.tensor(list(logit_bias), dtype=torch.long, device=device)] = torch.tensor(
-                list(logit_bias.values()), dtype=torch.float32, device=device
+        """The request's sampling settings for one choice (`seed`: that choice's own); allocates only the
+        token statistics its penalties need."""
+        params = cls(
+            request.temperature,
+            request.top_p,
+            None if request.temperature == 0 else _generator(seed, device),
+            top_k=request.top_k,
+            min_p=request.min_p,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            repetition_penalty=request.repetition_penalty,
+        )
+        if request.logit_bias:
+            params.bias = torch.zeros(vocab_size, dtype=torch.float32, device=device)
+            params.bias[torch.tensor(list(request.logit_bias), dtype=torch.long, device=device)] = torch.tensor(
+                list(request.logit_bias.values()), dtype=torch.float32, device=device
             )
-        if presence_penalty or frequency_penalty:
-            self.counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
-        if repetition_penalty != 1.0:
-            self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        if params.presence_penalty or params.frequency_penalty:
+            params.counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
+        if params.repetition_penalty != 1.0:
+            params.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
             if prompt:
-                self.seen[torch.tensor(list(prompt), dtype=torch.long, device=device)] = True
-        return self
+                params.seen[torch.tensor(list(prompt), dtype=torch.long, device=device)] = True
+        return params
 
     @property
     def adjusts_logits(self) -> bool:
@@ -83,6 +73,15 @@ class SamplingParams:
             self.counts[token] += 1
         if self.seen is not None:
             self.seen[token] = True
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def adjust_logits(logits: torch.Tensor, params: Sequence[SamplingParams]) -> None:

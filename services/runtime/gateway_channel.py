@@ -24,3 +24,21 @@ def gateway_metadata(settings: ServerSettings) -> tuple[tuple[str, str], ...]:
     if telemetry.enabled():  # a call made while serving one (talking head -> TTS) joins its trace
         metadata.extend(telemetry.trace_headers())
     return tuple(metadata)
+
+
+class GatewayClient:
+    """What every client a service keeps to its gateway shares: one channel, opened at the first call
+    (a service that never makes one dials nothing) and closed with the service."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self._settings = settings
+        self._channel: grpc.aio.Channel | None = None
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = gateway_channel(self._settings)
+        return self._channel
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()

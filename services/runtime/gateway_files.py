@@ -6,29 +6,27 @@ import grpc
 
 from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
 from capmesh.services.runtime.errors import InvalidArgument, NotFound, Unavailable
-from capmesh.services.runtime.gateway_channel import gateway_channel, gateway_metadata
+from capmesh.services.runtime.gateway_channel import GatewayClient, gateway_metadata
 from capmesh.services.runtime.settings import ServerSettings
 
 
-class GatewayFiles:
+class GatewayFiles(GatewayClient):
     def __init__(self, settings: ServerSettings) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._address = settings.gateway
         self._max_bytes = settings.max_file_bytes  # the same limit the gateway stores files under
-        self._channel: grpc.aio.Channel | None = None
 
     async def fetch(self, file_id: str, field: str) -> bytes:
-        if self._channel is None:
-            self._channel = gateway_channel(self._settings)
-        stub = file_service_pb2_grpc.FileServiceStub(self._channel)
+        stub = file_service_pb2_grpc.FileServiceStub(self._open())
         parts: list[bytes] = []
         size = 0
         try:
             async for message in stub.DownloadFile(
                 file_service_pb2.DownloadFileRequest(file_id=file_id), metadata=gateway_metadata(self._settings)
             ):
-                parts.append(message.data)
-                size += len(message.data)
+                data = message.data  # each read of a bytes field copies it
+                parts.append(data)
+                size += len(data)
                 if size > self._max_bytes:
                     raise InvalidArgument.single(f"{field}.file_id", f"the file is larger than {self._max_bytes} bytes")
         except grpc.aio.AioRpcError as exc:
@@ -47,7 +45,3 @@ class GatewayFiles:
                 reason="GATEWAY_FILES_UNAVAILABLE",
             ) from exc
         return b"".join(parts)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()

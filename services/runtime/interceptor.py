@@ -2,7 +2,9 @@
 
 For unary and streaming handlers alike it
 - takes `x-request-id` from the call's metadata (or makes one), binds it to every log line of the
-  call and echoes it back in the initial metadata;
+  call and echoes it back in the trailing metadata: trailers travel with the status anyway, while
+  initial metadata of our own would cost every call an operation of its own (and the gateway's
+  proxy one more to relay it). A handler that aborts by itself sends only the trailers it chose;
 - turns a `CapmeshError` into its canonical status with ErrorInfo / BadRequest / RetryInfo;
 - logs any other exception with its traceback and answers INTERNAL, leaving the server serving.
 Our streaming handlers are async generators; coroutines using context.write work too.
@@ -20,7 +22,7 @@ import grpc
 import structlog
 
 from capmesh.services.runtime.errors import CapmeshError, Internal
-from capmesh.services.runtime.status import abort_with_error
+from capmesh.services.runtime.status import to_grpc_status
 
 log = structlog.get_logger("capmesh.rpc")
 
@@ -38,6 +40,8 @@ class _Call:
     """What the interceptor does around one call, whatever the handler's shape: `async with _Call(...)`
     binds the request id to the logs and echoes it, and turns what the handler raises into a status."""
 
+    __slots__ = ("context", "echo", "method", "request_id", "started")
+
     def __init__(self, method: str, context: grpc.aio.ServicerContext, echo: bool) -> None:
         self.method = method
         self.context = context
@@ -47,13 +51,15 @@ class _Call:
 
     async def __aenter__(self) -> None:
         structlog.contextvars.bind_contextvars(request_id=self.request_id, rpc=self.method)
-        if self.echo:
-            await self.context.send_initial_metadata(((REQUEST_ID_KEY, self.request_id),))
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         try:
+            if exc is None:
+                if self.echo:  # after the handler, so that trailers it set are kept
+                    self.context.set_trailing_metadata(self._with_request_id(self.context.trailing_metadata()))
+                return False
             # An abort the handler chose, and cancellation (BaseException), pass through unchanged.
-            if exc is None or isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+            if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
                 return False
             await self._fail(exc)  # aborts the call, which raises
             return True
@@ -61,14 +67,22 @@ class _Call:
             log.debug("rpc.done", ms=self._elapsed_ms())
             structlog.contextvars.unbind_contextvars("request_id", "rpc")
 
+    def _with_request_id(self, trailing: Any) -> tuple:
+        return (*(trailing or ()), (REQUEST_ID_KEY, self.request_id))
+
     async def _fail(self, exc: Exception) -> None:
         if isinstance(exc, CapmeshError):
             log.info("rpc.failed", code=exc.code, reason=exc.reason, error=exc.message, ms=self._elapsed_ms())
-            await abort_with_error(self.context, exc)
-        log.error("rpc.crashed", exc_info=exc)
-        await abort_with_error(
-            self.context,
-            Internal(f"internal error while handling {self.method}; request id {self.request_id}", reason="INTERNAL"),
+            error = exc
+        else:
+            log.error("rpc.crashed", exc_info=exc)
+            error = Internal(
+                f"internal error while handling {self.method}; request id {self.request_id}", reason="INTERNAL"
+            )
+        status = to_grpc_status(error)
+        trailing = tuple(status.trailing_metadata or ())
+        await self.context.abort(
+            status.code, status.details, self._with_request_id(trailing) if self.echo else trailing
         )
 
     def _elapsed_ms(self) -> float:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
-from capmesh.services.runtime.capability_calls import error_from_capability
-from capmesh.services.runtime.errors import Unavailable
-from capmesh.services.runtime.gateway_channel import gateway_channel, gateway_metadata
+from capmesh.services.runtime.capability_calls import CapabilityClient
 from capmesh.services.runtime.progress import ProgressUpdate
 from capmesh.services.runtime.settings import ServerSettings
 from capmesh.tts.v1 import tts_service_pb2 as tts_pb
@@ -33,31 +32,27 @@ class Speech:
     voice: str
 
 
-class GatewaySpeech:
+class GatewaySpeech(CapabilityClient):
     def __init__(self, settings: ServerSettings) -> None:
-        self._settings = settings
-        self._channel: grpc.aio.Channel | None = None
+        no_gateway = (
+            "talkinghead speaks text through the TTS capability of a gateway, and none is set (--gateway); "
+            "send audio instead"
+        )
+        super().__init__(settings, "TTS", "text", no_gateway)
 
     async def speak(
         self, text: str, voice: str, language: str, stage: str, timeout_s: float | None
     ) -> AsyncGenerator[ProgressUpdate | Speech, None]:
         """Yields the TTS call's progress as `stage` updates, then the Speech."""
-        if not self._settings.gateway:
-            raise Unavailable(
-                "talkinghead speaks text through the TTS capability of a gateway, and none is set (--gateway); "
-                "send audio instead",
-                reason="NO_GATEWAY",
-            )
-        if self._channel is None:
-            self._channel = gateway_channel(self._settings)
         request = tts_pb.StreamSynthesizeRequest(
             text=text, voice=voice, language=language, format=tts_pb.AUDIO_FORMAT_WAV
         )
-        call = tts_grpc.TtsServiceStub(self._channel).StreamSynthesize(
-            request, timeout=timeout_s, metadata=gateway_metadata(self._settings)
-        )
+
+        def start(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> Any:
+            return tts_grpc.TtsServiceStub(channel).StreamSynthesize(request, timeout=timeout_s, metadata=metadata)
+
         audio = bytearray()
-        try:
+        async with self.streaming(start) as call:
             async for message in call:
                 kind = message.WhichOneof("event")
                 if kind == "progress":
@@ -70,12 +65,4 @@ class GatewaySpeech:
                     result = message.result
                     yield Speech(bytes(audio), result.duration_seconds, result.voice)
                     return
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_capability(exc, "TTS", "text") from exc
-        finally:
-            call.cancel()  # a no-op once the call ended; when this task is cancelled it ends the call
-        raise Unavailable("the TTS stream ended without a result", reason="TTS_STREAM_BROKEN")
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        raise self.ended_without_result()

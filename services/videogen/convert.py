@@ -7,30 +7,17 @@ and seed are `optional`, so an explicit 0 reaches validation (and is refused whe
 from __future__ import annotations
 
 from capmesh.common.v1 import artifact_pb2
+from capmesh.services.diffusion.request import common_fields
 from capmesh.services.runtime.chunks import FileChunk
 from capmesh.services.runtime.protoconv import chunk_to_proto, event_response
 from capmesh.services.videogen.domain import VideoRequest, VideoResult
 from capmesh.videogen.v1 import videogen_service_pb2 as pb
 
 
-def _optional(message, name: str):
-    return getattr(message, name) if message.HasField(name) else None
-
-
 def request_from_proto(request: pb.StreamGenerateVideoRequest, image: bytes) -> VideoRequest:
     """`image` is the resolved bytes of `request.image` (inline or fetched by file id)."""
     return VideoRequest(
-        image=image,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        width=request.width or None,
-        height=request.height or None,
-        num_frames=request.num_frames or None,
-        fps=request.fps or None,
-        steps=_optional(request, "steps"),
-        guidance_scale=_optional(request, "guidance_scale"),
-        seed=_optional(request, "seed"),
-        model=request.model,
+        **common_fields(request), image=image, num_frames=request.num_frames or None, fps=request.fps or None
     )
 
 

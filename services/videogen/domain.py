@@ -1,29 +1,26 @@
 """VideoGen requests and results as plain dataclasses (no protobuf): image-to-video generation.
 
-Optional fields are None when the caller leaves them to the model's defaults; `validate_request` decides
-whether an explicit value is acceptable.
+Optional fields are None when the caller leaves them to the model's defaults (`DiffusionRequest`);
+`validate_request` decides whether an explicit value is acceptable.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from capmesh.services.diffusion.request import DiffusionRequest
+
 MP4 = "video/mp4"
 
 
-@dataclass(frozen=True)
-class VideoRequest:
+@dataclass(frozen=True, kw_only=True)
+class VideoRequest(DiffusionRequest):
+    """A first frame to animate; width and height None: from the image's aspect ratio and the model's
+    default area."""
+
     image: bytes  # the first frame: PNG, JPEG or WebP bytes
-    prompt: str = ""
-    negative_prompt: str = ""
-    width: int | None = None  # None: from the image's aspect ratio and the model's default area
-    height: int | None = None
     num_frames: int | None = None
     fps: float | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = None  # None: a random seed, reported in the result
-    model: str = ""  # "": the service's default model
 
 
 @dataclass(frozen=True)

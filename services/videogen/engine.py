@@ -16,9 +16,7 @@ import numpy as np
 import structlog
 
 from capmesh.services.common.video import encode_mp4
-from capmesh.services.diffusion.checkpoints import Checkpoint, GenerationDefaults, resolve_checkpoint
-from capmesh.services.diffusion.engine_base import DiffusersEngine, PipelineCall, Rendered
-from capmesh.services.diffusion.loading import supported_class_name
+from capmesh.services.diffusion.engine_base import DiffusersEngine, ModelSpec, PipelineCall, Rendered
 from capmesh.services.diffusion.media import to_uint8
 from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
 from capmesh.services.runtime.cancellation import CancelToken
@@ -49,26 +47,17 @@ class VideoEngine(Protocol):
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """What a served model is, from its config files only: enough to validate requests without loading it."""
-
-    checkpoint: Checkpoint
-    family: VideoFamily
-    geometry: VideoGeometry
-    defaults: GenerationDefaults
+class VideoModelSpec(ModelSpec[VideoGeometry]):
+    family: VideoFamily  # the pipeline class's rules: geometry, defaults, call arguments, output
 
 
-class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, ModelSpec]):
+class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, VideoModelSpec]):
     # -- models --------------------------------------------------------------------------------
-    def _read_spec(self, name: str) -> ModelSpec:
-        checkpoint = resolve_checkpoint(name, tiny_path=tiny.tiny_path)
-        family = FAMILIES[supported_class_name(checkpoint, FAMILIES)]
-        defaults = (
-            family.checkpoint_defaults(checkpoint.source)
-            .overridden_by(GenerationDefaults.load(checkpoint.source))
-            .overridden_by(self._settings.generation_defaults)
-        )
-        return ModelSpec(checkpoint, family, family.geometry(checkpoint.source), defaults)
+    def _read_spec(self, name: str) -> VideoModelSpec:
+        checkpoint, class_name = self._resolve(name, tiny.tiny_path, FAMILIES)
+        family = FAMILIES[class_name]
+        defaults = self._defaults(checkpoint, family.checkpoint_defaults(checkpoint.source))
+        return VideoModelSpec(checkpoint, family.geometry(checkpoint.source), defaults, family)
 
     # -- generation ----------------------------------------------------------------------------
     def validate(self, request: VideoRequest) -> VideoJob:

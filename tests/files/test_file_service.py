@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 
@@ -174,6 +175,64 @@ async def test_size_limit_chunk_limit_and_header_rules(files):
         assert from_rpc_error(caught.value).field_violations[0][0] == field
     assert list((store.root / "partial").iterdir()) == []  # refused uploads leave nothing behind
     assert list((store.root / "blobs").iterdir()) == []
+
+
+async def test_an_upload_in_many_batches_is_written_in_order_and_hashed_whole(files, monkeypatch):
+    stub, store, _ = files
+    monkeypatch.setattr("capmesh.gateway.server.files.store.FLUSH_BYTES", 64 * 1024)  # many batches
+    data = os.urandom(MiB + 4321)
+    info = (await stub.UploadFile(upload_messages(data, chunk=10_007))).file
+    assert (info.size_bytes, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (store.root / "blobs" / info.file_id).read_bytes() == data
+
+
+async def test_an_upload_refused_while_batches_are_written_leaves_nothing_behind(files, monkeypatch):
+    stub, store, _ = files
+    monkeypatch.setattr("capmesh.gateway.server.files.store.FLUSH_BYTES", 64 * 1024)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UploadFile(upload_messages(b"x" * (9 * MiB), chunk=MiB // 2))
+    assert from_rpc_error(caught.value).reason == "FILE_TOO_LARGE"
+    assert list((store.root / "partial").iterdir()) == []
+
+
+async def test_reads_in_small_pieces_and_a_reader_that_stops_early_closes_the_file(files):
+    _, store, _ = files
+    data = os.urandom(50_000)
+    info = await store.put_bytes(data)
+    _, pieces = await store.read(info.file_id, offset=10, length=20, chunk_bytes=7)
+    got = [(offset, piece) async for offset, piece in pieces]
+    assert [o for o, _ in got] == [10, 17, 24] and b"".join(p for _, p in got) == data[10:30]
+
+    blob = store.root / "blobs" / info.file_id
+
+    def open_on_blob() -> bool:
+        return any(os.path.realpath(f"/proc/self/fd/{fd}") == str(blob) for fd in os.listdir("/proc/self/fd"))
+
+    _, pieces = await store.read(info.file_id, chunk_bytes=1000)
+    assert (await anext(pieces))[1] == data[:1000] and open_on_blob()
+    await pieces.aclose()  # the reader is gone (a closed connection): the read-ahead ends with it
+    assert not open_on_blob()
+
+
+async def test_the_client_uploads_and_downloads_files_on_disk(files, tmp_path):
+    from capmesh.client import sync_channel
+    from capmesh.client.files import CHUNK_BYTES, download_file, upload_file
+
+    stub, _, _ = files
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(2 * CHUNK_BYTES + 99))  # three chunks, the last a short one
+    sent: list[int] = []
+    with sync_channel(stub.address) as channel:
+        info = await asyncio.to_thread(upload_file, channel, source, labels={"k": "v"}, on_progress=sent.append)
+        assert (info.name, info.size_bytes, info.labels["k"]) == ("source.bin", source.stat().st_size, "v")
+        assert sent == [CHUNK_BYTES, CHUNK_BYTES, 99]
+        whole = await asyncio.to_thread(download_file, channel, info.file_id, tmp_path / "whole.bin")
+        assert whole[1:] == (tmp_path / "whole.bin", info.size_bytes)
+        assert whole[1].read_bytes() == source.read_bytes()
+        ranged = await asyncio.to_thread(
+            download_file, channel, info.file_id, lambda i: tmp_path / f"part-{i.name}", offset=5, length=10
+        )
+        assert ranged[1].name == "part-source.bin" and ranged[1].read_bytes() == source.read_bytes()[5:15]
 
 
 async def test_list_pages_newest_first_and_delete(files):

@@ -5,6 +5,7 @@ routing, failover and relaying can be observed from the client side:
 - Chat "hello" answers with the backend's name as content; "crash" is a bug (INTERNAL); "invalid"
   is the caller's mistake (INVALID_ARGUMENT); "unavailable" is UNAVAILABLE; "sleep:S" sleeps S
   seconds; "trailers" adds trailing metadata; "details" fails with rich details.
+- ListModels answers at once with no model (a call that takes no capacity slot);
 - StreamChat "n:K" streams K deltas then a result; "slow:K" sleeps `step_s` before each delta;
   "fail-after:K" streams K deltas then fails with UNAVAILABLE.
 - capmesh.testing.v1.UploadService/Upload (raw bytes, client streaming) answers "name:total bytes".
@@ -88,6 +89,9 @@ class EchoServicer(llm_service_pb2_grpc.LlmServiceServicer):
         return llm.ChatResponse(
             message=llm.ChatMessage(role=llm.ROLE_ASSISTANT, content=self.name), model=request.model or "default"
         )
+
+    async def ListModels(self, request, context):
+        return llm.ListModelsResponse()
 
     async def StreamChat(self, request, context):
         self.calls += 1

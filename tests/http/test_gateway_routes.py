@@ -4,6 +4,7 @@ through a real HTTP client."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 
@@ -170,6 +171,22 @@ def test_files_upload_multipart_and_raw_then_download_with_ranges(http):
     assert file_id in {f["fileId"] for f in http.get("/v1/files", params={"page_size": 100}).json()["files"]}
     assert http.delete(f"/v1/files/{file_id}").status_code == 200
     assert http.get(f"/v1/files/{file_id}:download").status_code == 404
+
+
+def test_large_files_go_through_in_many_batches_and_pieces_byte_identical(http, monkeypatch):
+    # Small batches and pieces, so that a file within the test limit (2 MiB) crosses many of them.
+    monkeypatch.setattr("capmesh.gateway.server.files.store.FLUSH_BYTES", 64 * 1024)
+    monkeypatch.setattr("capmesh.gateway.server.http.files.PIECE_BYTES", 100_003)
+    content = hashlib.sha256(b"seed").digest() * 60_000  # 1.92 MB
+    uploaded = http.post("/v1/files?name=big.bin", content=content, headers={"Content-Type": "application/x-big"})
+    assert uploaded.status_code == 201, uploaded.text
+    info = uploaded.json()["file"]
+    assert (info["sizeBytes"], info["sha256"]) == (str(len(content)), hashlib.sha256(content).hexdigest())
+    whole = http.get(f"/v1/files/{info['fileId']}:download")
+    assert whole.content == content and whole.headers["content-length"] == str(len(content))
+    across = http.get(f"/v1/files/{info['fileId']}:download", headers={"Range": "bytes=99990-300020"})
+    assert across.status_code == 206 and across.content == content[99990:300021]
+    assert http.delete(f"/v1/files/{info['fileId']}").status_code == 200
 
 
 def test_upload_over_the_file_limit_is_413(http):

@@ -37,14 +37,19 @@ async def test_stream_sends_progress_chunks_then_exactly_one_result(stepper):
     assert kinds == ["progress", "chunk"] * 3 + ["result"]
 
 
-async def test_request_id_is_echoed_and_generated_when_absent(stepper):
+async def test_request_id_is_echoed_in_the_trailers_and_generated_when_absent(stepper):
     _, _, channel = stepper
     stub = tts_service_pb2_grpc.TtsServiceStub(channel)
     call = stub.StreamSynthesize(request("steps:1"), metadata=(("x-request-id", "req-123"),))
-    assert dict(await call.initial_metadata())["x-request-id"] == "req-123"
     [m async for m in call]
+    assert dict(await call.trailing_metadata())["x-request-id"] == "req-123"
+    assert tuple(await call.initial_metadata()) == ()  # no initial-metadata operation of its own
     call = stub.StreamSynthesize(request("steps:1"))
-    assert len(dict(await call.initial_metadata())["x-request-id"]) == 32
+    [m async for m in call]
+    assert len(dict(await call.trailing_metadata())["x-request-id"]) == 32
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a failed call carries it too
+        [m async for m in stub.StreamSynthesize(request(""), metadata=(("x-request-id", "req-bad"),))]
+    assert dict(caught.value.trailing_metadata())["x-request-id"] == "req-bad"
 
 
 async def test_invalid_request_gives_field_violations_with_error_info(stepper):

@@ -12,12 +12,12 @@ writes it) under an overall bar that steps as sections finish.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from capmesh.cli.options import TIMEOUT, Shared, address_option, with_options
 from capmesh.cli.progress import StageProgress, report_failure, streamed_call
-from capmesh.cli.video import DEFAULT_ADDRESS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,18 +32,30 @@ def register(app: typer.Typer) -> None:
     app.add_typer(doc_app, name="doc")
 
 
-ADDRESS_OPTION = typer.Option(
-    DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the DocGen server."
-)
-CONTEXT_OPTION = typer.Option(
-    [], "--context", "-c", exists=True, dir_okay=False, help="A UTF-8 text file to draw on (repeatable)."
+ADDRESS_OPTION = address_option("DocGen")
+
+# The options both commands take, passed on to `_options` by name.
+SHARED = (
+    Shared(
+        "context",
+        list[Path],
+        typer.Option(
+            [], "--context", "-c", exists=True, dir_okay=False, help="A UTF-8 text file to draw on (repeatable)."
+        ),
+    ),
+    Shared("model", str, typer.Option("", help="The LLM model; empty selects the service default.")),
+    TIMEOUT,
 )
 
 
 def _options(
-    context: list[Path], language: str, model: str, timeout: float | None, on_progress: Callable[[Progress], None]
+    language: str,
+    on_progress: Callable[[Progress], None],
+    context: list[Path],
+    model: str,
+    timeout: float | None,
 ) -> DocGenOptions:
-    """The options `outline` and `write` share, from their command-line values."""
+    """The DocGenClient keywords `outline` and `write` share, from their command-line values."""
     from capmesh.client.docgen import DocGenOptions, context_artifact
 
     files = [context_artifact(path) for path in context]
@@ -51,16 +63,15 @@ def _options(
 
 
 @doc_app.command("outline")
+@with_options(*SHARED)
 def outline(
     query: str = typer.Argument(..., help="What the document should be about."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the outline JSON here (default: stdout)."),
     max_sections: int = typer.Option(0, "--max-sections", help="Most top-level sections (0: the service default)."),
     max_depth: int = typer.Option(0, "--max-depth", help="Deepest nesting, 1 for none (0: the service default)."),
     language: str = typer.Option("", "--language", "-l", help="The outline's language (e.g. English, zh)."),
-    context: list[Path] = CONTEXT_OPTION,
-    model: str = typer.Option("", help="The LLM model; empty selects the service default."),
     address: str = ADDRESS_OPTION,
-    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
+    **options: Any,
 ) -> None:
     """Query to outline: a title and at least two sections, as JSON."""
     from capmesh.client.docgen import DocGenClient, outline_to_json
@@ -70,7 +81,7 @@ def outline(
             query,
             max_sections=max_sections,
             max_depth=max_depth,
-            **_options(context, language, model, timeout, progress.update),
+            **_options(language, progress.update, **options),
         )
     text = outline_to_json(result.outline) + "\n"
     if output is None:
@@ -81,16 +92,15 @@ def outline(
 
 
 @doc_app.command("write")
+@with_options(*SHARED)
 def write(
     outline_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The outline JSON."),
     output: Path = typer.Option(Path("doc.md"), "--output", "-o", help="Where to write the document."),
     doc_format: str = typer.Option("", "--format", "-f", help="markdown or docx (default: from -o's suffix)."),
     concurrency: int = typer.Option(0, "--concurrency", help="Sections written at once (0: the service default)."),
     language: str = typer.Option("", "--language", "-l", help="The document's language."),
-    context: list[Path] = CONTEXT_OPTION,
-    model: str = typer.Option("", help="The LLM model; empty selects the service default."),
     address: str = ADDRESS_OPTION,
-    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
+    **options: Any,
 ) -> None:
     """Outline to document: sections written concurrently, fused, with references."""
     from capmesh.client import CapmeshClientError, sync_channel
@@ -108,7 +118,7 @@ def write(
                 format=chosen,
                 max_concurrent_sections=concurrency,
                 on_section_text=bars.section_text,
-                **_options(context, language, model, timeout, bars.update),
+                **_options(language, bars.update, **options),
             )
             bars.finish(document.result)
     except CapmeshClientError as exc:

@@ -15,7 +15,6 @@ import typer
 from capmesh.cli.progress import check_output
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-CHUNK_BYTES = 1024 * 1024  # well under the 4 MiB message limit
 
 files_app = typer.Typer(no_args_is_help=True, help="Upload, download, list and delete stored files.")
 ADDRESS = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway.")
@@ -48,34 +47,28 @@ def upload(
     as_json: bool = typer.Option(False, "--json", help="Print the stored file's description as JSON."),
     address: str = ADDRESS,
 ) -> None:
-    """Upload a file in 1 MiB chunks and print its id (only the id on stdout: `ID=$(capmesh files upload a.wav)`)."""
+    """Upload a file and print its id (only the id on stdout: `ID=$(capmesh files upload a.wav)`)."""
     import grpc
     from google.protobuf import json_format
     from rich.console import Console
     from rich.progress import Progress
 
     from capmesh.client import sync_channel
-    from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+    from capmesh.client.files import upload_file
 
     labels = dict(item.partition("=")[::2] for item in label)
-    total = path.stat().st_size
     # The bar goes to stderr: stdout carries only the result, for scripts.
     with Progress(transient=True, console=Console(stderr=True)) as bar, sync_channel(address) as channel:
-        task = bar.add_task(path.name, total=total)
-
-        def messages():
-            yield file_service_pb2.UploadFileRequest(
-                header=file_service_pb2.UploadHeader(
-                    name=path.name, mime_type=mime_type, ttl_seconds=ttl, labels=labels
-                )
-            )
-            with path.open("rb") as handle:
-                while chunk := handle.read(CHUNK_BYTES):
-                    bar.advance(task, len(chunk))
-                    yield file_service_pb2.UploadFileRequest(chunk=chunk)
-
+        task = bar.add_task(path.name, total=path.stat().st_size)
         try:
-            info = file_service_pb2_grpc.FileServiceStub(channel).UploadFile(messages()).file
+            info = upload_file(
+                channel,
+                path,
+                mime_type=mime_type,
+                ttl_s=ttl,
+                labels=labels,
+                on_progress=lambda size: bar.advance(task, size),
+            )
         except grpc.RpcError as exc:
             _fail(exc)
     if as_json:
@@ -97,29 +90,19 @@ def download(
     import grpc
 
     from capmesh.client import sync_channel
-    from capmesh.gateway.v1 import file_service_pb2, file_service_pb2_grpc
+    from capmesh.client.files import FileInfo, download_file
+
+    def target(info: FileInfo) -> Path:
+        return output or check_output("files download", Path(Path(info.name).name or file_id))
 
     if output is not None:
         check_output("files download", output)
     with sync_channel(address) as channel:
-        stream = file_service_pb2_grpc.FileServiceStub(channel).DownloadFile(
-            file_service_pb2.DownloadFileRequest(file_id=file_id, offset=offset, length=length)
-        )
-        handle = None
-        written = 0
         try:
-            for message in stream:
-                if handle is None:
-                    target = output or check_output("files download", Path(Path(message.file.name).name or file_id))
-                    handle = target.open("wb")
-                handle.write(message.data)
-                written += len(message.data)
+            _, path, written = download_file(channel, file_id, target, offset=offset, length=length)
         except grpc.RpcError as exc:
             _fail(exc)
-        finally:
-            if handle is not None:
-                handle.close()
-    typer.echo(f"{written} bytes -> {target}", err=True)
+    typer.echo(f"{written} bytes -> {path}", err=True)
 
 
 @files_app.command("ls")

@@ -1,6 +1,6 @@
 """`capmesh gateway`, `capmesh status` and `capmesh up` (the gateway and every service at once).
 
-capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--backends-file b.yaml]
+capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--workers N] [--backends-file b.yaml]
 capmesh status [--address HOST:PORT] [--watch] [--json]
 capmesh up [-f deploy/gpu.yaml] [--only tts --only llm] [--port 50051] [--http-port 8080]
 """
@@ -35,6 +35,9 @@ def gateway(
     port: int | None = typer.Option(None, help="gRPC port (default 50051); 0 picks a free one."),
     http_port: int | None = typer.Option(None, help="HTTP port (default 8080); 0 picks a free one."),
     redis: str | None = typer.Option(None, "--redis", help="Share the registry and jobs in Redis (redis://...)."),
+    workers: int | None = typer.Option(
+        None, help="Gateway processes on the same ports (SO_REUSEPORT; default 1); above 1 needs --redis."
+    ),
     backends_file: str | None = typer.Option(None, help="YAML or JSON file of static backends."),
     gpu_mode: str | None = typer.Option(None, help="resident, or exclusive (one device-group member at a time)."),
     setting: list[str] = typer.Option([], "--set", help="Any other gateway setting as KEY=VALUE (repeatable)."),
@@ -53,6 +56,7 @@ def gateway(
         "port": port,
         "http_port": http_port,
         "redis_url": redis,
+        "workers": workers,
         "backends_file": backends_file,
         "gpu_mode": gpu_mode,
         **parse_assignments(setting),

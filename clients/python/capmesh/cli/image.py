@@ -9,31 +9,28 @@ With -n above 1 the files are numbered: lighthouse-0.png, lighthouse-1.png, ...
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from capmesh.cli.options import DIFFUSION, address_option, parse_size, with_options
 from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE, check_output, streamed_call
-from capmesh.cli.video import DEFAULT_ADDRESS, parse_size
 
 
 def register(app: typer.Typer) -> None:
     app.command("image")(image)
 
 
+@with_options(*DIFFUSION)
 def image(
     prompt: str = typer.Argument(..., help="What the images should show."),
     output: Path = typer.Option(Path("out.png"), "--output", "-o", help="Where to write the PNG."),
     num_images: int = typer.Option(1, "-n", "--num-images", help="How many images."),
     size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty takes the model default."),
-    steps: int | None = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed: image i uses seed + i."),
     negative_prompt: str = typer.Option("", "--negative", help="What the images should avoid."),
-    guidance_scale: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
-    model: str = typer.Option("", help="The model; empty selects the service default."),
-    address: str = typer.Option(
-        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the ImageGen server."
-    ),
-    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
+    address: str = address_option("ImageGen"),
+    **options: Any,
 ) -> None:
     """Text to image: streams denoising progress, then writes the PNG files."""
     from capmesh.client.imagegen import ImageGenClient
@@ -46,13 +43,10 @@ def image(
             negative_prompt=negative_prompt,
             width=width,
             height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
             seed=seed,
             num_images=num_images,
-            model=model,
             on_progress=progress.update,
-            timeout=timeout,
+            **options,
         )
     r = generated.result
     for info, png in zip(r.images, generated.pngs):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+from capmesh.cli.options import address_option
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Durable asynchronous jobs (google.longrunning operations).")
-ADDRESS = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway.")
+ADDRESS = address_option()
 
 
 def register(app: typer.Typer) -> None:

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import typer
 
+from capmesh.cli.options import DEFAULT_ADDRESS
 from capmesh.cli.progress import check_output, report_failure
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 def register(app: typer.Typer) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import typer
 
+from capmesh.cli.options import TIMEOUT, address_option
 from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE, check_output, report_failure
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 SEGMENT_KEYS = {"speaker", "text", "voice", "pause_after_seconds", "speed"}
 
 
@@ -44,10 +44,8 @@ def tts(
     scene: Path | None = typer.Option(
         None, "--scene", exists=True, dir_okay=False, help="Render a scene JSON file into one track."
     ),
-    address: str = typer.Option(
-        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the TTS server."
-    ),
-    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
+    address: str = address_option("TTS"),
+    timeout: float | None = TIMEOUT.option,
 ) -> None:
     """Text to speech: streams the audio sentence by sentence with a progress bar."""
     from rich.console import Console

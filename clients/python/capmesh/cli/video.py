@@ -7,34 +7,30 @@ capmesh video first.png "waves roll in" --frames 33 --fps 16 --steps 30 --seed 7
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from capmesh.cli.options import DIFFUSION, address_option, parse_size, with_options
 from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE, check_output, streamed_call
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 def register(app: typer.Typer) -> None:
     app.command("video")(video)
 
 
+@with_options(*DIFFUSION)
 def video(
     image: Path = typer.Argument(..., exists=True, dir_okay=False, help="The first frame: PNG, JPEG or WebP."),
     prompt: str = typer.Argument("", help="What should happen in the video."),
     output: Path = typer.Option(Path("out.mp4"), "--output", "-o", help="Where to write the mp4."),
     frames: int = typer.Option(0, "--frames", help="Number of frames (Wan: 4k+1); 0 takes the model default."),
     fps: float = typer.Option(0.0, "--fps", help="Frames per second; 0 takes the model default."),
-    steps: int | None = typer.Option(None, "--steps", help="Denoising steps (default: the model's)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed: the same seed gives the same video."),
     size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty: from the image's aspect and the model."),
     negative_prompt: str = typer.Option("", "--negative", help="What the video should avoid."),
-    guidance_scale: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale."),
-    model: str = typer.Option("", help="The model; empty selects the service default."),
-    address: str = typer.Option(
-        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the VideoGen server."
-    ),
-    timeout: float | None = typer.Option(None, help="Seconds before the call gives up."),
+    address: str = address_option("VideoGen"),
+    **options: Any,
 ) -> None:
     """Image to video: streams denoising progress, then writes the mp4."""
     from capmesh.client.videogen import VideoGenClient
@@ -50,12 +46,9 @@ def video(
             height=height,
             num_frames=frames,
             fps=fps,
-            steps=steps,
-            guidance_scale=guidance_scale,
             seed=seed,
-            model=model,
             on_progress=progress.update,
-            timeout=timeout,
+            **options,
         )
     output.write_bytes(generated.mp4)
     r = generated.result
@@ -63,13 +56,3 @@ def video(
         f"{output}: {r.num_frames} frames at {r.fps:g} fps, {r.width}x{r.height}, {r.duration_seconds:.2f} s, "
         f"{r.steps} steps, seed {r.seed}, model {r.model}" + (RANDOM_WEIGHTS_NOTE if r.random_weights else "")
     )
-
-
-def parse_size(size: str) -> tuple[int, int]:
-    """'832x480' -> (832, 480); '' -> (0, 0), the service's default."""
-    if not size:
-        return 0, 0
-    width, sep, height = size.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
-        raise typer.BadParameter(f"--size {size!r} is not WIDTHxHEIGHT, e.g. 832x480")
-    return int(width), int(height)
