@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from benchmarks.bench_gateway import _stream_rate, unary_latencies, unary_rate
+from benchmarks.bench_gateway import _stream_rate, start_pair, unary_latencies, unary_rate
 from benchmarks.harness import Row, ratio_row
-from benchmarks.processes import Worker, serve_requests, spawn, wait_available
+from benchmarks.processes import Worker, serve_requests
 
 NAME = "xds"
 PATHS = ("direct", "xds", "gateway")
@@ -69,23 +70,14 @@ async def _client(path: str, target: str, gateway: str, quick: bool) -> None:
 
 
 async def _measure(quick: bool) -> list[Row]:
-    gateway, banner = await spawn(
-        ["-m", "capmesh.cli.main", "gateway", "--port", "0", "--http-port", "0", "--set", "log_level=warning"],
-        " listening on ",
-    )
-    gateway_address = banner.split(" grpc ", 1)[1].split()[0]
-    backend, banner = await spawn(
-        ["-m", "tests.gateway.backend_process", "bench", "--gateway", gateway_address, "--max-concurrency", "512"],
-        " listening on ",
-    )
-    backend_address = banner.split(" listening on ", 1)[1].strip()
-    targets = {"direct": backend_address, "xds": "xds:///echo", "gateway": gateway_address}
     quick_flag = ["--quick"] if quick else []
+    processes: list[asyncio.subprocess.Process] = []
     clients: dict[str, Worker] = {}
     rates: dict[str, list[float]] = {f"{path} {case}": [] for path in PATHS for case in CASES}
     cpu: dict[str, list[float]] = {f"{path} {case}": [] for path in PATHS for case in CASES}
     try:
-        await wait_available(gateway_address)
+        processes, gateway_address, backend_address = await start_pair(dict(os.environ), max_concurrency=512)
+        targets = {"direct": backend_address, "xds": "xds:///echo", "gateway": gateway_address}
         for path in PATHS:
             args = ["--client", path, "--target", targets[path], "--gateway", gateway_address, *quick_flag]
             clients[path] = await Worker.start("benchmarks.bench_xds", *args)
@@ -99,7 +91,7 @@ async def _measure(quick: bool) -> list[Row]:
     finally:
         for client in clients.values():
             await client.stop()
-        for process in (backend, gateway):
+        for process in processes:
             process.terminate()
             await process.wait()
     rows = [

@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 async def spawn(
-    args: list[str], marker: str, env: dict[str, str] | None = None
+    args: list[str], marker: str, env: dict[str, str] | None = None, seen: list[str] | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """Starts `python ARGS` (environment: `env`, default this one's) and waits for its `marker` line."""
+    """Starts `python ARGS` (environment: `env`, default this one's) and waits for its `marker` line;
+    the lines before it are appended to `seen` (what the process said about itself while starting)."""
     base = os.environ if env is None else env
     env = {**base, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")]))}
     process = await asyncio.create_subprocess_exec(
@@ -36,6 +37,8 @@ async def spawn(
             raise RuntimeError(f"{' '.join(args)} exited before it served")
         if marker in line:
             return process, line.strip()
+        if seen is not None:
+            seen.append(line.strip())
 
 
 async def wait_available(address: str) -> None:

@@ -72,12 +72,9 @@ class LocalBlobs:
         def pread(position: int, size: int) -> bytes:
             return os.pread(handle.fileno(), size, position)
 
-        try:
-            async with contextlib.aclosing(read_ahead(pread, start, end, chunk_bytes)) as pieces:
-                async for piece in pieces:
-                    yield piece
-        finally:
-            handle.close()
+        async with contextlib.aclosing(read_ahead(pread, start, end, chunk_bytes, handle.close)) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def delete(self, file_id: str) -> None:
         await asyncio.to_thread(self.path(file_id).unlink, True)
@@ -152,33 +149,31 @@ class S3Blobs:
         def read(_position: int, size: int) -> bytes:
             return body.read(size)  # the body streams the range asked for: the position is implied
 
-        try:
-            async with contextlib.aclosing(read_ahead(read, start, end, chunk_bytes)) as pieces:
-                async for piece in pieces:
-                    yield piece
-        finally:
-            body.close()
+        async with contextlib.aclosing(read_ahead(read, start, end, chunk_bytes, body.close)) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def delete(self, file_id: str) -> None:
         await self._call("delete_object", file_id, Bucket=self.bucket, Key=self.key(file_id))
 
 
 async def read_ahead(
-    read: Callable[[int, int], bytes], start: int, end: int, chunk_bytes: int
+    read: Callable[[int, int], bytes], start: int, end: int, chunk_bytes: int, close: Callable[[], None]
 ) -> AsyncGenerator[bytes, None]:
     """Bytes [start, end) as `read(position, size)` returns them, in pieces of at most `chunk_bytes`,
     each read in a worker thread while the caller sends the one before: the disk (or the bucket)
     and the network work at the same time. Ends early when `read` returns nothing (a file shorter
-    than its description); the thread's read is finished before this returns, so that the caller
-    may close what it reads from."""
+    than its description). `close` closes what `read` reads from (the file, the bucket's response
+    body); it is called once the thread's last read is finished, however the caller stops."""
     loop = asyncio.get_running_loop()
 
     def next_read(position: int) -> asyncio.Future[bytes] | None:
         size = min(chunk_bytes, end - position)
         return loop.run_in_executor(None, read, position, size) if size > 0 else None
 
-    pending = next_read(start)
+    pending: asyncio.Future[bytes] | None = None
     try:
+        pending = next_read(start)
         position = start
         while pending is not None:
             piece = await asyncio.shield(pending)
@@ -188,9 +183,12 @@ async def read_ahead(
             pending = next_read(position)
             yield piece
     finally:
-        if pending is not None:
-            with contextlib.suppress(Exception):
-                await pending
+        try:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+        finally:
+            close()  # even when this wait is itself cancelled: a handle is never left open
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

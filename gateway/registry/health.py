@@ -10,7 +10,7 @@ registry shows the reason next to the backend rather than the bare status.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 import structlog
@@ -30,9 +30,10 @@ ProbeCallback = Callable[[BackendEntry, bool, str], None]
 
 
 class HealthWatcher:
-    def __init__(self, entry: BackendEntry, on_probe: ProbeCallback) -> None:
+    def __init__(self, entry: BackendEntry, on_probe: ProbeCallback, credentials: Sequence[tuple[str, str]]) -> None:
         self._entry = entry
         self._on_probe = on_probe
+        self._credentials = tuple(credentials)  # the mesh secret (Registry.credentials)
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -50,7 +51,7 @@ class HealthWatcher:
         delay = RETRY_INITIAL_S
         while True:
             try:
-                call = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+                call = stub.Watch(health_pb2.HealthCheckRequest(service=""), metadata=self._credentials)
                 async for response in call:
                     delay = RETRY_INITIAL_S
                     serving = response.status == health_pb2.HealthCheckResponse.SERVING
@@ -72,7 +73,9 @@ class HealthWatcher:
         shutting down) or it cannot say (a backend that is no capmesh service has no AdminService)."""
         stub = admin_service_pb2_grpc.AdminServiceStub(self._entry.channel)
         try:
-            answer = await stub.GetServiceStatus(admin_service_pb2.GetServiceStatusRequest(), timeout=REASON_TIMEOUT_S)
+            answer = await stub.GetServiceStatus(
+                admin_service_pb2.GetServiceStatusRequest(), metadata=self._credentials, timeout=REASON_TIMEOUT_S
+            )
         except grpc.aio.AioRpcError:
             return ""
         return "; ".join(f"model {m.name!r} failed to load: {m.last_error}" for m in answer.models if m.last_error)

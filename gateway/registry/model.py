@@ -147,7 +147,7 @@ class BackendEntry:
         self.registration_expires = 0.0  # monotonic; registered backends in memory mode (0: never)
         self.loaded: set[str] = set(record.loaded_models)
         self.retired = False  # removed from the registry; the channel closes once no call uses it
-        self.channel = channel  # dialled with the mesh's service credential (Registry.dial)
+        self.channel = channel  # dialled with mTLS when the mesh has it (Registry.dial); no secret
         self._unary: dict[str, object] = {}
         self._unary_stream: dict[str, object] = {}
         self._stream_unary: dict[str, object] = {}

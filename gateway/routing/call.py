@@ -141,7 +141,8 @@ class BackendCall:
         self._router = router
         self.info = info
         self._request = request if isinstance(request, bytes) else _Counted(request)
-        self._metadata = tuple(metadata)
+        # The caller's metadata and the mesh secret that every backend call presents.
+        self._metadata = (*metadata, *router.registry.credentials)
         self._deadline = deadline
         self._on_backend = on_backend
         self._trace_parent = telemetry.current_context()  # the caller's span; None while tracing is off

@@ -3,7 +3,7 @@
 Handlers use identity codecs, so request and response messages pass through as the bytes the
 client and the backend wrote (the router may peek at the request's `model` field, nothing more).
 The client's metadata goes to the backend, less its credentials (the key becomes its id,
-`x-capmesh-key-id`; the gateway's channel adds the mesh credential); the backend's initial
+`x-capmesh-key-id`; `BackendCall` adds the mesh secret); the backend's initial
 metadata, messages, status code, details and trailing metadata (google.rpc.Status details
 included) come back unchanged. Initial metadata is sent as an operation of its own only when the
 backend sent some (backends echo the request id in the trailers, which cost nothing extra);

@@ -366,12 +366,11 @@ class Router:
             )
             await self._unload(group_name, member, UNLOAD_TIMEOUT_S)
 
-    @staticmethod
-    async def _unload(group_name: str, member: BackendEntry, timeout: float) -> None:
+    async def _unload(self, group_name: str, member: BackendEntry, timeout: float) -> None:
         """Asks one member of a device group to unload its models; a failure is logged, not raised."""
         try:
             await admin_service_pb2_grpc.AdminServiceStub(member.channel).UnloadModels(
-                admin_service_pb2.UnloadModelsRequest(), timeout=timeout
+                admin_service_pb2.UnloadModelsRequest(), metadata=self.registry.credentials, timeout=timeout
             )
             member.loaded.clear()
         except grpc.aio.AioRpcError as exc:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import typer
 
+from capmesh.cli.options import address_option
 from capmesh.cli.progress import check_output
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-
 files_app = typer.Typer(no_args_is_help=True, help="Upload, download, list and delete stored files.")
-ADDRESS = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway.")
+ADDRESS = address_option()
 
 
 def register(app: typer.Typer) -> None:

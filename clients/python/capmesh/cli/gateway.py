@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from capmesh.cli.options import address_option
+
 if TYPE_CHECKING:
     import asyncio
 
     from capmesh.mesh.spec import Component, MeshSpec
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 STATE_STYLES = {"AVAILABLE": "green", "UNKNOWN": "yellow", "UNAVAILABLE": "red", "ERROR": "red"}
 
 
@@ -74,7 +75,7 @@ def gateway(
 
 
 def status(
-    address: str = typer.Option(DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway."),
+    address: str = address_option(),
     watch: bool = typer.Option(False, "--watch", help="Print the table again after every change."),
     as_json: bool = typer.Option(False, "--json", help="Print the registry's view as JSON (one line per view)."),
 ) -> None:

@@ -28,7 +28,6 @@ def image(
     num_images: int = typer.Option(1, "-n", "--num-images", help="How many images."),
     size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty takes the model default."),
     seed: int | None = typer.Option(None, "--seed", help="Seed: image i uses seed + i."),
-    negative_prompt: str = typer.Option("", "--negative", help="What the images should avoid."),
     address: str = address_option("ImageGen"),
     **options: Any,
 ) -> None:
@@ -40,7 +39,6 @@ def image(
     with streamed_call("image", address) as (progress, channel):
         generated = ImageGenClient(channel).generate(
             prompt,
-            negative_prompt=negative_prompt,
             width=width,
             height=height,
             seed=seed,

@@ -17,9 +17,8 @@ from typing import TypedDict
 
 import typer
 
+from capmesh.cli.options import address_option
 from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 class _ChatOptions(TypedDict):
@@ -57,9 +56,7 @@ def chat(
     repetition_penalty: float | None = typer.Option(None, help="Above 0, 1 is none: transformers' penalty."),
     min_p: float | None = typer.Option(None, help="0 to 1: drop tokens below min_p x the likeliest's probability."),
     top_k: int | None = typer.Option(None, help="Sample from the k likeliest tokens only; 0 is all."),
-    address: str = typer.Option(
-        DEFAULT_ADDRESS, "--address", envvar="CAPMESH_ADDRESS", help="The gateway, or the LLM server itself."
-    ),
+    address: str = address_option("LLM"),
     timeout: float | None = typer.Option(None, help="Seconds before one answer gives up."),
 ) -> None:
     """Chat with the LLM: tokens print as they stream; Ctrl-C stops the answer, not the chat."""

@@ -2,9 +2,9 @@
 
 typer reads a command's options from its function's signature. `with_options(*table)` appends the
 table's options to that signature as keyword-only parameters; the command receives their values in
-`**options` under the table's names and passes them on (image and video straight to the client
-call, whose keywords they are). So `capmesh image` and `capmesh video`, or `capmesh doc outline` and
-`capmesh doc write`, cannot drift apart on what `--steps` or `--timeout` mean.
+`**options` under the table's names and passes them on (image, video and talk straight to the client
+call, whose keywords they are). So `capmesh image`, `capmesh video` and `capmesh talk`, or `capmesh doc
+outline` and `capmesh doc write`, cannot drift apart on what `--steps` or `--timeout` mean.
 """
 
 from __future__ import annotations
@@ -55,13 +55,18 @@ def address_option(server: str = "") -> Any:
 MODEL = Shared("model", str, typer.Option("", help="The model; empty selects the service default."))
 TIMEOUT = Shared("timeout", float | None, typer.Option(None, help="Seconds before the call gives up."))
 
-# The diffusion commands (image, video).
-DIFFUSION = (
-    Shared("steps", int | None, typer.Option(None, "--steps", help="Denoising steps (default: the model's).")),
-    Shared("guidance_scale", float | None, typer.Option(None, "--guidance", help="Classifier-free guidance scale.")),
-    MODEL,
-    TIMEOUT,
+STEPS = Shared("steps", int | None, typer.Option(None, "--steps", help="Denoising steps (default: the model's)."))
+GUIDANCE = Shared(
+    "guidance_scale", float | None, typer.Option(None, "--guidance", help="Classifier-free guidance scale.")
 )
+
+NEGATIVE = Shared("negative_prompt", str, typer.Option("", "--negative", help="What the output should avoid."))
+
+# The diffusion commands (image, video): the fields of every diffusion request (services/diffusion/request.py)
+# that mean the same in both. Seed and size are each command's own: their defaults differ (image i uses
+# seed + i; a video's size follows its first frame). `capmesh talk` shares STEPS and GUIDANCE (its neural
+# engines denoise too).
+DIFFUSION = (STEPS, GUIDANCE, NEGATIVE, MODEL, TIMEOUT)
 
 
 def parse_size(size: str) -> tuple[int, int]:

@@ -12,10 +12,11 @@ speak the text. `--tts-address` instead has the CLI call that TTS service first 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from capmesh.cli.options import DEFAULT_ADDRESS
+from capmesh.cli.options import DEFAULT_ADDRESS, GUIDANCE, STEPS, with_options
 from capmesh.cli.progress import check_output, report_failure
 
 
@@ -23,6 +24,7 @@ def register(app: typer.Typer) -> None:
     app.command("talk")(talk)
 
 
+@with_options(STEPS, GUIDANCE)
 def talk(
     face: Path = typer.Argument(..., exists=True, dir_okay=False, help="The portrait: PNG, JPEG or WebP."),
     audio: Path | None = typer.Argument(
@@ -45,11 +47,8 @@ def talk(
     fps: float = typer.Option(0.0, help="Frames per second; 0 takes the service default."),
     num_frames: int = typer.Option(0, "--frames", help="Number of frames; 0 follows the audio length."),
     seed: int | None = typer.Option(None, help="Seed of the head motion and blinks."),
-    steps: int | None = typer.Option(None, help="Inference steps (neural engines)."),
-    guidance_scale: float | None = typer.Option(
-        None, "--guidance", help="Classifier-free guidance scale (neural engines)."
-    ),
     timeout: float | None = typer.Option(None, help="Seconds before each call gives up."),
+    **options: Any,
 ) -> None:
     """Make a talking-head video: FACE speaks AUDIO, or --text spoken by TTS."""
     if (audio is None) == (text is None):
@@ -88,10 +87,9 @@ def talk(
                     fps=fps,
                     num_frames=num_frames,
                     seed=seed,
-                    steps=steps,
-                    guidance_scale=guidance_scale,
                     on_progress=stages.update,
                     timeout=timeout,
+                    **options,  # --steps and --guidance (neural engines)
                 )
             stages.finish()
     except CapmeshClientError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli.options import TIMEOUT, address_option
+from capmesh.cli.options import MODEL, TIMEOUT, address_option
 from capmesh.cli.progress import RANDOM_WEIGHTS_NOTE, check_output, report_failure
 
 SEGMENT_KEYS = {"speaker", "text", "voice", "pause_after_seconds", "speed"}
@@ -39,7 +39,7 @@ def tts(
     pitch: float | None = typer.Option(None, help="Pitch, 1.0 is the voice's own (engines that support it)."),
     sample_rate: int = typer.Option(0, help="Output sample rate in Hz; 0 keeps the engine's."),
     seed: int | None = typer.Option(None, help="Seed for sampling engines (same seed, same audio)."),
-    model: str = typer.Option("", help="Model, for model-backed engines."),
+    model: str = MODEL.option,
     voices: bool = typer.Option(False, "--voices", help="List the voices (filtered by --language) and exit."),
     scene: Path | None = typer.Option(
         None, "--scene", exists=True, dir_okay=False, help="Render a scene JSON file into one track."
@@ -51,7 +51,7 @@ def tts(
     from rich.console import Console
 
     from capmesh.client import CapmeshClientError, sync_channel
-    from capmesh.client.tts import AUDIO_FORMATS, TtsClient
+    from capmesh.client.tts import AUDIO_FORMATS, SynthesisOptions, TtsClient
 
     console = Console(stderr=True)
     modes = sum([voices, scene is not None, text is not None])
@@ -74,32 +74,23 @@ def tts(
                 _print_voices(client.list_voices(language, timeout=timeout))
                 return
             with _ProgressBar(console) as bar:
+                # What a scene and a single text are both made with; a scene file's own seed wins over --seed.
+                options = SynthesisOptions(
+                    audio_format=chosen_format,
+                    sample_rate=sample_rate,
+                    seed=scene_options.get("seed", seed),
+                    model=model,
+                    on_progress=bar.update,
+                    timeout=timeout,
+                )
                 if scene is not None:
                     rendered = client.synthesize_scene(
-                        lines,
-                        language=scene_options.get("language", language),
-                        audio_format=chosen_format,
-                        sample_rate=sample_rate,
-                        seed=scene_options.get("seed", seed),
-                        model=model,
-                        on_progress=bar.update,
-                        timeout=timeout,
+                        lines, language=scene_options.get("language", language), **options
                     )
                     audio, description = rendered.audio, rendered.result.audio
                 else:
                     spoken = client.synthesize(
-                        spoken_text,
-                        voice=voice,
-                        language=language,
-                        speed=speed,
-                        volume=volume,
-                        pitch=pitch,
-                        audio_format=chosen_format,
-                        sample_rate=sample_rate,
-                        seed=seed,
-                        model=model,
-                        on_progress=bar.update,
-                        timeout=timeout,
+                        spoken_text, voice=voice, language=language, speed=speed, volume=volume, pitch=pitch, **options
                     )
                     audio, description = spoken.audio, spoken.result
     except CapmeshClientError as exc:

@@ -28,7 +28,6 @@ def video(
     fps: float = typer.Option(0.0, "--fps", help="Frames per second; 0 takes the model default."),
     seed: int | None = typer.Option(None, "--seed", help="Seed: the same seed gives the same video."),
     size: str = typer.Option("", "--size", help="WIDTHxHEIGHT; empty: from the image's aspect and the model."),
-    negative_prompt: str = typer.Option("", "--negative", help="What the video should avoid."),
     address: str = address_option("VideoGen"),
     **options: Any,
 ) -> None:
@@ -41,7 +40,6 @@ def video(
         generated = VideoGenClient(channel).generate(
             image.read_bytes(),
             prompt,
-            negative_prompt=negative_prompt,
             width=width,
             height=height,
             num_frames=frames,

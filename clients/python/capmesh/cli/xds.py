@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from capmesh.cli.gateway import DEFAULT_ADDRESS
+from capmesh.cli.options import DEFAULT_ADDRESS
 from capmesh.client.xds import BOOTSTRAP_FILE_ENV, bootstrap
 
 
