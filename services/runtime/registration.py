@@ -124,7 +124,10 @@ class GatewayRegistration:
             in_flight=service.runtime.admission.in_flight,
         )
         try:
-            response = await self._stub.Heartbeat(request, timeout=CALL_TIMEOUT_S, metadata=self._metadata)
+            # A heartbeat still unanswered when the next one is due counts as failed: waiting longer
+            # (CALL_TIMEOUT_S) could outlast the lease, which the gateway sizes from this period.
+            timeout = min(CALL_TIMEOUT_S, self._interval_s)
+            response = await self._stub.Heartbeat(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             log.warning("registration.heartbeat_failed", gateway=self._address, code=exc.code().name)
             return False

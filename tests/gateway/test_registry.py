@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
 
 from capmesh.client import from_rpc_error
 from capmesh.gateway.v1 import registry_service_pb2 as pb
+from capmesh.gateway.v1 import registry_service_pb2_grpc
 from capmesh.llm.v1 import llm_service_pb2_grpc
+from capmesh.services.runtime.registration import CALL_TIMEOUT_S
 from tests.gateway.backends import chat_request, stream_request
 from tests.gateway.conftest import (
     backend_states,
@@ -152,3 +155,37 @@ async def test_in_redis_a_silent_backend_expires_for_every_gateway(gateways, cha
         return await backend_states(other) == {} and not first.gateway.registry.entries
 
     await wait_for(gone_everywhere, what="the lease to end in Redis")
+
+
+class _SilentHeartbeats(registry_service_pb2_grpc.RegistryServiceServicer):
+    """A gateway that registers backends but never answers a heartbeat (stuck, or cut off mid-call)."""
+
+    def __init__(self) -> None:
+        self.registrations = 0
+
+    async def Register(self, request, context):
+        self.registrations += 1
+        return pb.RegisterResponse(backend_id="silent-1", heartbeat_interval_seconds=0.1, lease_seconds=0.3)
+
+    async def Heartbeat(self, request, context):
+        await asyncio.Event().wait()  # never answers; the caller's deadline ends the call
+
+    async def Deregister(self, request, context):
+        return pb.DeregisterResponse()
+
+
+async def test_an_unanswered_heartbeat_fails_within_one_heartbeat_period_and_the_backend_registers_again(backends):
+    """The lease (0.3 s here) is far shorter than the registration calls' own timeout (5 s): a backend
+    that waited that long for a stuck heartbeat would be dropped before it noticed anything."""
+    gateway = _SilentHeartbeats()
+    server = grpc.aio.server()
+    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(gateway, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        await backends("A", f"127.0.0.1:{port}")
+        started = time.monotonic()
+        await wait_for(lambda: gateway.registrations >= 2, timeout_s=10, what="a registration after the lost heartbeat")
+        assert time.monotonic() - started < CALL_TIMEOUT_S / 2
+    finally:
+        await server.stop(0)
