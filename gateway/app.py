@@ -51,6 +51,7 @@ from capmesh.gateway.server.registry.static import load_static_backends
 from capmesh.gateway.server.registry.store import MemoryRegistrations, RedisRegistrations
 from capmesh.gateway.server.routing.proxy import Proxy
 from capmesh.gateway.server.routing.router import Router
+from capmesh.gateway.server.sockets import bound_tcp_socket
 from capmesh.gateway.server.xds.ads import AggregatedDiscovery
 from capmesh.gateway.v1 import (
     file_service_pb2_grpc,
@@ -122,14 +123,8 @@ class _EmbeddedUvicorn:
             ),
             self._ready,
         )
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they
-        # are TCP; without it every response on a kept-alive connection waits ~40 ms for an ACK.
-        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if settings.workers > 1:  # every worker binds this port; the kernel spreads connections (gateway/workers.py)
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self._socket.bind((settings.host, settings.http_port))
+        # with several workers, every one binds this port (gateway/workers.py)
+        self._socket = bound_tcp_socket(settings.host, settings.http_port, reuse_port=settings.workers > 1)
         self._socket.set_inheritable(True)
         self.port = self._socket.getsockname()[1]
         self._task: asyncio.Task | None = None

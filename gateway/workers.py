@@ -37,24 +37,10 @@ from typing import Any
 
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.main import listening_line, serve
+from capmesh.gateway.server.sockets import bound_tcp_socket
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_MARGIN_S = 5.0  # past the grace period, for a worker's own shutdown steps, before SIGKILL
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to `host:port` with SO_REUSEPORT and not listening: it holds the port (port 0
-    picks one) for the supervisor's lifetime, and the workers' listening sockets join it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _die_with_parent() -> None:
@@ -191,8 +177,10 @@ class _Supervisor:
 
 def supervise(settings: GatewaySettings) -> int:
     """Runs `settings.workers` gateway processes on shared ports until SIGTERM/SIGINT; the exit code."""
-    grpc_socket = reserve_port(settings.host, settings.port)
-    http_socket = reserve_port(settings.host, settings.http_port)
+    # Both ports are bound here and held, never listening (so the kernel hands this process no
+    # connection): port 0 becomes one real port that every worker then binds.
+    grpc_socket = bound_tcp_socket(settings.host, settings.port, reuse_port=True)
+    http_socket = bound_tcp_socket(settings.host, settings.http_port, reuse_port=True)
     try:
         ports = replace(settings, port=grpc_socket.getsockname()[1], http_port=http_socket.getsockname()[1])
         return _Supervisor(ports).run()
