@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import structlog
@@ -132,13 +133,7 @@ class Registry:
             watcher.start()
             self._reindex()
             self._publish_state(entry)
-            log.info(
-                "backend.added",
-                backend=record.backend_id,
-                address=record.address,
-                capability=record.capability,
-                source=record.source,
-            )
+            self._log(entry).info("backend.added", address=record.address, source=record.source)
             self._notify()
         if ttl_s is not None:
             entry.registration_expires = time.monotonic() + ttl_s
@@ -157,7 +152,7 @@ class Registry:
             return False
         self._drop(entry)
         self._reindex()
-        log.info("backend.removed", backend=backend_id)
+        self._log(entry).info("backend.removed")
         self._notify()
         return True
 
@@ -234,15 +229,16 @@ class Registry:
             return
         self._transition(entry, before)
 
+    @staticmethod
+    def _log(entry: BackendEntry) -> Any:
+        """Each line about a backend names it and its capability."""
+        return log.bind(backend=entry.backend_id, capability=entry.record.capability)
+
     def _transition(self, entry: BackendEntry, before: State) -> None:
         if entry.state is before:
             return
-        log.info(
-            "backend.state",
-            backend=entry.backend_id,
-            state=entry.state.name,
-            previous=before.name,
-            last_error=entry.last_error or None,
+        self._log(entry).info(
+            "backend.state", state=entry.state.name, previous=before.name, last_error=entry.last_error or None
         )
         self._publish_state(entry)
         self._notify()

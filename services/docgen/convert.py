@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from capmesh.common.v1 import artifact_pb2
 from capmesh.docgen.v1 import docgen_service_pb2 as pb
 from capmesh.services.docgen.domain import (
@@ -18,7 +16,13 @@ from capmesh.services.docgen.domain import (
     SectionText,
 )
 from capmesh.services.runtime.chunks import FileChunk
-from capmesh.services.runtime.protoconv import EventFields, chunk_to_proto, event_response
+from capmesh.services.runtime.protoconv import (
+    EventFields,
+    chunk_to_proto,
+    event_response,
+    message_from,
+    produced_file_to_proto,
+)
 
 _FORMATS = {
     pb.DOCUMENT_FORMAT_UNSPECIFIED: DocumentFormat.MARKDOWN,
@@ -90,12 +94,9 @@ def section_text_to_proto(piece: SectionText) -> artifact_pb2.DataChunk:
 
 def document_result_to_proto(result: DocumentResult) -> pb.DocumentResult:
     return pb.DocumentResult(
-        document=artifact_pb2.Artifact(
-            mime_type=result.format.mime_type, size_bytes=result.size_bytes, sha256=result.sha256, name=result.name
-        ),
-        # The domain's SectionStats and Reference carry exactly the proto's fields.
-        sections=[pb.SectionStats(**asdict(s)) for s in result.sections],
-        references=[pb.Reference(**asdict(r)) for r in result.references],
+        document=produced_file_to_proto(result.document),
+        sections=[message_from(pb.SectionStats, s) for s in result.sections],
+        references=[message_from(pb.Reference, r) for r in result.references],
         model=result.model,
         format=_FORMATS_TO_PROTO[result.format],
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from capmesh.services.runtime.chunks import ProducedFile
+
 MARKDOWN_MIME = "text/markdown"
 DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -54,6 +56,7 @@ class OutlineRequest:
     query: str
     context: tuple[ContextFile, ...] = ()
     language: str = ""
+    """A name or BCP 47 tag ("English", "zh"); "": the query's language."""
     max_sections: int = 0  # 0: the service's default
     max_depth: int = 0  # 0: the service's default
     model: str = ""
@@ -69,59 +72,68 @@ class DocumentRequest:
     model: str = ""
     max_concurrent_sections: int = 0  # 0: the service's default
     language: str = ""
+    """As in OutlineRequest; "": the outline's language."""
 
 
 @dataclass(frozen=True)
 class OutlineResult:
-    """The outline, the model that wrote it, and how many LLM attempts it took to get a valid one."""
+    """The outline and the model that wrote it."""
 
     outline: Outline
     model: str
     attempts: int
+    """LLM calls until one gave a valid outline (1 when the first did)."""
 
 
 @dataclass(frozen=True)
 class SectionText:
-    """A piece of section `index`'s text (from 1) as the LLM writes it; `attempt` from 0 (retries count up)."""
+    """A piece of a top-level section's text, streamed as the LLM writes it."""
 
     index: int
+    """The section, from 1 in outline order (0 is the document file's chunk index)."""
     offset: int
+    """Where the piece starts, in UTF-8 bytes of the section's streamed text."""
     text: str
     attempt: int = 0
+    """Which LLM call wrote it: 0 for the first, counting up with retries."""
 
 
 @dataclass(frozen=True)
 class SectionStats:
-    """What writing one top-level section cost: characters, LLM tokens, seconds and attempts."""
+    """What writing one top-level section cost."""
 
     index: int
     title: str
     characters: int
+    """Length of the section's text, in characters."""
     tokens: int
+    """Tokens the LLM generated for the text kept."""
     seconds: float
     attempts: int
+    """LLM calls it took (1 when the first succeeded)."""
 
 
 @dataclass(frozen=True)
 class Reference:
-    """Context file `number` (as cited, [1], [2] ...), its name and the sections that cite it."""
+    """A context file that the document cites."""
 
     number: int
+    """As cited in the text ([1], [2] ...): the file's position in the request's context, from 1."""
     name: str
     sections: tuple[int, ...]
+    """The indexes of the top-level sections that cite it."""
 
 
 @dataclass(frozen=True)
 class DocumentResult:
-    """The written document: its file's name, size and digest, per-section statistics and references."""
+    """The written document (its file's description and format), per-section statistics and references."""
 
+    document: ProducedFile
     format: DocumentFormat
-    name: str
-    size_bytes: int
-    sha256: str
     sections: tuple[SectionStats, ...]
     references: tuple[Reference, ...]
     model: str
+    """The model that wrote the sections (the first section's, when they differ)."""
 
 
 @dataclass(frozen=True)
@@ -133,11 +145,14 @@ class Prompt:
     model: str = ""
     max_tokens: int = 512
     temperature: float = 0.7
-    json_schema: str = ""  # the schema document as JSON text; "" for free text
+    json_schema: str = ""
+    """The schema document as JSON text; "" for free text."""
 
 
 @dataclass(frozen=True)
 class LlmAnswer:
+    """The text of one LLM call, the tokens it generated and the model that answered."""
+
     text: str
     tokens: int
     model: str

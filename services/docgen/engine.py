@@ -19,7 +19,6 @@ is left of the caller's deadline as its own timeout.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import time
@@ -54,7 +53,7 @@ from capmesh.services.docgen.outline import (
     subsections_schema,
 )
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.chunks import file_chunks
+from capmesh.services.runtime.chunks import ProducedFile, file_chunks
 from capmesh.services.runtime.errors import (
     CapmeshError,
     DeadlineExceeded,
@@ -314,10 +313,10 @@ class DocGenEngine:
         for chunk in file_chunks(data, s.chunk_bytes):
             yield chunk
         yield DocumentResult(
+            document=ProducedFile.of(
+                data, request.format.mime_type, name=f"{_slug(outline.title)}.{request.format.extension}"
+            ),
             format=request.format,
-            name=f"{_slug(outline.title)}.{request.format.extension}",
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
             sections=tuple(section.stats for section in sections),
             references=references,
             model=next((section.model for section in sections if section.model), model),

@@ -6,12 +6,11 @@ guidance_scale and seed are `optional`, so an explicit 0 reaches validation.
 
 from __future__ import annotations
 
-from capmesh.common.v1 import artifact_pb2
 from capmesh.imagegen.v1 import imagegen_service_pb2 as pb
 from capmesh.services.diffusion.request import common_fields
 from capmesh.services.imagegen.domain import ImageRequest, ImagesResult
 from capmesh.services.runtime.chunks import FileChunk
-from capmesh.services.runtime.protoconv import chunk_to_proto, event_response
+from capmesh.services.runtime.protoconv import chunk_to_proto, event_response, message_from, produced_file_to_proto
 
 
 def request_from_proto(request: pb.StreamGenerateImagesRequest) -> ImageRequest:
@@ -30,21 +29,12 @@ def response_from_event(event: object) -> pb.StreamGenerateImagesResponse:
 def result_to_proto(result: ImagesResult) -> pb.ImagesResult:
     # Image i was made with seed + i; the result carries the first (remote engines cannot seed: 0).
     seeds = [image.seed for image in result.images if image.seed is not None]
-    return pb.ImagesResult(
+    return message_from(
+        pb.ImagesResult,
+        result,
         images=[
-            pb.GeneratedImage(
-                index=image.index,
-                width=image.width,
-                height=image.height,
-                seed=image.seed or 0,
-                artifact=artifact_pb2.Artifact(
-                    mime_type=image.mime_type, size_bytes=image.size_bytes, sha256=image.sha256
-                ),
-            )
+            message_from(pb.GeneratedImage, image, artifact=produced_file_to_proto(image.artifact))
             for image in result.images
         ],
         seed=min(seeds) if seeds else 0,
-        model=result.model,
-        steps=result.steps,
-        random_weights=result.random_weights,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageRequest, 
 from capmesh.services.imagegen.geometry import ImageGeometry, image_geometry, text_to_image_class_names
 from capmesh.services.imagegen.validation import ImageJob, validate_request
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.chunks import file_chunks
+from capmesh.services.runtime.chunks import ProducedFile, file_chunks
 
 if TYPE_CHECKING:
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline  # the real class, see diffusion/loading.py
@@ -54,9 +53,7 @@ class DiffusersImageEngine(DiffusersEngine[ImagegenSettings, ModelSpec[ImageGeom
                     emit(chunk)
                 height, width = pixels.shape[:2]
                 images.append(
-                    GeneratedImage(
-                        index, PNG, width, height, len(png), hashlib.sha256(png).hexdigest(), rendered.job.seed + index
-                    )
+                    GeneratedImage(index, ProducedFile.of(png, PNG), width, height, rendered.job.seed + index)
                 )
                 emit(
                     stage_update(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capmesh.services.diffusion.request import DiffusionRequest
+from capmesh.services.runtime.chunks import ProducedFile
 
 PNG = "image/png"
 
@@ -21,12 +22,12 @@ class ImageRequest(DiffusionRequest):
 
 @dataclass(frozen=True)
 class GeneratedImage:
+    """Image `index` of a result (its PNG went out as chunks of that index) and the seed that made it."""
+
     index: int
-    mime_type: str
+    artifact: ProducedFile
     width: int
     height: int
-    size_bytes: int
-    sha256: str
     seed: int | None  # None where the engine cannot seed (remote APIs)
 
 

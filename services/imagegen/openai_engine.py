@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 
 import httpx
@@ -23,7 +22,7 @@ from capmesh.services.imagegen.config import ENV_PREFIX, ImagegenSettings, parse
 from capmesh.services.imagegen.domain import PNG, GeneratedImage, ImageRequest, ImagesResult
 from capmesh.services.imagegen.validation import validate_request
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.chunks import file_chunks
+from capmesh.services.runtime.chunks import ProducedFile, file_chunks
 from capmesh.services.runtime.errors import Unavailable
 from capmesh.services.runtime.lifecycle import LoadedModel, ModelManager
 from capmesh.services.runtime.progress import ProgressUpdate
@@ -71,7 +70,7 @@ class OpenAIImageEngine:
             png, width, height = _as_png(self._image_bytes(item, cancel))
             for chunk in file_chunks(png, self._settings.chunk_bytes, index):
                 emit(chunk)
-            images.append(GeneratedImage(index, PNG, width, height, len(png), hashlib.sha256(png).hexdigest(), None))
+            images.append(GeneratedImage(index, ProducedFile.of(png, PNG), width, height, None))
             emit(
                 ProgressUpdate(
                     stage="receiving",

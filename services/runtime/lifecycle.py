@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,28 +57,35 @@ class LoadedModel:
     details: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ModelStatus:
-    name: str
-    state: ModelState
-    device: str = ""
-    memory_bytes: int = 0
-    random_weights: bool = False
-    last_error: str = ""
-    in_use: int = 0
-    loaded_at: float | None = None
-    last_used_at: float | None = None
-    details: dict[str, str] = field(default_factory=dict)
-
-
 @dataclass
-class _Slot:
+class ModelSlot:
+    """One served model: its state and, once loaded, the model. The manager changes its slots under
+    its lock; `ModelManager.status()` hands out copies, which the status RPC and metrics read."""
+
+    name: str
     state: ModelState = ModelState.UNLOADED
     model: LoadedModel | None = None
     last_error: str = ""
-    in_use: int = 0
-    loaded_at: float | None = None
+    in_use: int = 0  # calls holding the model now
+    loaded_at: float | None = None  # time.monotonic()
     last_used_at: float | None = None
+
+    # The loaded model's facts, or what an unloaded model reports.
+    @property
+    def device(self) -> str:
+        return self.model.device if self.model else ""
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.model.memory_bytes if self.model else 0
+
+    @property
+    def random_weights(self) -> bool:
+        return self.model.random_weights if self.model else False
+
+    @property
+    def details(self) -> dict[str, str]:
+        return self.model.details if self.model else {}
 
 
 Loader = Callable[[str], LoadedModel]
@@ -128,7 +135,7 @@ class ModelManager:
         self._residency = residency
         self._idle_unload_s = idle_unload_s
         self._clock = clock
-        self._slots = {name: _Slot() for name in self._served}
+        self._slots = {name: ModelSlot(name) for name in self._served}
         self._cond = threading.Condition()
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
@@ -187,23 +194,10 @@ class ModelManager:
             )
         return name
 
-    def status(self) -> list[ModelStatus]:
+    def status(self) -> list[ModelSlot]:
+        """A copy of each served model's slot, in the served order."""
         with self._cond:
-            return [
-                ModelStatus(
-                    name=name,
-                    state=slot.state,
-                    device=slot.model.device if slot.model else "",
-                    memory_bytes=slot.model.memory_bytes if slot.model else 0,
-                    random_weights=slot.model.random_weights if slot.model else False,
-                    last_error=slot.last_error,
-                    in_use=slot.in_use,
-                    loaded_at=slot.loaded_at,
-                    last_used_at=slot.last_used_at,
-                    details=dict(slot.model.details) if slot.model else {},
-                )
-                for name, slot in self._slots.items()
-            ]
+            return [replace(slot) for slot in self._slots.values()]
 
     def loaded_models(self) -> list[str]:
         with self._cond:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
+
 from capmesh.common.v1 import artifact_pb2, model_pb2, progress_pb2
-from capmesh.services.runtime.chunks import CHUNK_BYTES, FileChunk, file_chunks
+from capmesh.services.runtime.chunks import CHUNK_BYTES, FileChunk, ProducedFile, file_chunks
 from capmesh.services.runtime.errors import InvalidArgument
-from capmesh.services.runtime.lifecycle import ModelState, ModelStatus
+from capmesh.services.runtime.lifecycle import ModelSlot, ModelState
 from capmesh.services.runtime.progress import ProgressUpdate
 
 R = TypeVar("R")
+M = TypeVar("M", bound=Message)
 # {engine event type: (the stream message's field for it, the event's conversion)}, for event_response.
 EventFields = Mapping[type, tuple[str, Callable[[Any], Any]]]
 
@@ -25,16 +28,22 @@ _MODEL_STATES = {
 }
 
 
+def message_from(message_type: type[M], record: Any, **converted: Any) -> M:
+    """A `message_type` message filled from the dataclass `record`: each field the two share by name
+    is copied as it is (None leaves it unset), except those in `converted`, which come already in the
+    message's form; fields the message lacks stay out. A result's fields that mean the same on both
+    sides are so written once, in the domain record, not again in every conversion."""
+    names = message_type.DESCRIPTOR.fields_by_name
+    copied = {
+        f.name: getattr(record, f.name)
+        for f in dataclasses.fields(record)
+        if f.name in names and f.name not in converted and getattr(record, f.name) is not None
+    }
+    return message_type(**copied, **converted)
+
+
 def progress_to_proto(update: ProgressUpdate) -> progress_pb2.Progress:
-    return progress_pb2.Progress(
-        stage=update.stage,
-        percent=float(max(0.0, min(100.0, update.percent))),
-        message=update.message,
-        step=update.step,
-        total_steps=update.total_steps,
-        eta_seconds=update.eta_seconds or 0.0,
-        queue_position=update.queue_position,
-    )
+    return message_from(progress_pb2.Progress, update, percent=float(max(0.0, min(100.0, update.percent))))
 
 
 def event_response(response_type: Callable[..., R], event: object, fields: EventFields) -> R:
@@ -49,7 +58,7 @@ def event_response(response_type: Callable[..., R], event: object, fields: Event
     raise TypeError(f"unexpected engine event {type(event).__name__} for {getattr(response_type, '__name__', '')}")
 
 
-def model_info_to_proto(status: ModelStatus, now: float | None = None) -> model_pb2.ModelInfo:
+def model_info_to_proto(status: ModelSlot, now: float | None = None) -> model_pb2.ModelInfo:
     now = time.monotonic() if now is None else now
     return model_pb2.ModelInfo(
         name=status.name,
@@ -74,8 +83,11 @@ def chunked(data: bytes, size: int = CHUNK_BYTES):
         yield chunk.offset, chunk.data
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def produced_file_to_proto(produced: ProducedFile) -> artifact_pb2.Artifact:
+    """A result's description of a file whose bytes went out as chunks (so no `source` is set)."""
+    return artifact_pb2.Artifact(
+        mime_type=produced.mime_type, size_bytes=produced.size_bytes, sha256=produced.sha256, name=produced.name
+    )
 
 
 class ArtifactResolver:

@@ -202,6 +202,11 @@ class RunningServer:
     def address(self) -> str:
         return f"{self.service.settings.host}:{self.port}"
 
+    @property
+    def log(self) -> Any:
+        """The server's log lines all name its capability: `capmesh up` interleaves several servers."""
+        return log.bind(capability=self.service.capability)
+
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.service.service_names]:
@@ -210,7 +215,7 @@ class RunningServer:
     async def shutdown(self, grace_s: float | None = None) -> None:
         """NOT_SERVING first (so routers stop sending), then let in-flight calls finish."""
         grace = self.service.settings.grace_period_s if grace_s is None else grace_s
-        log.info("server.stopping", grace_s=grace)
+        self.log.info("server.stopping", grace_s=grace)
         for hook in reversed(self.extra):
             await hook.stop()
         # Watchers (the gateway) learn NOT_SERVING at once; health watch streams never end by
@@ -218,14 +223,14 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         admission = self.service.runtime.admission
         if not await admission.wait_idle(grace):
-            log.warning("server.grace_expired", in_flight=admission.in_flight)
+            self.log.warning("server.grace_expired", in_flight=admission.in_flight)
         await self.server.stop(min(grace, 1.0))
         if self.service.on_stop is not None:
             await self.service.on_stop()
         if self.service.models is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.service.models.close)
         await self.service.runtime.close()
-        log.info("server.stopped")
+        self.log.info("server.stopped")
 
 
 def bind_port(
@@ -292,9 +297,7 @@ async def create_server(service: CapabilityService) -> RunningServer:
             service.capability, service.runtime, service.models, settings.host, settings.metrics_port
         )
         running.extra.append(endpoint)
-        log.info(
-            "metrics.serving", capability=service.capability, url=f"http://{settings.host}:{endpoint.port}/metrics"
-        )
+        running.log.info("metrics.serving", url=f"http://{settings.host}:{endpoint.port}/metrics")
     if settings.eager_load and service.models is not None:
         try:
             await asyncio.get_running_loop().run_in_executor(None, service.models.ensure_loaded, "")
@@ -312,12 +315,8 @@ async def create_server(service: CapabilityService) -> RunningServer:
         registration = GatewayRegistration(running)
         await registration.start()
         running.extra.append(registration)
-    log.info(
-        "server.started",
-        capability=service.capability,
-        address=running.address,
-        services=service.service_names,
-        engine=service.engine_name,
+    running.log.info(
+        "server.started", address=running.address, services=service.service_names, engine=service.engine_name
     )
     return running
 
@@ -328,10 +327,10 @@ def _health_follows_models(running: RunningServer, loop: asyncio.AbstractEventLo
 
     def follow(healthy: bool) -> None:
         if healthy:
-            log.info("server.serving_again", capability=running.service.capability)
+            running.log.info("server.serving_again")
         else:
             failures = running.service.models.load_failures() if running.service.models else {}
-            log.error("server.not_serving", capability=running.service.capability, load_failures=failures)
+            running.log.error("server.not_serving", load_failures=failures)
         asyncio.run_coroutine_threadsafe(running.set_serving(healthy), loop)
 
     return follow

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from capmesh.common.v1 import artifact_pb2
+from capmesh.services.runtime.chunks import ProducedFile
 from capmesh.services.runtime.progress import ProgressUpdate
-from capmesh.services.runtime.protoconv import chunked, progress_to_proto, sha256_hex
+from capmesh.services.runtime.protoconv import chunked, message_from, produced_file_to_proto, progress_to_proto
 from capmesh.services.talkinghead.domain import FaceBox, TalkingHeadRequest, TalkingHeadResult
 from capmesh.talkinghead.v1 import talkinghead_service_pb2 as pb
 
@@ -48,19 +49,13 @@ def face_box_to_proto(box: FaceBox) -> pb.FaceBox:
 
 def result_response(result: TalkingHeadResult) -> Response:
     return Response(
-        result=pb.TalkingHeadResult(
-            artifact=artifact_pb2.Artifact(
-                mime_type=result.mime_type, size_bytes=len(result.mp4), sha256=sha256_hex(result.mp4)
-            ),
-            num_frames=result.frame_count,
-            fps=result.fps,
-            width=result.width,
-            height=result.height,
-            duration_seconds=result.duration_s,
+        result=message_from(
+            pb.TalkingHeadResult,
+            result,
+            artifact=produced_file_to_proto(ProducedFile.of(result.mp4, result.mime_type)),
             face_box=face_box_to_proto(result.face_box),
-            faces_found=result.faces_found,
-            seed=result.seed,
-            model=result.model,
+            num_frames=result.frame_count,
+            duration_seconds=result.duration_s,
             audio_duration_seconds=result.audio_duration_s,
         )
     )

@@ -6,10 +6,9 @@ and seed are `optional`, so an explicit 0 reaches validation (and is refused whe
 
 from __future__ import annotations
 
-from capmesh.common.v1 import artifact_pb2
 from capmesh.services.diffusion.request import common_fields
 from capmesh.services.runtime.chunks import FileChunk
-from capmesh.services.runtime.protoconv import chunk_to_proto, event_response
+from capmesh.services.runtime.protoconv import chunk_to_proto, event_response, message_from, produced_file_to_proto
 from capmesh.services.videogen.domain import VideoRequest, VideoResult
 from capmesh.videogen.v1 import videogen_service_pb2 as pb
 
@@ -31,15 +30,4 @@ def response_from_event(event: object) -> pb.StreamGenerateVideoResponse:
 
 
 def result_to_proto(result: VideoResult) -> pb.VideoResult:
-    return pb.VideoResult(
-        artifact=artifact_pb2.Artifact(mime_type=result.mime_type, size_bytes=result.size_bytes, sha256=result.sha256),
-        num_frames=result.num_frames,
-        width=result.width,
-        height=result.height,
-        fps=result.fps,
-        duration_seconds=result.duration_seconds,
-        seed=result.seed,
-        model=result.model,
-        steps=result.steps,
-        random_weights=result.random_weights,
-    )
+    return message_from(pb.VideoResult, result, artifact=produced_file_to_proto(result.artifact))

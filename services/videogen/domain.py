@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capmesh.services.diffusion.request import DiffusionRequest
+from capmesh.services.runtime.chunks import ProducedFile
 
 MP4 = "video/mp4"
 
@@ -25,9 +26,9 @@ class VideoRequest(DiffusionRequest):
 
 @dataclass(frozen=True)
 class VideoResult:
-    mime_type: str
-    size_bytes: int
-    sha256: str
+    """The mp4 (whose bytes went out as chunks) and how it was made."""
+
+    artifact: ProducedFile
     width: int
     height: int
     num_frames: int

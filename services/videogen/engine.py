@@ -8,7 +8,6 @@ next step when cancelled, encodes the frames to an h264 mp4 and emits it in chun
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,7 +19,7 @@ from capmesh.services.diffusion.engine_base import DiffusersEngine, ModelSpec, P
 from capmesh.services.diffusion.media import to_uint8
 from capmesh.services.diffusion.stepping import StageTimes, cpu_generators, stage_update
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.chunks import file_chunks
+from capmesh.services.runtime.chunks import ProducedFile, file_chunks
 from capmesh.services.runtime.lifecycle import ModelManager
 from capmesh.services.runtime.progress import Emit
 from capmesh.services.videogen import tiny
@@ -84,9 +83,7 @@ class DiffusersVideoEngine(DiffusersEngine[VideogenSettings, VideoModelSpec]):
             stage_seconds={k: round(s, 4) for k, s in times.seconds.items()},
         )
         return VideoResult(
-            mime_type=MP4,
-            size_bytes=len(video),
-            sha256=hashlib.sha256(video).hexdigest(),
+            artifact=ProducedFile.of(video, MP4),
             width=width,
             height=height,
             num_frames=len(frames),

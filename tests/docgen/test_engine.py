@@ -181,8 +181,8 @@ async def test_document_streams_sections_steps_and_a_fused_markdown_file():
     result = events[-1]
     assert isinstance(result, DocumentResult)
     data = document_bytes(events)
-    assert result.size_bytes == len(data) and result.sha256 == hashlib.sha256(data).hexdigest()
-    assert result.format is DocumentFormat.MARKDOWN and result.name == "six.md"
+    assert result.document.size_bytes == len(data) and result.document.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.format is DocumentFormat.MARKDOWN and result.document.name == "six.md"
     markdown = data.decode()
     assert markdown.startswith("# Six\n")
     for node in outline.nodes:
@@ -311,7 +311,11 @@ async def test_docx_is_a_valid_word_document_with_every_title():
         )
     )
     result = events[-1]
-    assert isinstance(result, DocumentResult) and result.format is DocumentFormat.DOCX and result.name.endswith(".docx")
+    assert (
+        isinstance(result, DocumentResult)
+        and result.format is DocumentFormat.DOCX
+        and result.document.name.endswith(".docx")
+    )
     data = document_bytes(events)
     assert zipfile.is_zipfile(io.BytesIO(data))
     text = [p.text for p in docx.Document(io.BytesIO(data)).paragraphs]

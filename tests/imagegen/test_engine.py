@@ -47,7 +47,12 @@ def test_n_images_come_back_as_valid_pngs_with_their_seeds(make_engine):
         image = Image.open(io.BytesIO(files[info.index]))
         image.load()
         assert (image.format, image.size, image.mode) == ("PNG", (40, 32), "RGB")
-        assert (info.mime_type, info.width, info.height, info.size_bytes) == (PNG, 40, 32, len(files[info.index]))
+        assert (info.artifact.mime_type, info.width, info.height, info.artifact.size_bytes) == (
+            PNG,
+            40,
+            32,
+            len(files[info.index]),
+        )
     assert [info.seed for info in result.images] == [11, 12, 13]
     assert result.random_weights and result.model == "tiny" and result.steps == 3
 

@@ -82,7 +82,7 @@ def test_b64_answers_become_pngs_and_the_request_carries_model_prompt_n_size(api
     [sent] = api.requests(PATH)
     assert sent.body == {"model": "gpt-image-1", "prompt": "a red fox", "n": 2, "size": "64x48"}
     assert sent.headers["authorization"] == "Bearer sk-test"
-    assert [(i.index, i.width, i.height, i.mime_type) for i in result.images] == [
+    assert [(i.index, i.width, i.height, i.artifact.mime_type) for i in result.images] == [
         (0, 64, 48, "image/png"),
         (1, 64, 48, "image/png"),
     ]
@@ -102,7 +102,7 @@ def test_url_answers_are_fetched_and_other_formats_converted_to_png(api, make_en
     assert api.requests(PATH)[0].body["size"] == "32x16"
     image = Image.open(io.BytesIO(files[0]))
     assert (image.format, image.size) == ("PNG", (32, 16))
-    assert result.images[0].size_bytes == len(files[0])
+    assert result.images[0].artifact.size_bytes == len(files[0])
 
 
 def test_server_errors_are_retried_with_the_shared_policy(api, make_engine):

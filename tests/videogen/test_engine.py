@@ -66,7 +66,12 @@ def test_mp4_decodes_to_requested_frames_size_and_fps(make_engine, first_frame):
     probe, frames = probe_mp4(video)
     assert (probe.frame_count, probe.width, probe.height, probe.fps, probe.video_codec) == (9, 48, 32, 12.0, "h264")
     assert frames[0].shape == (32, 48, 3)
-    assert (result.mime_type, result.size_bytes, result.num_frames, result.fps) == (MP4, len(video), 9, 12)
+    assert (result.artifact.mime_type, result.artifact.size_bytes, result.num_frames, result.fps) == (
+        MP4,
+        len(video),
+        9,
+        12,
+    )
     assert result.random_weights and result.model == "tiny"
     assert result.duration_seconds == pytest.approx(9 / 12)
 
@@ -98,7 +103,7 @@ def test_same_seed_gives_the_same_mp4_bytes(engine, first_frame):
     request = VideoRequest(image=first_frame, width=64, height=64, num_frames=5, steps=2, seed=3)
     first, _ = run(engine, request)
     again, _ = run(engine, request)
-    assert first.sha256 == again.sha256
+    assert first.artifact.sha256 == again.artifact.sha256
 
 
 def test_unset_seed_is_reported_and_reproduces_the_frames(engine, first_frame):

@@ -139,7 +139,9 @@ class _ProgressBar:
 
 
 def _read_scene(path: Path):
-    from capmesh.client.tts import SceneLine
+    from google.protobuf import json_format
+
+    from capmesh.client.tts import SceneSegment
 
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -157,15 +159,10 @@ def _read_scene(path: Path):
                 + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""),
                 param_hint="--scene",
             )
-        lines.append(
-            SceneLine(
-                speaker=str(segment.get("speaker", "")),
-                text=str(segment["text"]),
-                voice=str(segment.get("voice", "")),
-                pause_after_seconds=float(segment.get("pause_after_seconds", 0.0)),
-                speed=float(segment["speed"]) if "speed" in segment else None,
-            )
-        )
+        try:  # the message's own JSON mapping: a number for `speed`, a string for `voice` ...
+            lines.append(json_format.ParseDict(segment, SceneSegment()))
+        except json_format.ParseError as exc:
+            raise typer.BadParameter(f"{path}: segment {index}: {exc}", param_hint="--scene") from None
     options = {k: document[k] for k in ("language", "seed") if isinstance(document, dict) and k in document}
     return lines, options
 

@@ -1,13 +1,15 @@
 """A typed helper over `capmesh.tts.v1.TtsService`.
 
     from capmesh.client import sync_channel
-    from capmesh.client.tts import SceneLine, TtsClient
+    from capmesh.client.tts import SceneSegment, TtsClient
 
     with sync_channel("127.0.0.1:50051") as channel:
         tts = TtsClient(channel)
         speech = tts.synthesize("Hello there. How are you?", voice="en-us", audio_format="mp3")
         open("hello.mp3", "wb").write(speech.audio)
-        scene = tts.synthesize_scene([SceneLine("Ann", "Hi Bob."), SceneLine("Bob", "Hi!", voice="en-gb")])
+        scene = tts.synthesize_scene(
+            [SceneSegment(speaker="Ann", text="Hi Bob."), SceneSegment(speaker="Bob", text="Hi!", voice="en-gb")]
+        )
         for timing in scene.result.timings:
             print(timing.speaker, timing.start_seconds, timing.end_seconds)
 
@@ -30,7 +32,11 @@ from capmesh.common.v1 import artifact_pb2, progress_pb2
 from capmesh.tts.v1 import tts_service_pb2 as pb
 from capmesh.tts.v1 import tts_service_pb2_grpc as pb_grpc
 
-__all__ = ["AUDIO_FORMATS", "Scene", "SceneLine", "Speech", "SynthesisOptions", "TtsClient", "finalize_wav"]
+__all__ = ["AUDIO_FORMATS", "Scene", "SceneSegment", "Speech", "SynthesisOptions", "TtsClient", "finalize_wav"]
+
+# A scene's line is the protocol's own message: `speaker` is a label for subtitles, `voice` a voice
+# id, and `speed` left unset is the normal rate.
+SceneSegment = pb.SceneSegment
 
 AUDIO_FORMATS = {
     "wav": pb.AUDIO_FORMAT_WAV,
@@ -58,17 +64,6 @@ class Scene:
 
     audio: bytes
     result: pb.SceneResult
-
-
-@dataclass(frozen=True)
-class SceneLine:
-    """One segment of a scene: `speaker` is a label for subtitles, `voice` a voice id."""
-
-    speaker: str
-    text: str
-    voice: str = ""
-    pause_after_seconds: float = 0.0
-    speed: float | None = None
 
 
 class SynthesisOptions(TypedDict, total=False):
@@ -105,23 +100,13 @@ class TtsClient:
         return Speech(_finished(audio, result), result)
 
     def synthesize_scene(
-        self, lines: Iterable[SceneLine], *, language: str = "", **options: Unpack[SynthesisOptions]
+        self, segments: Iterable[SceneSegment], *, language: str = "", **options: Unpack[SynthesisOptions]
     ) -> Scene:
-        """Streams the scene as one audio track, each line in its own voice; the result times every line."""
-        segments = [
-            pb.SceneSegment(
-                speaker=line.speaker,
-                text=line.text,
-                voice=line.voice,
-                pause_after_seconds=line.pause_after_seconds,
-                speed=line.speed,
-            )
-            for line in lines
-        ]
+        """Streams the scene as one audio track, each segment in its own voice; the result times every one."""
         audio, result = self._stream(
             self._stub.StreamSynthesizeScene,
             pb.StreamSynthesizeSceneRequest,
-            dict(segments=segments, language=language),
+            dict(segments=list(segments), language=language),
             options,
             artifact_of=lambda scene: scene.audio.artifact,
         )
