@@ -9,13 +9,23 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from capmesh.gateway.server.config import GatewaySettings
 
 if TYPE_CHECKING:
     from capmesh.gateway.server.app import RunningGateway
+
+
+def run_event_loop(settings: GatewaySettings, main: Coroutine[Any, Any, None]) -> None:
+    """Runs `main` to its end on the loop `settings.event_loop` names (a gateway and each worker)."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 def listening_line(grpc_address: str, http_url: str) -> str:
@@ -52,6 +62,6 @@ def run(settings: GatewaySettings) -> None:
 
         sys.exit(supervise(settings))
     try:
-        asyncio.run(serve(settings))
+        run_event_loop(settings, serve(settings))
     except KeyboardInterrupt:
         sys.exit(130)

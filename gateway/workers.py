@@ -20,23 +20,29 @@ This process, the supervisor, serves nothing itself. It
   gateway does, and exits 0 once all have (SIGKILL for any still running after the grace period);
   SIGHUP (reload the keys file) goes to every serving worker.
 Workers die with the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans.
+Their metrics go to one temporary folder of the supervisor's, so that /metrics on any worker
+reports the whole gateway (gateway/metrics.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from capmesh.gateway.server.config import GatewaySettings
-from capmesh.gateway.server.main import listening_line, serve
+from capmesh.gateway.server.main import listening_line, run_event_loop, serve
+from capmesh.gateway.server.metrics import MULTIPROCESS_DIR_ENV
 from capmesh.gateway.server.sockets import bound_tcp_socket
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -64,7 +70,7 @@ def _worker(settings: GatewaySettings, ready: Connection) -> None:
         ready.send((running.grpc_address, running.http_url))
 
     try:
-        asyncio.run(serve(settings, on_ready))
+        run_event_loop(settings, serve(settings, on_ready))
     except KeyboardInterrupt:
         sys.exit(130)
     except (CapmeshError, OSError, RedisError, SettingsError) as exc:  # as `capmesh gateway` reports them
@@ -154,6 +160,9 @@ class _Supervisor:
                             if not announced and all(w.serving for w in self._workers):
                                 announced = True
                                 print(listening_line(grpc_address, http_url), flush=True)
+                    if exited:
+                        # its in-flight and queue gauges no longer count (`live*` modes)
+                        mark_process_dead(worker.process.pid, os.environ[MULTIPROCESS_DIR_ENV])
                     if exited and not self._stopping:
                         code = worker.process.exitcode
                         if not worker.serving:
@@ -181,9 +190,14 @@ def supervise(settings: GatewaySettings) -> int:
     # connection): port 0 becomes one real port that every worker then binds.
     grpc_socket = bound_tcp_socket(settings.host, settings.port, reuse_port=True)
     http_socket = bound_tcp_socket(settings.host, settings.http_port, reuse_port=True)
+    # The workers' metrics folder; spawned workers inherit the variable and read it as they import
+    # prometheus_client. This process records nothing, so its own mode does not matter.
+    metrics_dir = tempfile.mkdtemp(prefix="capmesh-gateway-metrics-")
+    os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
     try:
         ports = replace(settings, port=grpc_socket.getsockname()[1], http_port=http_socket.getsockname()[1])
         return _Supervisor(ports).run()
     finally:
         grpc_socket.close()
         http_socket.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)

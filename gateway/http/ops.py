@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from grpc_health.v1 import health_pb2
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,7 +58,7 @@ async def _grpc_serving(context: BridgeContext) -> None:
 
 async def metrics_endpoint(request: Request) -> Response:
     mark_route(request, "/metrics")
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 class MetricsMiddleware:

@@ -38,20 +38,23 @@ BACKEND_FAILURE_CODES = frozenset(
 # backend host that went silent (power lost, link cut: no reset, packets just vanish) within 2 s.
 # A dead process closes its connections, but a dead host or link leaves them open, and then the
 # health Watch and every call on it would hang. A keepalive ping every half second, answered
-# within a second, closes such a connection within 1.5 s: the Watch breaks (the backend goes
-# UNAVAILABLE) and the calls on it end UNAVAILABLE before any output, so the router retries them on
-# another backend. gRPC sends pings only while the gateway sends on the connection (by default two
-# pings after the last data): a backend taking calls is watched closely, an idle one costs nothing
-# (1000 idle backends: benchmarks/bench_registry.py) and, if its host dies, is noticed by the first
-# call sent to it or by its lease. Backends' servers accept pings this often (server_options in
+# within half a second, closes such a connection within 1 s (the ack comes from the backend's gRPC
+# transport, not its Python code, so a busy engine does not delay it): the Watch breaks (the
+# backend goes UNAVAILABLE) and the calls on it end UNAVAILABLE before any output, so the router
+# retries them on another backend. gRPC sends pings only while the gateway sends on the connection
+# and for four pings (2 s) after: a backend taking calls is watched closely, including one the
+# router has just stopped choosing because its calls stalled, and an idle one costs nothing (1000
+# idle backends: benchmarks/bench_registry.py) and, if its host dies, is noticed by the first call
+# sent to it or by its lease. Backends' servers accept pings this often (server_options in
 # services/runtime/server.py); a gRPC server that does not (a default grpc-go or C++ server allows
 # one per 5 minutes) answers with GOAWAY too_many_pings, after which gRPC pings it less often.
 BACKEND_CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 5 * 1024 * 1024),
     ("grpc.max_send_message_length", 5 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 500),
-    ("grpc.keepalive_timeout_ms", 1_000),
+    ("grpc.keepalive_timeout_ms", 500),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 4),  # the library's default: 2
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),

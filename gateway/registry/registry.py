@@ -12,9 +12,8 @@ An ERROR backend takes calls again once its cooldown is over; the next call deci
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -62,6 +61,7 @@ class Registry:
         # (BackendCall, the health probe, the unload): per-call metadata costs nothing, where
         # channel interceptors adding it cost each relayed call ~10 % more of the gateway's CPU.
         self.credentials = mesh_metadata(settings.mesh_secret)
+        metrics.backend_states.watch(self.state_rows)
 
     def dial(self, address: str) -> grpc.aio.Channel:
         """A channel to a backend that presents the mesh's certificate (mTLS) when it has one; the
@@ -132,7 +132,6 @@ class Registry:
             self._watchers[record.backend_id] = watcher
             watcher.start()
             self._reindex()
-            self._publish_state(entry)
             self._log(entry).info("backend.added", address=record.address, source=record.source)
             self._notify()
         if ttl_s is not None:
@@ -160,9 +159,6 @@ class Registry:
         watcher = self._watchers.pop(entry.backend_id, None)
         if watcher is not None:
             watcher.stop()
-        for state in State:
-            with contextlib.suppress(KeyError):
-                metrics.backend_state.remove(entry.record.capability, entry.backend_id, state.name)
         entry.retire()
 
     def _reindex(self) -> None:
@@ -240,13 +236,13 @@ class Registry:
         self._log(entry).info(
             "backend.state", state=entry.state.name, previous=before.name, last_error=entry.last_error or None
         )
-        self._publish_state(entry)
         self._notify()
 
-    def _publish_state(self, entry: BackendEntry) -> None:
-        capability = entry.record.capability
-        for state in State:
-            metrics.backend_state.labels(capability, entry.backend_id, state.name).set(1 if state is entry.state else 0)
+    def state_rows(self) -> Iterator[tuple[str, str, str, bool]]:
+        """What `capmesh_backend_state` shows: each backend's states, its current one marked."""
+        for entry in list(self.entries.values()):
+            for state in State:
+                yield entry.record.capability, entry.backend_id, state.name, state is entry.state
 
     # -- views ----------------------------------------------------------------------------------
     def capabilities(self) -> list[pb.CapabilityStatus]:
@@ -270,6 +266,7 @@ class Registry:
         return view
 
     async def close(self) -> None:
+        metrics.backend_states.forget(self.state_rows)
         for watcher in self._watchers.values():
             watcher.stop()
         await asyncio.gather(*(w.wait_stopped() for w in self._watchers.values()), return_exceptions=True)

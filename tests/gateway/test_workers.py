@@ -25,6 +25,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import any_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.xds.resources import ENDPOINTS
@@ -186,6 +187,21 @@ async def _endpoints(channel: grpc.aio.Channel, cluster: str) -> tuple[str, set[
     return response.version_info, ports
 
 
+def _scrape(http_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One GET /metrics over a fresh connection -> {(sample name, sorted labels): value}."""
+    text = urllib.request.urlopen(f"{http_url}/metrics", timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _backend_id(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> str:
+    [backend] = {dict(labels)["backend"] for name, labels in samples if name == "capmesh_backend_state"}
+    return backend
+
+
 async def _upload(channel: grpc.aio.Channel, data: bytes) -> str:
     async def parts():
         yield files_pb2.UploadFileRequest(header=files_pb2.UploadHeader(name="w.bin"))
@@ -230,6 +246,18 @@ async def test_two_workers_share_one_port_the_registry_jobs_and_files(gateway: G
             for j in range(3):
                 served.add(await _until_served(gateway, channel, f"call-{i}-{j}"))
         assert served <= workers and len(served) == WORKERS
+
+        # /metrics, whichever worker a scrape reaches, reports the whole gateway: every Chat the
+        # backend served (each worker served only some), and the backend's state.
+        served_calls = len(gateway.calls)
+        for _ in range(4):
+            samples = await asyncio.to_thread(_scrape, gateway.http_url)
+            assert samples[("capmesh_rpc_requests_total", (("code", "OK"), ("method", CHAT)))] == served_calls
+            state = (
+                "capmesh_backend_state",
+                (("backend", _backend_id(samples)), ("capability", "echo"), ("state", "AVAILABLE")),
+            )
+            assert samples[state] == 1
 
         first, second = by_worker.values()
         # A backend registering with either worker is seen by watches on both.

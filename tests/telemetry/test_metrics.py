@@ -72,6 +72,8 @@ def family_labels(*expositions: str) -> dict[str, set[str]]:
         for metric in vars(module).values():
             if isinstance(metric, MetricWrapperBase):
                 labels.setdefault(metric._name, set()).update(metric._labelnames)
+    states = gateway_metrics.backend_states  # read when scraped, from the registry: declared here
+    labels.setdefault(states.name, set()).update(states.labelnames)
     for text in expositions:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
