@@ -85,9 +85,7 @@ def chunked(data: bytes, size: int = CHUNK_BYTES):
 
 def produced_file_to_proto(produced: ProducedFile) -> artifact_pb2.Artifact:
     """A result's description of a file whose bytes went out as chunks (so no `source` is set)."""
-    return artifact_pb2.Artifact(
-        mime_type=produced.mime_type, size_bytes=produced.size_bytes, sha256=produced.sha256, name=produced.name
-    )
+    return message_from(artifact_pb2.Artifact, produced)
 
 
 class ArtifactResolver:
