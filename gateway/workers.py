@@ -13,9 +13,12 @@ This process, the supervisor, serves nothing itself. It
 - reserves both ports first (bound with SO_REUSEPORT, never listening, so the kernel hands it no
   connection), which turns port 0 into one real port that every worker then binds;
 - prints the one "capmesh gateway listening on ..." line once every worker serves;
-- restarts a worker that exits after it has served (a crash must not shrink the gateway), but
-  stops everything and exits non-zero when a worker fails before serving (its error, a bad keys
-  file or an unreachable Redis, is one that a restart would only repeat);
+- restarts a worker that exits after it has served (a crash must not shrink the gateway), after the
+  backoff `capmesh up` uses for its processes (services/runtime/restarts.py: 0.5 s, doubling), and
+  stops everything, exiting non-zero, when one worker crash-loops; a worker's first start that
+  fails before serving stops everything at once (its error, a bad keys file or an unreachable
+  Redis, is one that a restart would only repeat), while a restarted one that fails so counts as
+  one more crash;
 - on SIGTERM or SIGINT passes SIGTERM to every worker, each stopping gracefully as a single
   gateway does, and exits 0 once all have (SIGKILL for any still running after the grace period);
   SIGHUP (reload the keys file) goes to every serving worker.
@@ -34,6 +37,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -44,6 +48,7 @@ from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.main import listening_line, run_event_loop, serve
 from capmesh.gateway.server.metrics import MULTIPROCESS_DIR_ENV
 from capmesh.gateway.server.sockets import bound_tcp_socket
+from capmesh.services.runtime.restarts import CRASH_LOOP_WINDOW_S, CrashHistory
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_MARGIN_S = 5.0  # past the grace period, for a worker's own shutdown steps, before SIGKILL
@@ -84,6 +89,7 @@ class _Worker:
     process: Any  # multiprocessing.Process (spawn context)
     ready: Connection  # the supervisor's end: one message once the worker serves
     serving: bool = False
+    restarted: bool = False  # started again after a crash: failing before serving is one more crash
 
 
 class _Supervisor:
@@ -101,14 +107,14 @@ class _Supervisor:
         instance_id = f"{self._settings.instance_id}/w{index}" if self._settings.instance_id else ""
         return replace(self._settings, instance_id=instance_id)
 
-    def _start(self, index: int) -> _Worker:
+    def _start(self, index: int, restarted: bool = False) -> _Worker:
         theirs, ours = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_worker, args=(self._worker_settings(index), ours), name=f"capmesh-gateway-{index}", daemon=False
         )
         process.start()
         ours.close()  # only the worker writes; its end closing tells us it is gone
-        return _Worker(index, process, theirs)
+        return _Worker(index, process, theirs, restarted=restarted)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stopping = True
@@ -138,16 +144,26 @@ class _Supervisor:
         if self._settings.keys_file:  # without one, SIGHUP ends the gateway, as it ends a single one
             signal.signal(signal.SIGHUP, self._on_hangup)
         self._workers = [self._start(index) for index in range(self._settings.workers)]
+        crashes = [CrashHistory() for _ in self._workers]
+        restart_at: dict[int, float] = {}  # worker index -> when it starts again (time.monotonic())
         announced = False
         try:
             while not self._stopping:
                 waiting: list[Any] = [self._wake_read]
-                for worker in self._workers:
-                    waiting.append(worker.process.sentinel)
-                    if not worker.serving:
-                        waiting.append(worker.ready)
-                done = wait(waiting)
+                for index, worker in enumerate(self._workers):
+                    if index not in restart_at:
+                        waiting.append(worker.process.sentinel)
+                        if not worker.serving:
+                            waiting.append(worker.ready)
+                timeout = max(0.0, min(restart_at.values()) - time.monotonic()) if restart_at else None
+                done = wait(waiting, timeout)
+                for index, due in list(restart_at.items()):
+                    if due <= time.monotonic() and not self._stopping:
+                        del restart_at[index]
+                        self._workers[index] = self._start(index, restarted=True)
                 for i, worker in enumerate(self._workers):
+                    if i in restart_at:
+                        continue
                     exited = worker.process.sentinel in done
                     if not worker.serving and worker.ready in done:
                         try:
@@ -163,25 +179,29 @@ class _Supervisor:
                     if exited:
                         # its in-flight and queue gauges no longer count (`live*` modes)
                         mark_process_dead(worker.process.pid, os.environ[MULTIPROCESS_DIR_ENV])
-                    if exited and not self._stopping:
-                        code = worker.process.exitcode
-                        if not worker.serving:
-                            print(
-                                f"capmesh gateway: worker {worker.index} exited with {code} before serving; stopping",
-                                file=sys.stderr,
-                                flush=True,
-                            )
-                            return code if code is not None and code > 0 else 1  # < 0: killed by a signal
-                        print(
-                            f"capmesh gateway: worker {worker.index} exited with {code}; starting it again",
-                            file=sys.stderr,
-                            flush=True,
+                    if not exited or self._stopping:
+                        continue
+                    code = worker.process.exitcode
+                    worker.ready.close()
+                    if not worker.serving and not worker.restarted:
+                        _say(f"worker {worker.index} exited with {code} before serving; stopping")
+                        return code if code is not None and code > 0 else 1  # < 0: killed by a signal
+                    delay = crashes[i].exited()
+                    if delay is None:
+                        _say(
+                            f"worker {worker.index} is crash-looping: it exited {crashes[i].recent} times within "
+                            f"{CRASH_LOOP_WINDOW_S:.0f}s, last with {code}; stopping"
                         )
-                        worker.ready.close()
-                        self._workers[i] = self._start(worker.index)
+                        return 1
+                    _say(f"worker {worker.index} exited with {code}; starting it again in {delay:.1f}s")
+                    restart_at[i] = time.monotonic() + delay
             return 0
         finally:
             self._stop_all()
+
+
+def _say(line: str) -> None:
+    print(f"capmesh gateway: {line}", file=sys.stderr, flush=True)
 
 
 def supervise(settings: GatewaySettings) -> int:

@@ -15,9 +15,12 @@ model a backend of `<cap>` offers or holds, RouteConfiguration `<cap>` sends cal
 Cluster `<cap>/<model>`, whose endpoints come in two priorities: the backends that have the model
 loaded first, every other backend as the fallback (priority failover: the fallback takes calls only
 while no loaded backend is healthy). Calls without the header go to Cluster `<cap>`.
-One more RouteConfiguration, `capmesh`, is for Envoy: one virtual host whose routes send each gRPC
-service's path prefix (`/capmesh.tts.v1.TtsService/`) to its capability's cluster, so one Envoy
-listener serves the whole mesh.
+One more RouteConfiguration, `capmesh` (`MESH_ROUTE`), is for Envoy: one virtual host whose routes
+send each gRPC service's path prefix (`/capmesh.tts.v1.TtsService/`) to its capability's cluster, so
+one Envoy listener serves the whole mesh (`capmesh xds-bootstrap --envoy` writes that Envoy's
+bootstrap). Its routes lift Envoy's default 15 s route timeout, which would cut every generation
+stream that runs longer, and take the caller's `grpc-timeout` as the call's deadline instead, as
+the gateway does.
 
 Endpoint addresses must be IP literals (gRPC's xDS client resolves no host names from EDS): a
 backend registered by host name is resolved here, when the snapshot is built.
@@ -45,7 +48,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
-from capmesh.client.xds import MODEL_HEADER
+from capmesh.client.xds import ENVOY_ROUTE, MODEL_HEADER
 from capmesh.gateway.server.registry.model import BackendEntry
 from capmesh.gateway.server.registry.registry import Registry
 from capmesh.services.catalog import NAMES
@@ -56,9 +59,10 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINTS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 TYPES = (LISTENER, ROUTE, CLUSTER, ENDPOINTS)
 
-MESH_ROUTE = "capmesh"  # the RouteConfiguration for Envoy: every service of every capability
+MESH_ROUTE = ENVOY_ROUTE  # the RouteConfiguration for Envoy: every service of every capability
 ROUTER_FILTER = "envoy.filters.http.router"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_NO_LIMIT = duration_pb2.Duration(seconds=0)
 _ADS = config_source_pb2.ConfigSource(
     ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
 )
@@ -108,6 +112,16 @@ def route(capability: str, models: Iterable[str] = ()) -> route_pb2.RouteConfigu
 def mesh_route(services: dict[str, str]) -> route_pb2.RouteConfiguration:
     """`services`: gRPC service full name -> its capability (the cluster)."""
     routes = [_route_to(capability, f"/{service}/") for service, capability in sorted(services.items())]
+    for each in routes:
+        # 0: no limit of Envoy's own; the caller's grpc-timeout header is the deadline, uncapped.
+        each.route.MergeFrom(
+            route_components_pb2.RouteAction(
+                timeout=_NO_LIMIT,
+                max_stream_duration=route_components_pb2.RouteAction.MaxStreamDuration(
+                    grpc_timeout_header_max=_NO_LIMIT
+                ),
+            )
+        )
     host = route_components_pb2.VirtualHost(name=MESH_ROUTE, domains=["*"], routes=routes)
     return route_pb2.RouteConfiguration(name=MESH_ROUTE, virtual_hosts=[host])
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import psutil
 import pytest
 
 from capmesh.gateway.v1 import registry_service_pb2 as pb
@@ -55,15 +56,19 @@ def test_up_with_the_offline_profile_serves_every_capability_through_the_gateway
 
 
 @pytest.mark.e2e
-def test_up_runs_each_replica_as_a_process_with_the_files_settings(tmp_path):
+def test_up_runs_each_replica_as_a_process_with_the_files_settings(tmp_path, redis_server):
     mesh_file = tmp_path / "mesh.yaml"
     mesh_file.write_text("offline: true\ncapabilities:\n  tts:\n    replicas: 2\n    max_text_chars: 20\n")
     # A secret of the test's own: the services answer only callers holding it (`capmesh up` would make one).
     secret = (("x-capmesh-mesh-secret", "deploy-test-secret"),)
-    with capmesh_up(
-        ["-f", str(mesh_file)], tmp_path / "logs", env={**os.environ, "CAPMESH_MESH_SECRET": secret[0][1]}
-    ) as mesh:
+    redis_server.flush()
+    args = ["-f", str(mesh_file), "--redis", redis_server.url, "--workers", "2"]
+    with capmesh_up(args, tmp_path / "logs", env={**os.environ, "CAPMESH_MESH_SECRET": secret[0][1]}) as mesh:
         assert {"tts", "tts-2"} <= set(mesh)
+        gateway_port = int(mesh["gateway (gRPC)"].rsplit(":", 1)[1])
+        connections = psutil.net_connections("tcp")
+        listening = {c.pid for c in connections if c.status == psutil.CONN_LISTEN and c.laddr.port == gateway_port}
+        assert len(listening) == 2  # --workers 2: two gateway processes on one port
         registered = backends(mesh["gateway (gRPC)"])
         assert list(registered) == ["tts"]
         assert len(registered["tts"]) == 2

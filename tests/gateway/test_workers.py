@@ -34,6 +34,7 @@ from capmesh.gateway.v1 import file_service_pb2_grpc, job_service_pb2_grpc, regi
 from capmesh.gateway.v1 import job_service_pb2 as jobs_pb2
 from capmesh.gateway.v1 import registry_service_pb2 as registry_pb2
 from capmesh.llm.v1 import llm_service_pb2
+from capmesh.services.runtime import restarts
 from capmesh.services.runtime.server import create_server
 from capmesh.services.runtime.settings import ServerSettings, SettingsError
 from tests.gateway.backends import CHAT, build_echo_service, chat_request
@@ -72,6 +73,18 @@ def socket_owner(port: int, pids: set[int]) -> int | None:
     return None
 
 
+def worker_pids(supervisor: int) -> set[int]:
+    """The supervisor's children but multiprocessing's resource tracker (which outlives it briefly)."""
+    workers = set()
+    for pid in children(supervisor):
+        try:
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.add(pid)
+        except OSError:  # it exited meanwhile
+            continue
+    return workers
+
+
 def fresh_channel(address: str) -> grpc.aio.Channel:
     # Channels of one process share connections unless each has its own subchannel pool: one
     # connection each is what a new client brings, and what the kernel spreads across workers.
@@ -89,15 +102,7 @@ class Gateway:
 
     @property
     def workers(self) -> set[int]:
-        # the supervisor's children but multiprocessing's resource tracker (which outlives it briefly)
-        workers = set()
-        for pid in children(self.process.popen.pid):
-            try:
-                if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    workers.add(pid)
-            except OSError:  # it exited meanwhile
-                continue
-        return workers
+        return worker_pids(self.process.popen.pid)
 
     async def chat(self, channel: grpc.aio.Channel, prompt: str) -> int:
         """Calls Chat through `channel` -> the pid of the worker that served it."""
@@ -322,3 +327,33 @@ def test_a_worker_that_cannot_start_stops_the_gateway():
     )
     assert result.returncode == 2, result.stderr
     assert "before serving" in result.stderr and "listening" not in result.stdout
+
+
+async def test_a_worker_that_keeps_crashing_is_restarted_later_each_time_then_stops_the_gateway(tmp_path, redis_server):
+    """The restarts back off (0.5 s, 1 s, 2 s, 4 s); the fifth exit within a minute is a crash loop."""
+    redis_server.flush()
+    args = ["--port", "0", "--http-port", "0", "--workers", "2", "--redis", redis_server.url]
+    args += ["--set", "log_level=warning", "--set", f"files_dir={tmp_path / 'files'}"]
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("w") as stderr:
+        command = [sys.executable, "-m", "capmesh.cli.main", "gateway", *args]
+        popen = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert popen.stdout is not None and "listening on" in await asyncio.to_thread(popen.stdout.readline)
+        seen = worker_pids(popen.pid)
+        victim = next(iter(seen))
+        for _ in range(restarts.CRASH_LOOP_EXITS - 1):
+            os.kill(victim, signal.SIGKILL)
+            # the same worker, started again: the one pid not seen before
+            [victim] = await eventually(lambda: worker_pids(popen.pid) - seen, what="the worker started again")
+            seen.add(victim)
+        os.kill(victim, signal.SIGKILL)
+        assert await asyncio.to_thread(popen.wait, 60) == 1
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+    said = stderr_path.read_text()
+    for delay in ("0.5", "1.0", "2.0", "4.0"):
+        assert f"starting it again in {delay}s" in said, said
+    assert f"is crash-looping: it exited {restarts.CRASH_LOOP_EXITS} times within 60s" in said, said

@@ -18,6 +18,7 @@ from rich.console import Console
 from capmesh.cli import gateway as up_cli
 from capmesh.gateway.v1 import registry_service_pb2 as pb
 from capmesh.gateway.v1 import registry_service_pb2_grpc
+from capmesh.services.runtime import restarts
 from capmesh.tts.v1 import tts_service_pb2, tts_service_pb2_grpc
 from tests.support.processes import capmesh_up
 
@@ -93,7 +94,7 @@ def test_a_killed_child_comes_back_and_the_others_never_stop(tmp_path):
 
 
 async def test_a_crash_looping_child_stops_the_mesh_naming_it_and_why(tmp_path, monkeypatch):
-    monkeypatch.setattr(up_cli, "RESTART_BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(restarts, "RESTART_BACKOFF_BASE_S", 0.01)
     script = "print('crashy listening on 127.0.0.1:1', flush=True); import sys; sys.exit(3)"
     child = up_cli._Child("crashy", [sys.executable, "-c", script], tmp_path / "crashy.log")
     mesh = up_cli.Mesh(
@@ -114,4 +115,4 @@ async def test_a_crash_looping_child_stops_the_mesh_naming_it_and_why(tmp_path, 
 
     assert stop.is_set()
     assert "crashy is crash-looping" in supervisor.crash_loop
-    assert f"exited {up_cli.CRASH_LOOP_EXITS} times" in supervisor.crash_loop and "code 3" in supervisor.crash_loop
+    assert f"exited {restarts.CRASH_LOOP_EXITS} times" in supervisor.crash_loop and "code 3" in supervisor.crash_loop

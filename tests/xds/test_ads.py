@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -19,7 +20,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 from google.rpc import status_pb2
 
-from capmesh.client.xds import MODEL_HEADER
+from capmesh.client.xds import MODEL_HEADER, envoy_bootstrap
 from capmesh.gateway.server.xds.resources import (
     CLUSTER,
     ENDPOINTS,
@@ -32,15 +33,17 @@ from capmesh.llm.v1 import llm_service_pb2_grpc
 from capmesh.services.catalog import NAMES
 from tests.gateway.backends import LLM_SERVICE, chat_request, instant_models
 from tests.gateway.conftest import wait_available, wait_for
+from tests.security.support import write_keys
 from tests.xds.support import XdsClientProcess, write_bootstrap
 
 
 class AdsStream:
     """One ADS stream: `send` requests, `next` the responses (with a timeout)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._requests: asyncio.Queue[DiscoveryRequest] = asyncio.Queue()
-        self._call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(self._outgoing())
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        self._call = stub.StreamAggregatedResources(self._outgoing(), metadata=metadata)
 
     async def _outgoing(self) -> AsyncIterator[DiscoveryRequest]:
         while True:
@@ -111,8 +114,13 @@ async def test_resources_versions_acks_and_pushes(gateways, backends, channel_to
         routes = {r.name: r for r in _unpack(response, route_pb2.RouteConfiguration)}
         [route] = routes["echo"].virtual_hosts[0].routes
         assert route.route.cluster == "echo" and route.match.prefix == "/"
-        mesh = {r.match.prefix: r.route.cluster for r in routes[MESH_ROUTE].virtual_hosts[0].routes}
+        mesh_routes = routes[MESH_ROUTE].virtual_hosts[0].routes
+        mesh = {r.match.prefix: r.route.cluster for r in mesh_routes}
         assert mesh[f"/{LLM_SERVICE}/"] in {"llm", "echo"} and mesh["/capmesh.tts.v1.TtsService/"] == "tts"
+        for each in mesh_routes:  # no 15 s cut of Envoy's: the caller's grpc-timeout, uncapped, is the deadline
+            assert each.route.HasField("timeout") and each.route.timeout.ToNanoseconds() == 0
+            assert each.route.max_stream_duration.HasField("grpc_timeout_header_max")
+            assert each.route.max_stream_duration.grpc_timeout_header_max.ToNanoseconds() == 0
         ads.ack(response, ["echo", MESH_ROUTE])
 
         ads.send(ENDPOINTS, ["echo"])
@@ -155,6 +163,30 @@ async def test_resources_versions_acks_and_pushes(gateways, backends, channel_to
         }
     finally:
         ads.close()
+
+
+async def test_envoy_presents_the_mesh_secret_to_a_gateway_that_requires_api_keys(
+    gateways, channel_to, tmp_path
+) -> None:
+    keys = write_keys(tmp_path / "keys.jsonl", [{"id": "c1", "role": "client", "key": "client-key"}])
+    gateway = await gateways(keys_file=str(keys), mesh_secret="s3cret")
+    envoy = envoy_bootstrap(gateway.grpc_address, mesh_secret="s3cret")
+    [ads_service] = envoy["dynamic_resources"]["ads_config"]["grpc_services"]
+    presented = tuple((header["key"], header["value"]) for header in ads_service["initial_metadata"])
+    channel = channel_to(gateway.grpc_address)
+    for metadata, answered in ((presented, True), ((), False)):
+        ads = AdsStream(channel, metadata)
+        try:
+            ads.send(ROUTE, [MESH_ROUTE])
+            if answered:
+                [route] = _unpack(await ads.next(), route_pb2.RouteConfiguration)
+                assert route.name == MESH_ROUTE
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await ads.next()
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            ads.close()
 
 
 async def test_a_proxyless_client_follows_the_registry_state(gateways, backends, channel_to, tmp_path) -> None:

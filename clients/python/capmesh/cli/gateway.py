@@ -2,7 +2,7 @@
 
 capmesh gateway --port 50051 --http-port 8080 [--redis redis://...] [--workers N] [--backends-file b.yaml]
 capmesh status [--address HOST:PORT] [--watch] [--json]
-capmesh up [-f deploy/gpu.yaml] [--only tts --only llm] [--port 50051] [--http-port 8080]
+capmesh up [-f deploy/gpu.yaml] [--only tts --only llm] [--port 50051] [--http-port 8080] [--redis URL --workers N]
 """
 
 from __future__ import annotations
@@ -188,6 +188,9 @@ def up(
     port: int | None = typer.Option(None, help="The gateway's gRPC port (default 50051); 0 picks a free one."),
     http_port: int | None = typer.Option(None, help="The gateway's HTTP port (default 8080); 0 picks a free one."),
     redis: str | None = typer.Option(None, "--redis", help="Give the gateway a Redis (redis://...)."),
+    workers: int | None = typer.Option(
+        None, help="Gateway processes on the same ports (default 1); above 1 needs --redis (or the file's)."
+    ),
     timeout: float = typer.Option(300.0, help="Seconds to wait for every service to be SERVING."),
     log_dir: Path | None = typer.Option(None, help="Where each process writes its log (default a temp folder)."),
 ) -> None:
@@ -216,6 +219,7 @@ def up(
         port=port,
         http_port=http_port,
         redis_url=redis or "",
+        workers=workers,
         timeout_s=timeout,
         log_dir=log_dir,
     )
@@ -230,10 +234,6 @@ def up(
 # -- capmesh up -------------------------------------------------------------------------------------
 
 STOP_TIMEOUT_S = 20.0
-RESTART_BACKOFF_BASE_S = 0.5  # the first restart of a crashed process; doubled for each recent crash
-RESTART_BACKOFF_MAX_S = 30.0
-CRASH_LOOP_EXITS = 5  # this many exits of one process within the window is a crash loop
-CRASH_LOOP_WINDOW_S = 60.0
 
 
 class MeshError(RuntimeError):
@@ -396,6 +396,7 @@ class Mesh:
         redis_url: str,
         timeout_s: float,
         log_dir: Path | None,
+        workers: int | None = None,
     ) -> None:
         import tempfile
 
@@ -407,6 +408,7 @@ class Mesh:
         self.port = port
         self.http_port = http_port
         self.redis_url = redis_url
+        self.workers = workers
         self.timeout_s = timeout_s
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="capmesh-up-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -439,6 +441,8 @@ class Mesh:
                 gateway_args += ["--http-port", str(self.http_port)]
             if self.redis_url:
                 gateway_args += ["--redis", self.redis_url]
+            if self.workers is not None:
+                gateway_args += ["--workers", str(self.workers)]
             gateway = _Child("gateway", self._command(*gateway_args), self.log_dir / "gateway.log")
             self.children.append(gateway)
             with console.status("starting the gateway"):
@@ -572,14 +576,10 @@ class Mesh:
 
 
 class _Supervisor:
-    """Restarts the processes of `capmesh up` that exit on their own, one keeper task per process.
-
-    The restart waits a backoff that doubles with each recent crash of that process (0.5 s, 1 s,
-    2 s, ... at most 30 s); crashes older than the window are forgotten, so a process that served for a
-    while starts over at 0.5 s. CRASH_LOOP_EXITS exits within CRASH_LOOP_WINDOW_S is a crash loop:
-    restarting more would only hide the fault, so the mesh stops and says which process and why.
-    A restarted service registers itself again; a restarted gateway comes back on its first ports,
-    where the services' heartbeats find it and register again."""
+    """Restarts the processes of `capmesh up` that exit on their own, one keeper task per process,
+    after the backoff of `services/runtime/restarts.py`; a crash loop stops the mesh, saying which
+    process and why. A restarted service registers itself again; a restarted gateway comes back on
+    its first ports, where the services' heartbeats find it and register again."""
 
     def __init__(self, mesh: Mesh, stop: asyncio.Event, console) -> None:
         self._mesh = mesh
@@ -589,27 +589,23 @@ class _Supervisor:
 
     async def keep(self, child: _Child) -> None:
         import asyncio
-        import time
-        from collections import deque
 
-        crashes: deque[float] = deque()
+        from capmesh.services.runtime.restarts import CRASH_LOOP_WINDOW_S, CrashHistory
+
+        crashes = CrashHistory()
         while True:
             code = await child.proc.wait()
             if self._stop.is_set():
                 return
-            now = time.monotonic()
-            crashes.append(now)
-            while now - crashes[0] > CRASH_LOOP_WINDOW_S:
-                crashes.popleft()
-            if len(crashes) >= CRASH_LOOP_EXITS:
+            delay = crashes.exited()
+            if delay is None:
                 self.crash_loop = (
-                    f"{child.name} is crash-looping: it exited {len(crashes)} times within "
+                    f"{child.name} is crash-looping: it exited {crashes.recent} times within "
                     f"{CRASH_LOOP_WINDOW_S:.0f}s, last with code {code}; stopping the mesh; log: {child.log_path}\n"
                     + _tail(child.log_path)
                 )
                 self._stop.set()
                 return
-            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (len(crashes) - 1))
             self._console.print(
                 f"[yellow]{child.name} exited with code {code}; restarting it in {delay:.1f}s "
                 f"(the others keep serving); log: {child.log_path}[/]"
