@@ -25,6 +25,7 @@ import structlog
 
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import (
+    PROMPT_TOO_LONG,
     CapmeshError,
     FailedPrecondition,
     FieldViolation,
@@ -164,6 +165,9 @@ class RemoteApiClient:
         if status >= 500:
             failure = Unavailable(f"{where} failed ({status}): {message}", reason="REMOTE_SERVER_ERROR")
             return failure, self._backoff(attempt)
+        if "context_length_exceeded" in (code or ""):  # OpenAI's code for a prompt past the model's window
+            refused = f"{where} refused the prompt: {message}"
+            return InvalidArgument.single("messages", refused, reason=PROMPT_TOO_LONG), None
         if any(marker in (code or "").lower() or marker in message.lower() for marker in CONTENT_POLICY_MARKERS):
             return FailedPrecondition(
                 f"{where} rejected the content: {message}", reason="CONTENT_POLICY_VIOLATION"

@@ -165,3 +165,4 @@ class WrittenSection:
     stats: SectionStats
     text: str = field(repr=False)
     model: str = ""
+    used_context: bool = True  # its prompt held the context files (a long one may have left them out)

@@ -55,9 +55,12 @@ from capmesh.services.docgen.outline import (
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.chunks import ProducedFile, file_chunks
 from capmesh.services.runtime.errors import (
+    PROMPT_TOO_LONG,
     CapmeshError,
     DeadlineExceeded,
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
     ResourceExhausted,
     Unavailable,
     Violations,
@@ -187,6 +190,9 @@ class DocGenEngine:
             temperature=s.temperature,
             json_schema=json.dumps(sections_schema(max_sections, limits)),
         )
+        # A query with context files longer than the LLM's window is asked again without them.
+        prompts = [prompt, replace(prompt, user=f"Plan a document for this request:\n{request.query.strip()}")]
+        too_long = FieldViolation("query", "is longer than the LLM's context window")
         calls = 0
         outline: Outline | None = None
         answer: LlmAnswer | None = None
@@ -194,7 +200,8 @@ class DocGenEngine:
             yield ProgressUpdate(
                 STAGE_OUTLINING, 10.0, f"asking the LLM for the sections (attempt {attempt} of {s.outline_attempts})"
             )
-            answer, took = await self._call(prompt, _ignore_text, cancel)
+            answer, took, prompt = await self._call_fitting(prompts, too_long, _ignore_text, cancel)
+            prompts = [prompt]  # the next attempt starts from the prompt that fitted
             calls += took
             outline = parse_sections(answer.text, fallback_title=request.query, max_sections=max_sections)
             if outline is not None:
@@ -240,11 +247,17 @@ class DocGenEngine:
                 f"You plan documents. Answer with JSON only: the subsections (0 to {s.max_children}) of one "
                 "section, each with a title and a one-sentence summary." + _language_rule(job.language)
             ),
-            user=f'The document\'s plan:\n{outline_text(job.outline)}\n\nList the subsections of "{node.title}".',
             json_schema=json.dumps(subsections_schema(s.max_children, limits)),
         )
+        ask = f'List the subsections of "{node.title}".'
+        # The whole plan, then the top-level titles only, then the section alone: the first that fits.
+        prompts = [
+            replace(prompt, user=f"The document's plan:\n{outline_text(job.outline, brief)}\n\n{ask}")
+            for brief in (False, True)
+        ] + [replace(prompt, user=ask)]
+        too_long = FieldViolation("query", f'makes a section title ("{node.title}") too long for the LLM')
         async with job.limit:
-            answer, took = await self._call(prompt, _ignore_text, job.cancel)
+            answer, took, _ = await self._call_fitting(prompts, too_long, _ignore_text, job.cancel)
         job.calls += took
         children = parse_subsections(answer.text, max_children=s.max_children)
         if depth < job.max_depth and children:
@@ -269,7 +282,7 @@ class DocGenEngine:
             try:
                 async with limit:
                     section = await self._write_section(
-                        index, node, outline_text(outline), context, model, request.language, cancel, queue.put_nowait
+                        index, node, outline, context, model, request.language, cancel, queue.put_nowait
                     )
                 queue.put_nowait(_Done(section))
             except Exception as exc:  # delivered to the stream, which raises it
@@ -305,7 +318,7 @@ class DocGenEngine:
 
         sections = [written[index] for index in sorted(written)]
         references = references_for(
-            [f.name for f in request.context], used, [section.stats.index for section in sections]
+            [f.name for f in request.context], used, [s.stats.index for s in sections if s.used_context]
         )
         yield ProgressUpdate(STAGE_REFERENCES, 92.0, f"{len(references)} reference(s) from the context files")
         yield ProgressUpdate(STAGE_FUSING, 96.0, f"fusing {total} sections into one {request.format.value} document")
@@ -326,7 +339,7 @@ class DocGenEngine:
         self,
         index: int,
         node: OutlineNode,
-        plan: str,
+        outline: Outline,
         context: str,
         model: str,
         language: str,
@@ -334,20 +347,29 @@ class DocGenEngine:
         emit: Callable[[object], None],
     ) -> WrittenSection:
         subsections = "".join(f"\n- {child.title}" for child in node.children)
-        prompt = Prompt(
+        section = (
+            f'Write the section "{node.title}".'
+            + (f"\nIt should say: {node.summary}" if node.summary else "")
+            + (f"\nIts subsections:{subsections}" if subsections else "")
+        )
+        plan, brief_plan = (f"The document's plan:\n{outline_text(outline, brief)}\n\n" for brief in (False, True))
+        base = Prompt(
             system=(
                 "You write one section of a document, as Markdown prose without the section's own heading. "
                 "Cover its subsections in order." + _language_rule(language)
             ),
-            user=(
-                f'The document\'s plan:\n{plan}\n\nWrite the section "{node.title}".'
-                + (f"\nIt should say: {node.summary}" if node.summary else "")
-                + (f"\nIts subsections:{subsections}" if subsections else "")
-                + context
-            ),
+            user="",
             model=model,
             max_tokens=self.settings.section_max_tokens,
             temperature=self.settings.temperature,
+        )
+        # Longest first; for a small context window, the context files go first, then the plan's detail.
+        prompts = [
+            replace(base, user=user)
+            for user in (plan + section + context, plan + section, brief_plan + section, section)
+        ]
+        too_long = FieldViolation(
+            f"outline.nodes[{index - 1}]", "is longer than the LLM's context window, even without the plan"
         )
         started = time.monotonic()
         offset = 0
@@ -362,7 +384,7 @@ class DocGenEngine:
             nonlocal attempt
             attempt = number
 
-        answer, attempts = await self._call(prompt, on_text, cancel, on_attempt)
+        answer, attempts, prompt = await self._call_fitting(prompts, too_long, on_text, cancel, on_attempt)
         stats = SectionStats(
             index=index,
             title=node.title,
@@ -371,7 +393,9 @@ class DocGenEngine:
             seconds=time.monotonic() - started,
             attempts=attempts,
         )
-        return WrittenSection(stats=stats, text=answer.text, model=answer.model)
+        return WrittenSection(
+            stats=stats, text=answer.text, model=answer.model, used_context=bool(context) and prompt == prompts[0]
+        )
 
     async def _call(
         self,
@@ -402,6 +426,34 @@ class DocGenEngine:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
+    async def _call_fitting(
+        self,
+        prompts: list[Prompt],
+        too_long: FieldViolation,
+        on_text: OnText,
+        cancel: CancelToken,
+        on_attempt: Callable[[int], None] | None = None,
+    ) -> tuple[LlmAnswer, int, Prompt]:
+        """`_call` with the first of `prompts` (longest first) that fits the LLM's context window:
+        the answer, the calls it took and the prompt that was answered. The LLM refuses a prompt
+        longer than its window (PROMPT_TOO_LONG) before any token, so the next one is asked; when
+        even the last is too long, the caller's request is: INVALID_ARGUMENT on `too_long`."""
+        calls = 0
+        for prompt in _distinct(prompts):
+            try:
+                answer, took = await self._call(prompt, on_text, cancel, on_attempt)
+            except InvalidArgument as exc:
+                if exc.reason != PROMPT_TOO_LONG:
+                    raise
+                calls += 1
+                log.info("docgen.prompt_too_long", chars=len(prompt.system) + len(prompt.user), error=exc.message)
+                failure = exc
+                continue
+            return answer, calls + took, prompt
+        raise InvalidArgument(
+            [FieldViolation(too_long.field, f"{too_long.description}: {failure.message}")], reason=PROMPT_TOO_LONG
+        ) from failure
+
     def _context_block(self, files: tuple[ContextFile, ...]) -> tuple[str, list[bool]]:
         """The context files as prompt text within `context_max_chars`, and which files fit."""
         budget = self.settings.context_max_chars
@@ -414,6 +466,11 @@ class DocGenEngine:
                 parts.append(f"\n\n[{number}] {file.name}:\n{file.text}")
                 budget -= len(file.text)
         return ("\n\nContext files:" + "".join(parts)) if parts else "", used
+
+
+def _distinct(prompts: list[Prompt]) -> list[Prompt]:
+    """`prompts` without repeats (a shorter form that came out the same as a longer one)."""
+    return [prompt for number, prompt in enumerate(prompts) if prompt not in prompts[:number]]
 
 
 def _unavailable(exc: CapmeshError, attempts: int) -> CapmeshError:

@@ -135,15 +135,17 @@ def parse_subsections(text: str, *, max_children: int) -> tuple[OutlineNode, ...
     return parse_items(data["nodes"], max_children) if data is not None else ()
 
 
-def outline_text(outline: Outline) -> str:
-    """The outline as an indented list of titles (and summaries), for prompts."""
+def outline_text(outline: Outline, brief: bool = False) -> str:
+    """The outline as an indented list of titles (and summaries), for prompts; `brief`: the title
+    and the top-level section titles only (a plan that fits a smaller context window)."""
     lines = [outline.title]
 
     def add(nodes: tuple[OutlineNode, ...], indent: int) -> None:
         for node in nodes:
-            summary = f": {node.summary}" if node.summary else ""
+            summary = f": {node.summary}" if node.summary and not brief else ""
             lines.append(f"{'  ' * indent}- {node.title}{summary}")
-            add(node.children, indent + 1)
+            if not brief:
+                add(node.children, indent + 1)
 
     add(outline.nodes, 0)
     return "\n".join(lines)

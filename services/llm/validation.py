@@ -8,7 +8,7 @@ import math
 from capmesh.services.llm.config import LlmSettings
 from capmesh.services.llm.domain import ROLES, ChatMessage, ChatRequest, ResponseFormat
 from capmesh.services.llm.tools import NAME_PATTERN
-from capmesh.services.runtime.errors import InvalidArgument, Violations
+from capmesh.services.runtime.errors import PROMPT_TOO_LONG, InvalidArgument, Violations
 
 MAX_SEED = 2**63 - 1
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
@@ -145,6 +145,7 @@ def prompt_too_long(prompt_tokens: int, context_window: int) -> InvalidArgument:
         "messages",
         f"the prompt is {prompt_tokens} tokens, which leaves no room for an answer in the model's "
         f"context window of {context_window} tokens; shorten the messages",
+        reason=PROMPT_TOO_LONG,
     )
 
 

@@ -11,6 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 DOMAIN = "capmesh.dev"
+# The ErrorInfo reason of an INVALID_ARGUMENT whose prompt is longer than the LLM's context window:
+# a caller that composes prompts (DocGen) shortens the prompt and asks again.
+PROMPT_TOO_LONG = "PROMPT_TOO_LONG"
 
 
 @dataclass(frozen=True)

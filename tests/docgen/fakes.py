@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from capmesh.services.docgen.domain import LlmAnswer, Prompt
 from capmesh.services.docgen.engine import OnText
-from capmesh.services.runtime.errors import CapmeshError
+from capmesh.services.runtime.errors import PROMPT_TOO_LONG, CapmeshError, InvalidArgument
 
 OUTLINE = {
     "title": "A Guide",
@@ -27,7 +27,9 @@ class FakeLlm:
     """Section prompts of an outline (a JSON Schema with a title) get `outline_answers` in turn (the
     last one repeats), subsection prompts (a schema without) five subsections;
     section prompts get a deterministic text in `pieces` deltas, after `delay_s` per delta. `failures`
-    are raised, one per call, before answering; `hang` makes section calls wait until cancelled."""
+    are raised, one per call, before answering; `hang` makes section calls wait until cancelled;
+    a prompt longer than `window_chars` (system and user message) is refused as the LLM refuses a
+    prompt past its context window."""
 
     outline_answers: list[str] = field(default_factory=lambda: [json.dumps(OUTLINE)])
     pieces: int = 3
@@ -42,6 +44,7 @@ class FakeLlm:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     on_call: Callable[[Prompt], None] | None = None
     closed: bool = False
+    window_chars: int | None = None
 
     async def complete(self, prompt: Prompt, on_text: OnText, timeout_s: float | None) -> LlmAnswer:
         self.prompts.append(prompt)
@@ -52,6 +55,8 @@ class FakeLlm:
         try:
             if self.failures:
                 raise self.failures.pop(0)
+            if self.window_chars is not None and len(prompt.system) + len(prompt.user) > self.window_chars:
+                raise InvalidArgument.single("messages", "the prompt is too long", reason=PROMPT_TOO_LONG)
             if prompt.json_schema and "title" not in json.loads(prompt.json_schema)["properties"]:
                 return LlmAnswer(json.dumps(SUBSECTIONS), tokens=10, model="fake")
             if prompt.json_schema:

@@ -35,6 +35,7 @@ from capmesh.services.docgen.outline import (
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.chunks import FileChunk
 from capmesh.services.runtime.errors import (
+    PROMPT_TOO_LONG,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -198,6 +199,46 @@ async def test_document_streams_sections_steps_and_a_fused_markdown_file():
     ]
     assert "1. notes.txt (sections 1, 2, 3, 4, 5, 6)" in markdown
     assert all("some notes" in p.user and "xxxxx" not in p.user for p in llm.prompts)
+
+
+async def test_a_section_past_the_llms_window_is_asked_again_without_the_context_then_the_plans_detail():
+    # Prompts of ~925 (One) and ~740 (Two) characters with everything; a window of 500 takes Two
+    # without the context file, and One (whose long summary is in the plan too) with the plan's titles only.
+    outline = Outline("Guide", (OutlineNode("One", "a " * 100), OutlineNode("Two", "short")))
+    llm = FakeLlm(window_chars=500)
+    request = DocumentRequest(outline, context=(ContextFile("notes.txt", "n" * 300),))
+    events = await collect(DocGenEngine(llm, settings()).generate_document(request, CancelToken()))
+
+    result = events[-1]
+    assert isinstance(result, DocumentResult)
+    assert [(s.index, s.attempts) for s in result.sections] == [(1, 3), (2, 2)]  # refused prompts count as calls
+    answered = [p for p in llm.prompts if len(p.system) + len(p.user) <= 500]
+    assert len(answered) == 2 and not any("nnnn" in p.user for p in answered)
+    [one] = [p for p in answered if 'section "One"' in p.user]
+    assert "- One\n- Two\n" in one.user  # the plan's titles, without the summaries
+    assert [(r.name, r.sections) for r in result.references] == [("notes.txt", ())]  # no section used it
+
+
+async def test_a_section_that_cannot_fit_the_llms_window_is_invalid_argument_naming_it():
+    outline = Outline("Guide", (OutlineNode("One", "a " * 100),))
+    with pytest.raises(InvalidArgument) as refused:
+        await collect(
+            DocGenEngine(FakeLlm(window_chars=100), settings()).generate_document(
+                DocumentRequest(outline), CancelToken()
+            )
+        )
+    assert refused.value.reason == PROMPT_TOO_LONG
+    assert [v.field for v in refused.value.violations] == ["outline.nodes[0]"]
+    assert "context window" in refused.value.violations[0].description
+
+
+async def test_an_outline_query_past_the_llms_window_is_asked_again_without_the_context():
+    llm = FakeLlm(window_chars=600)
+    request = OutlineRequest("write a guide", context=(ContextFile("big.txt", "z" * 400),))
+    events = await collect(DocGenEngine(llm, settings()).generate_outline(request, CancelToken()))
+    assert isinstance(events[-1], OutlineResult) and events[-1].attempts == 2 + 3
+    assert "zzzz" in llm.prompts[0].user and "zzzz" not in llm.prompts[1].user
+    assert "write a guide" in llm.prompts[1].user
 
 
 async def test_the_same_request_gives_the_same_document():

@@ -88,72 +88,6 @@ def test_every_service_lists_its_contract_health_and_reflection_and_is_serving(m
     assert set(SERVICE_NAMES.values()) <= set(grpcurl(mesh["gateway (gRPC)"], "list").split())
 
 
-def test_readme_grpcurl_examples_through_the_gateway(mesh):
-    out = grpcurl(
-        "-d",
-        '{"messages":[{"role":"ROLE_USER","content":"hi"}],"max_tokens":16}',
-        mesh["gateway (gRPC)"],
-        "capmesh.llm.v1.LlmService/StreamChat",
-    )
-    messages = [json.loads(chunk) for chunk in re.split(r"(?<=\})\n(?=\{)", out.strip())]
-    assert any("chunk" in m for m in messages) and "result" in messages[-1]
-
-
-def test_readme_http_examples(mesh):
-    base = mesh["gateway (HTTP)"]
-    base = base if base.startswith("http") else f"http://{base}"
-    with httpx.Client(base_url=base, timeout=120) as http:
-        capabilities = http.get("/v1/capabilities").json()
-        assert {c["capability"] for c in capabilities["capabilities"]} >= set(NAMES)
-        chat = http.post(
-            "/v1/chat/completions",
-            json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
-        )
-        assert chat.status_code == 200, chat.text
-        assert chat.json()["choices"][0]["message"]["role"] == "assistant"
-        speech = http.post(
-            "/v1/audio/speech",
-            json={"model": "tts-1", "input": "Hello from capmesh.", "voice": "alloy", "response_format": "wav"},
-        )
-        assert speech.status_code == 200, speech.text
-        assert speech.content[:4] == b"RIFF" and len(speech.content) > 1000
-
-
-def test_readme_cli_examples(mesh, tmp_path):
-    env = {**os.environ, "CAPMESH_ADDRESS": mesh["gateway (gRPC)"], "COLUMNS": "250"}
-    wav = tmp_path / "hello.wav"
-    done = subprocess.run(
-        [*CAPMESH, "tts", "Hello from capmesh.", "-o", str(wav)], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert wav.read_bytes()[:4] == b"RIFF"
-    done = subprocess.run([*CAPMESH, "chat", "-m", "hi"], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    done = subprocess.run([*CAPMESH, "status"], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "AVAILABLE" in done.stdout, done.stdout + done.stderr
-    done = subprocess.run(
-        [
-            *CAPMESH,
-            "jobs",
-            "submit",
-            "/capmesh.tts.v1.TtsService/StreamSynthesize",
-            "-d",
-            '{"text":"A job."}',
-            "-l",
-            "characterId=char_007",
-            "--watch",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    base = mesh["gateway (HTTP)"]
-    listed = httpx.get(f"{base}/v1/operations?filter=labels.characterId%3D%22char_007%22", timeout=30).json()
-    assert len(listed["operations"]) == 1 and listed["operations"][0]["done"]
-
-
 def run_cli(args: list[str], mesh, timeout_s: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "CAPMESH_ADDRESS": mesh["gateway (gRPC)"], "COLUMNS": "250"}
     done = subprocess.run([*CAPMESH, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -214,3 +148,67 @@ def test_a_speech_job_over_http_stores_its_audio_as_a_file(mesh):
         assert name in [o["name"] for o in listed["operations"]]
         audio = http.get(f"/v1/files/{artifact['fileId']}:download")
         assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+
+
+# -- the README's Quickstart, as written --------------------------------------------------------
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The README's Quickstart code blocks in `language` after "### Try it", in order."""
+    text = README.read_text()
+    quickstart = text[text.index("### Try it") : text.index("\n## ", text.index("### Try it"))]
+    return re.findall(rf"```{language}\n(.*?)```", quickstart, re.S)
+
+
+def commands(block: str) -> list[str]:
+    """One entry per command of a bash block: continuation lines joined, comments left out."""
+    joined = block.replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def as_here(text: str, mesh: dict[str, str]) -> str:
+    """The README's addresses (the default ports) replaced by the ones this run's mesh picked."""
+    http = mesh["gateway (HTTP)"].removeprefix("http://")
+    return text.replace("localhost:50051", mesh["gateway (gRPC)"]).replace("localhost:8080", http)
+
+
+def test_the_readme_quickstart_runs_as_written(mesh, tmp_path):
+    """Every command of "Try it" and the Python example, run from a folder like the repository's
+    (`.venv` in it) against this run's ports: each exits 0, and what each one says or writes is checked."""
+    (tmp_path / ".venv").symlink_to(BIN.parent)
+    env = {**os.environ, "CAPMESH_ADDRESS": mesh["gateway (gRPC)"], "COLUMNS": "250"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    said: dict[str, str] = {}
+    for block in readme_blocks("bash"):
+        for command in commands(block):
+            done = run("bash", "-c", as_here(command, mesh))
+            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+            said[command] = done.stdout
+            if "-o hello.wav" in command:  # the speech of curl, then of the CLI, each a WAV file
+                assert (tmp_path / "hello.wav").read_bytes()[:4] == b"RIFF", command
+                (tmp_path / "hello.wav").unlink()
+
+    def output(prefix: str) -> str:
+        return next(out for command, out in said.items() if command.startswith(prefix))
+
+    assert "capmesh.llm.v1.LlmService" in output(".venv/bin/grpcurl -plaintext localhost:50051 list").split()
+    assert '"result"' in output(".venv/bin/grpcurl -plaintext -d")
+    assert "AVAILABLE" in output(".venv/bin/capmesh status")
+    listed = json.loads(output("curl -s localhost:8080/v1/capabilities"))
+    assert {c["capability"] for c in listed["capabilities"]} >= set(NAMES)
+    chat = json.loads(output("curl -s localhost:8080/v1/chat/completions"))
+    assert chat["choices"][0]["message"]["role"] == "assistant"
+    labelled = json.loads(output("curl -s 'localhost:8080/v1/operations?filter="))
+    assert labelled["operations"] and all(o["done"] for o in labelled["operations"])
+    assert json.loads((tmp_path / "outline.json").read_text())["nodes"]
+    assert (tmp_path / "guide.md").read_text().strip()
+
+    [snippet] = readme_blocks("python")
+    done = run(sys.executable, "-c", as_here(snippet, mesh))
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"\d+\.\d\ds of audio/wav\n", done.stdout), done.stdout
+    assert (tmp_path / "hello.wav").read_bytes()[:4] == b"RIFF"

@@ -11,7 +11,7 @@ from capmesh.services.llm.batching import TransformersChatEngine
 from capmesh.services.llm.domain import ChatMessage, ChatRequest, ChatResult, TextDelta
 from capmesh.services.llm.engine import Sink
 from capmesh.services.runtime.cancellation import CancelToken
-from capmesh.services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from capmesh.services.runtime.errors import PROMPT_TOO_LONG, InvalidArgument, NotFound, ResourceExhausted
 
 
 def greedy(prompt: str, max_tokens: int = 24, **kwargs) -> ChatRequest:
@@ -166,6 +166,7 @@ def test_answer_stops_at_the_context_window(llm_settings):
         with pytest.raises(InvalidArgument) as too_long:
             run(engine, greedy("word " * 60, 4))
         assert [v.field for v in too_long.value.violations] == ["messages"]
+        assert too_long.value.reason == PROMPT_TOO_LONG  # what DocGen reads to shorten its prompts
         with pytest.raises(InvalidArgument) as too_many:
             run(engine, greedy("hi", 48))
         assert [v.field for v in too_many.value.violations] == ["max_tokens"]

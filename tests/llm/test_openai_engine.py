@@ -13,6 +13,7 @@ from capmesh.services.llm.domain import ChatMessage, ChatRequest, ResponseFormat
 from capmesh.services.llm.openai_engine import OpenAIChatEngine
 from capmesh.services.runtime.cancellation import CancelToken
 from capmesh.services.runtime.errors import (
+    PROMPT_TOO_LONG,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -132,6 +133,15 @@ def test_403_and_content_policy_are_not_retried(engine, api):
     with pytest.raises(FailedPrecondition):
         ask(engine)
     assert api.calls(PATH) == 2
+
+
+def test_a_prompt_past_the_remote_models_window_is_prompt_too_long(engine, api):
+    message = "This model's maximum context length is 128000 tokens."
+    api.fail_next(PATH, Reply.json(400, {"error": {"message": message, "code": "context_length_exceeded"}}))
+    with pytest.raises(InvalidArgument) as refused:
+        ask(engine)
+    assert refused.value.reason == PROMPT_TOO_LONG and message in refused.value.message
+    assert api.calls(PATH) == 1
 
 
 def test_a_stream_broken_after_partial_output_is_unavailable_not_retried(engine, api):
