@@ -154,11 +154,13 @@ def test_a_speech_job_over_http_stores_its_audio_as_a_file(mesh):
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def readme_blocks(language: str) -> list[str]:
-    """The README's Quickstart code blocks in `language` after "### Try it", in order."""
+def readme_blocks(language: str, heading: str = "### Try it") -> list[str]:
+    """The README's code blocks in `language` under `heading` (up to the next "## " heading), in order."""
     text = README.read_text()
-    quickstart = text[text.index("### Try it") : text.index("\n## ", text.index("### Try it"))]
-    return re.findall(rf"```{language}\n(.*?)```", quickstart, re.S)
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else len(text)]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
 
 
 def commands(block: str) -> list[str]:
@@ -173,9 +175,10 @@ def as_here(text: str, mesh: dict[str, str]) -> str:
     return text.replace("localhost:50051", mesh["gateway (gRPC)"]).replace("localhost:8080", http)
 
 
-def test_the_readme_quickstart_runs_as_written(mesh, tmp_path):
-    """Every command of "Try it" and the Python example, run from a folder like the repository's
-    (`.venv` in it) against this run's ports: each exits 0, and what each one says or writes is checked."""
+def test_the_readme_examples_run_as_written(mesh, tmp_path):
+    """Every command of "Try it", its Python example and the OpenAI SDK example, run from a folder
+    like the repository's (`.venv` in it) against this run's ports: each exits 0, and what each one
+    says or writes is checked."""
     (tmp_path / ".venv").symlink_to(BIN.parent)
     env = {**os.environ, "CAPMESH_ADDRESS": mesh["gateway (gRPC)"], "COLUMNS": "250"}
 
@@ -212,3 +215,10 @@ def test_the_readme_quickstart_runs_as_written(mesh, tmp_path):
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"\d+\.\d\ds of audio/wav\n", done.stdout), done.stdout
     assert (tmp_path / "hello.wav").read_bytes()[:4] == b"RIFF"
+
+    # The OpenAI SDK with a required tool: the tiny model's call is decoded under the tool's schema.
+    [tools] = readme_blocks("python", "## The OpenAI-compatible API")
+    done = run(sys.executable, "-c", as_here(tools, mesh))
+    assert done.returncode == 0, done.stderr
+    reason, arguments = done.stdout.split(" ", 1)
+    assert reason == "tool_calls" and isinstance(json.loads(arguments)["city"], str)
