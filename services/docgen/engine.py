@@ -255,7 +255,7 @@ class DocGenEngine:
             replace(prompt, user=f"The document's plan:\n{outline_text(job.outline, brief)}\n\n{ask}")
             for brief in (False, True)
         ] + [replace(prompt, user=ask)]
-        too_long = FieldViolation("query", f'makes a section title ("{node.title}") too long for the LLM')
+        too_long = FieldViolation("query", "leads to an outline too long for the LLM's context window")
         async with job.limit:
             answer, took, _ = await self._call_fitting(prompts, too_long, _ignore_text, job.cancel)
         job.calls += took
