@@ -48,7 +48,7 @@ from capmesh.gateway.server.config import GatewaySettings
 from capmesh.gateway.server.main import listening_line, run_event_loop, serve
 from capmesh.gateway.server.metrics import MULTIPROCESS_DIR_ENV
 from capmesh.gateway.server.sockets import bound_tcp_socket
-from capmesh.services.runtime.restarts import CRASH_LOOP_WINDOW_S, CrashHistory
+from capmesh.services.runtime.restarts import CrashHistory
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_MARGIN_S = 5.0  # past the grace period, for a worker's own shutdown steps, before SIGKILL
@@ -188,10 +188,7 @@ class _Supervisor:
                         return code if code is not None and code > 0 else 1  # < 0: killed by a signal
                     delay = crashes[i].exited()
                     if delay is None:
-                        _say(
-                            f"worker {worker.index} is crash-looping: it exited {crashes[i].recent} times within "
-                            f"{CRASH_LOOP_WINDOW_S:.0f}s, last with {code}; stopping"
-                        )
+                        _say(f"{crashes[i].crash_loop(f'worker {worker.index}', code)}; stopping")
                         return 1
                     _say(f"worker {worker.index} exited with {code}; starting it again in {delay:.1f}s")
                     restart_at[i] = time.monotonic() + delay

@@ -15,7 +15,7 @@ model a backend of `<cap>` offers or holds, RouteConfiguration `<cap>` sends cal
 Cluster `<cap>/<model>`, whose endpoints come in two priorities: the backends that have the model
 loaded first, every other backend as the fallback (priority failover: the fallback takes calls only
 while no loaded backend is healthy). Calls without the header go to Cluster `<cap>`.
-One more RouteConfiguration, `capmesh` (`MESH_ROUTE`), is for Envoy: one virtual host whose routes
+One more RouteConfiguration, `capmesh` (`ENVOY_ROUTE`), is for Envoy: one virtual host whose routes
 send each gRPC service's path prefix (`/capmesh.tts.v1.TtsService/`) to its capability's cluster, so
 one Envoy listener serves the whole mesh (`capmesh xds-bootstrap --envoy` writes that Envoy's
 bootstrap). Its routes lift Envoy's default 15 s route timeout, which would cut every generation
@@ -59,10 +59,15 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINTS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 TYPES = (LISTENER, ROUTE, CLUSTER, ENDPOINTS)
 
-MESH_ROUTE = ENVOY_ROUTE  # the RouteConfiguration for Envoy: every service of every capability
 ROUTER_FILTER = "envoy.filters.http.router"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-_NO_LIMIT = duration_pb2.Duration(seconds=0)
+# 0: no limit of Envoy's own; the caller's grpc-timeout header is the deadline, uncapped.
+_NO_LIMITS = {
+    "timeout": duration_pb2.Duration(),
+    "max_stream_duration": route_components_pb2.RouteAction.MaxStreamDuration(
+        grpc_timeout_header_max=duration_pb2.Duration()
+    ),
+}
 _ADS = config_source_pb2.ConfigSource(
     ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
 )
@@ -85,10 +90,10 @@ def listener(capability: str) -> listener_pb2.Listener:
     )
 
 
-def _route_to(cluster: str, prefix: str) -> route_components_pb2.Route:
+def _route_to(cluster: str, prefix: str, **action: Message) -> route_components_pb2.Route:
     return route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(prefix=prefix),
-        route=route_components_pb2.RouteAction(cluster=cluster),
+        route=route_components_pb2.RouteAction(cluster=cluster, **action),
     )
 
 
@@ -111,19 +116,9 @@ def route(capability: str, models: Iterable[str] = ()) -> route_pb2.RouteConfigu
 
 def mesh_route(services: dict[str, str]) -> route_pb2.RouteConfiguration:
     """`services`: gRPC service full name -> its capability (the cluster)."""
-    routes = [_route_to(capability, f"/{service}/") for service, capability in sorted(services.items())]
-    for each in routes:
-        # 0: no limit of Envoy's own; the caller's grpc-timeout header is the deadline, uncapped.
-        each.route.MergeFrom(
-            route_components_pb2.RouteAction(
-                timeout=_NO_LIMIT,
-                max_stream_duration=route_components_pb2.RouteAction.MaxStreamDuration(
-                    grpc_timeout_header_max=_NO_LIMIT
-                ),
-            )
-        )
-    host = route_components_pb2.VirtualHost(name=MESH_ROUTE, domains=["*"], routes=routes)
-    return route_pb2.RouteConfiguration(name=MESH_ROUTE, virtual_hosts=[host])
+    routes = [_route_to(capability, f"/{service}/", **_NO_LIMITS) for service, capability in sorted(services.items())]
+    host = route_components_pb2.VirtualHost(name=ENVOY_ROUTE, domains=["*"], routes=routes)
+    return route_pb2.RouteConfiguration(name=ENVOY_ROUTE, virtual_hosts=[host])
 
 
 def cluster(name: str) -> cluster_pb2.Cluster:
@@ -263,5 +258,5 @@ async def build_snapshot(registry: Registry) -> Snapshot:
             if not entry.routable(now) and entry.cooldown_remaining(now) > 0:
                 ends = entry.cooldown_until
                 expires_at = ends if expires_at is None else min(expires_at, ends)
-    resources[ROUTE][MESH_ROUTE] = _packed(mesh_route(services))
+    resources[ROUTE][ENVOY_ROUTE] = _packed(mesh_route(services))
     return Snapshot(resources, expires_at)

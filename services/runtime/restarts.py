@@ -41,3 +41,8 @@ class CrashHistory:
     def recent(self) -> int:
         """Exits within the window, as of the last one."""
         return len(self._exits)
+
+    def crash_loop(self, name: str, code: int | None) -> str:
+        """What a supervisor says when `name` crash-loops; `code` is its last exit code."""
+        window = f"{CRASH_LOOP_WINDOW_S:.0f}s"
+        return f"{name} is crash-looping: it exited {self.recent} times within {window}, last with code {code}"

@@ -20,15 +20,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 from google.rpc import status_pb2
 
-from capmesh.client.xds import MODEL_HEADER, envoy_bootstrap
-from capmesh.gateway.server.xds.resources import (
-    CLUSTER,
-    ENDPOINTS,
-    LISTENER,
-    MESH_ROUTE,
-    ROUTE,
-    ROUTER_FILTER,
-)
+from capmesh.client.xds import ENVOY_ROUTE, MODEL_HEADER, envoy_bootstrap
+from capmesh.gateway.server.xds.resources import CLUSTER, ENDPOINTS, LISTENER, ROUTE, ROUTER_FILTER
 from capmesh.llm.v1 import llm_service_pb2_grpc
 from capmesh.services.catalog import NAMES
 from tests.gateway.backends import LLM_SERVICE, chat_request, instant_models
@@ -109,19 +102,19 @@ async def test_resources_versions_acks_and_pushes(gateways, backends, channel_to
         assert clusters["echo"].lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
         ads.ack(response, [])
 
-        ads.send(ROUTE, ["echo", MESH_ROUTE])
+        ads.send(ROUTE, ["echo", ENVOY_ROUTE])
         response = await ads.next()
         routes = {r.name: r for r in _unpack(response, route_pb2.RouteConfiguration)}
         [route] = routes["echo"].virtual_hosts[0].routes
         assert route.route.cluster == "echo" and route.match.prefix == "/"
-        mesh_routes = routes[MESH_ROUTE].virtual_hosts[0].routes
+        mesh_routes = routes[ENVOY_ROUTE].virtual_hosts[0].routes
         mesh = {r.match.prefix: r.route.cluster for r in mesh_routes}
         assert mesh[f"/{LLM_SERVICE}/"] in {"llm", "echo"} and mesh["/capmesh.tts.v1.TtsService/"] == "tts"
         for each in mesh_routes:  # no 15 s cut of Envoy's: the caller's grpc-timeout, uncapped, is the deadline
             assert each.route.HasField("timeout") and each.route.timeout.ToNanoseconds() == 0
             assert each.route.max_stream_duration.HasField("grpc_timeout_header_max")
             assert each.route.max_stream_duration.grpc_timeout_header_max.ToNanoseconds() == 0
-        ads.ack(response, ["echo", MESH_ROUTE])
+        ads.ack(response, ["echo", ENVOY_ROUTE])
 
         ads.send(ENDPOINTS, ["echo"])
         response = await ads.next()
@@ -177,10 +170,10 @@ async def test_envoy_presents_the_mesh_secret_to_a_gateway_that_requires_api_key
     for metadata, answered in ((presented, True), ((), False)):
         ads = AdsStream(channel, metadata)
         try:
-            ads.send(ROUTE, [MESH_ROUTE])
+            ads.send(ROUTE, [ENVOY_ROUTE])
             if answered:
                 [route] = _unpack(await ads.next(), route_pb2.RouteConfiguration)
-                assert route.name == MESH_ROUTE
+                assert route.name == ENVOY_ROUTE
             else:
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await ads.next()

@@ -17,8 +17,14 @@ from google.protobuf import json_format
 from typer.testing import CliRunner
 
 from capmesh.cli.main import app
-from capmesh.client.xds import BOOTSTRAP_CONFIG_ENV, BOOTSTRAP_FILE_ENV, use_gateway_xds, xds_metadata
-from capmesh.gateway.server.xds.resources import MESH_ROUTE, ROUTER_FILTER
+from capmesh.client.xds import (
+    BOOTSTRAP_CONFIG_ENV,
+    BOOTSTRAP_FILE_ENV,
+    ENVOY_ROUTE,
+    use_gateway_xds,
+    xds_metadata,
+)
+from capmesh.gateway.server.xds.resources import ROUTER_FILTER
 from capmesh.services.runtime.settings import MESH_SECRET_ENV
 from capmesh.services.runtime.trust import MESH_SECRET_HEADER
 
@@ -90,7 +96,7 @@ def test_the_envoy_bootstrap_is_an_envoy_v3_bootstrap_on_the_gateways_mesh_route
 
     manager, filters = _filters(parsed)
     assert parsed.static_resources.listeners[0].address.socket_address.port_value == 10001
-    assert manager.rds.route_config_name == MESH_ROUTE and manager.rds.config_source.HasField("ads")
+    assert manager.rds.route_config_name == ENVOY_ROUTE and manager.rds.config_source.HasField("ads")
     assert filters == ["envoy.filters.http.header_mutation", ROUTER_FILTER]
     mutation = header_mutation_pb2.HeaderMutation()
     assert manager.http_filters[0].typed_config.Unpack(mutation)

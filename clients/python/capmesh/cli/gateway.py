@@ -590,7 +590,7 @@ class _Supervisor:
     async def keep(self, child: _Child) -> None:
         import asyncio
 
-        from capmesh.services.runtime.restarts import CRASH_LOOP_WINDOW_S, CrashHistory
+        from capmesh.services.runtime.restarts import CrashHistory
 
         crashes = CrashHistory()
         while True:
@@ -600,8 +600,7 @@ class _Supervisor:
             delay = crashes.exited()
             if delay is None:
                 self.crash_loop = (
-                    f"{child.name} is crash-looping: it exited {crashes.recent} times within "
-                    f"{CRASH_LOOP_WINDOW_S:.0f}s, last with code {code}; stopping the mesh; log: {child.log_path}\n"
+                    f"{crashes.crash_loop(child.name, code)}; stopping the mesh; log: {child.log_path}\n"
                     + _tail(child.log_path)
                 )
                 self._stop.set()
