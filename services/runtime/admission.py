@@ -44,11 +44,14 @@ class Ticket:
         """Yields the place in line each time it changes, ending when the call is admitted."""
         last = 0
         while not self.admitted.is_set():
+            # Taken before the place is read: a change while the caller handles a place (sends it
+            # to the client) sets this event, so the wait below returns at once and nothing is
+            # missed, not even the slot being handed over.
+            changed = self._admission.line_changed
             position = self.position
             if position != last:
                 last = position
                 yield position
-            changed = self._admission.line_changed
             await changed.wait()
 
     async def wait(self) -> None:

@@ -143,10 +143,14 @@ class Client:
 
         return await eventually(done, timeout_s, f"job {job_id} to end")
 
-    async def events(self, job_id: str, after: str = "", until=None) -> list[jobs_pb2.JobEvent]:
-        """Watches from `after` to the job's end, or until `until(event)` is true."""
+    async def events(
+        self, job_id: str, after: str = "", until=None, timeout_s: float = READY_TIMEOUT_S
+    ) -> list[jobs_pb2.JobEvent]:
+        """Watches from `after` to the job's end, or until `until(event)` is true; a watch still
+        open after `timeout_s` ends DEADLINE_EXCEEDED, so a stuck job fails its test quickly."""
         events = []
-        async for response in self.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id, after_event_id=after)):
+        request = jobs_pb2.WatchJobRequest(job_id=job_id, after_event_id=after)
+        async for response in self.jobs.WatchJob(request, timeout=timeout_s):
             events.append(response.event)
             if until is not None and until(response.event):
                 break

@@ -62,6 +62,22 @@ async def test_a_waiter_that_leaves_frees_its_place():
     assert staying_positions == [2, 1] and not admission.busy
 
 
+async def test_a_slot_freed_while_the_waiter_reports_its_place_is_not_missed():
+    """The servicer sends each place as a `queued` message; a slot handed over while that message
+    is being sent must still end the wait (it was lost, and the call held the slot for ever)."""
+    admission = Admission(max_concurrency=1, max_queue=1)
+    holder = admission.ticket()
+    await holder.__aenter__()
+    async with admission.ticket() as waiting:
+        places = waiting.positions()
+        assert await anext(places) == 1  # the waiter is suspended here, sending its place
+        await holder.__aexit__(None, None, None)  # ...when the slot is handed to it
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(places), timeout=5)
+        assert admission.in_flight == 1
+    assert not admission.busy
+
+
 async def _wait_in_line(admission: Admission, positions: list[int] | None = None) -> None:
     async with admission.ticket() as ticket:
         async for position in ticket.positions():
